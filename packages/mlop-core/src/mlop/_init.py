@@ -1,0 +1,191 @@
+"""``mlop.init()`` and the module-level shortcuts that act on the newest run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import string
+import time
+from pathlib import Path
+from typing import Any
+
+from mlop import _hooks, _runs
+from mlop._exceptions import ConfigError, NoRunError, RunExistsError
+from mlop._noop import NoopOp
+from mlop._op import Op
+from mlop._settings import Settings, resolve_settings
+from mlop._store import STORE_FILE, Store
+from mlop._values import jsonable
+
+__all__ = ["alert", "finish", "init", "log", "run_directory", "watch"]
+
+logger = logging.getLogger("mlop")
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
+
+
+def _new_run_id() -> str:
+    # os.urandom rather than the secrets module: that one imports hashlib, which import mlop cannot afford.
+    return "".join(_ID_ALPHABET[b % len(_ID_ALPHABET)] for b in os.urandom(8))
+
+
+def run_directory(root: str | os.PathLike[str] | None, project: str, run_id: str) -> Path:
+    """Where a run lives: ``<root>/.mlop/<project>/<run id>/``."""
+    base = Path(root) if root is not None else Path.cwd()
+    return base.expanduser() / ".mlop" / project / run_id
+
+
+def _check_name(what: str, value: str) -> None:
+    if not _SAFE_NAME.match(value) or value in (".", ".."):
+        raise ConfigError(
+            f"{what} {value!r} must be 1-128 letters, digits, '.', '_', '-' or spaces, "
+            "starting with a letter or digit"
+        )
+
+
+def init(
+    project: str | None = None,
+    name: str | None = None,
+    config: dict[str, Any] | Any | None = None,
+    tags: str | list[str] | None = None,
+    dir: str | os.PathLike[str] | None = None,
+    settings: Settings | dict[str, Any] | None = None,
+    run_id: str | None = None,
+    resume: bool = False,
+    **kwargs: Any,
+) -> Op:
+    """Start a run and return it.
+
+    Args:
+        project: the project the run belongs to (``MLOP_PROJECT``, else ``"default"``).
+        name: the run's display name; by default its id.
+        config: hyperparameters: a dict, or an object (argparse.Namespace, a dataclass) turned into one.
+        tags: one tag or a list.
+        dir: the folder under which ``.mlop/<project>/<run id>/`` is made (``save_dir`` is an alias).
+        settings: a :class:`mlop.Settings` or a dict of settings.
+        run_id: the run's id (its external id on the server); by default a new random one.
+        resume: continue the run with ``run_id`` instead of refusing an id that exists.
+        **kwargs: any other setting, by name (``mode="offline"``, ``host=...``).
+
+    Returns:
+        The run. On a rank other than 0 of a distributed job, and in ``disabled`` mode, a run whose
+        methods do nothing.
+
+    Raises:
+        ConfigError: an unknown setting, a bad value, or a bad project or run id.
+        RunExistsError: ``run_id`` names a run that exists and ``resume`` is False.
+    """
+    if "save_dir" in kwargs:
+        dir = dir if dir is not None else kwargs.pop("save_dir")
+        kwargs.pop("save_dir", None)
+    keywords = {
+        "project": project,
+        "name": name,
+        "dir": os.fspath(dir) if dir is not None else None,
+        "run_id": run_id,
+        **kwargs,
+    }
+    if resume:
+        keywords["resume"] = True
+    resolved = resolve_settings(keywords, settings)
+    logging.getLogger("mlop").setLevel(
+        resolved.debug_level if resolved.debug_level in logging.getLevelNamesMapping() else "WARNING"
+    )
+    config_dict = _config_dict(config)
+    tag_list = [tags] if isinstance(tags, str) else [str(t) for t in (tags or [])]
+
+    rank = _hooks.rank() if resolved.run_mode != "disabled" else None
+    if rank is None or (rank.rank != 0 and not resolved.shared):
+        noop = NoopOp(resolved, config_dict, tag_list)
+        _runs.register(noop)  # type: ignore[arg-type]
+        return noop  # type: ignore[return-value]
+
+    _check_name("project", resolved.project)
+    rid = resolved.run_id or _new_run_id()
+    _check_name("run_id", rid)
+    run_dir = run_directory(resolved.dir, resolved.project, rid)
+    exists = (run_dir / STORE_FILE).exists()
+    if exists and not resolved.resume:
+        raise RunExistsError(f"run {rid!r} exists in {run_dir}; pass resume=True to continue it")
+
+    store = Store(run_dir, create=True)
+    start_step = 0
+    if exists:
+        meta = store.meta()
+        start_step = int(meta.get("last_step", -1)) + 1
+        merged = dict(meta.get("config") or {})
+        merged.update(config_dict)
+        config_dict = merged
+        tag_list = list(dict.fromkeys([*(meta.get("tags") or []), *tag_list]))
+        resolved.name = resolved.name or meta.get("name")
+    now = time.time()
+    info: dict[str, Any] = {
+        "id": rid,
+        "name": resolved.name or rid,
+        "project": resolved.project,
+        "mode": resolved.run_mode,
+        "status": "RUNNING",
+        "statusMetadata": None,
+        "config": config_dict,
+        "tags": tag_list,
+        "rank": {"rank": rank.rank, "local_rank": rank.local_rank, "world_size": rank.world_size},
+        "pid": os.getpid(),
+    }
+    if not exists:
+        info["created_at"] = now
+    store.write(
+        [("config", [(now, config_dict)]), ("tags", [(now, tag_list)]), ("status", [(now, "RUNNING", None)])],
+        info,
+    )
+    op = Op(
+        settings=resolved,
+        run_id=rid,
+        run_dir=run_dir,
+        store=store,
+        config=config_dict,
+        tags=tag_list,
+        start_step=start_step,
+        resumed=exists,
+    )
+    _runs.register(op)
+    _hooks.run_started(op)
+    return op
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    out = jsonable(config)
+    if not isinstance(out, dict):
+        raise ConfigError(f"config must be a dict or an object with attributes, got {type(config).__name__}")
+    return out
+
+
+def _newest(call: str) -> Op:
+    if not _runs.ops:
+        raise NoRunError(f"mlop.{call}() needs a run: call mlop.init() first")
+    return _runs.ops[-1]
+
+
+def log(
+    data: dict[str, Any], step: int | None = None, commit: bool | None = None, timestamp: float | None = None
+) -> None:
+    """Log to the newest run; see :meth:`mlop.Run.log`."""
+    _newest("log").log(data, step=step, commit=commit, timestamp=timestamp)
+
+
+def finish(code: int | None = None) -> None:
+    """Finish the newest run; see :meth:`mlop.Run.finish`."""
+    _newest("finish").finish(code)
+
+
+def watch(model: Any, *args: Any, **kwargs: Any) -> Any:
+    """Watch a model in the newest run; see :meth:`mlop.Run.watch`."""
+    return _newest("watch").watch(model, *args, **kwargs)
+
+
+def alert(*args: Any, **kwargs: Any) -> None:
+    """Send an alert from the newest run; see :meth:`mlop.Run.alert`."""
+    _newest("alert").alert(*args, **kwargs)

@@ -1,0 +1,438 @@
+"""The run: what ``mlop.init()`` returns."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from mlop import _hooks
+from mlop._loggable import Loggable, MediaSink
+from mlop._settings import Settings
+from mlop._store import Store
+from mlop._values import flatten, jsonable
+from mlop._writer import Writer
+
+__all__ = ["FINAL_STATUSES", "Op"]
+
+logger = logging.getLogger("mlop")
+
+FINAL_STATUSES: Final = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELLED"})
+_MAX_TAGS: Final = 50
+
+
+def _merge(into: dict[str, Any], delta: Mapping[str, Any]) -> None:
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def _tag_list(tags: str | Iterable[str] | None) -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        return [tags]
+    return [str(t) for t in tags]
+
+
+def error_metadata(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> dict[str, Any]:
+    """The protocol's error description of an exception (statusMetadata)."""
+    frames = [
+        {"filename": f.filename, "lineno": f.lineno, "name": f.name, "line": f.line}
+        for f in traceback.extract_tb(tb)
+    ]
+    return {
+        "type": exc_type.__name__,
+        "message": str(exc),
+        "frames": frames,
+        "trace": "".join(traceback.format_exception(exc_type, exc, tb)),
+    }
+
+
+class Op:
+    """A live run. Create it with :func:`mlop.init`; log with :meth:`log`; end it with :meth:`finish`.
+
+    ``Op`` is also exported as ``mlop.Run``.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        run_id: str,
+        run_dir: Path,
+        store: Store,
+        config: dict[str, Any],
+        tags: list[str],
+        start_step: int = 0,
+        resumed: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.id = run_id
+        self.name: str = settings.name or run_id
+        self.project = settings.project
+        self.dir = run_dir
+        self.resumed = resumed
+        self.status = "RUNNING"
+        self.config: dict[str, Any] = config
+        self._tags = tags
+        self._store = store
+        self._writer = Writer(store, settings.x_flush_interval)
+        self._sink = MediaSink(run_dir, self._writer.add)
+        self._step = start_step
+        self._last_step = start_step - 1
+        self._pending: dict[str, Any] = {}
+        self._warned: set[str] = set()
+        self._finished = False
+        self._forked = False
+        self._finish_lock = threading.RLock()
+        self._watches: list[Any] = []
+        self._uploader: Any = None
+
+    def __repr__(self) -> str:
+        return f"<mlop.Run {self.project}/{self.name} id={self.id} status={self.status}>"
+
+    # -- logging: the hot path ------------------------------------------------------------------------
+
+    def log(
+        self,
+        data: Mapping[str, Any],
+        step: int | None = None,
+        commit: bool | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Log a dict of values at a step.
+
+        Args:
+            data: keys to values: numbers (bools as 0/1, NaN and infinities kept), strings (a string
+                series), nested dicts (flattened with ``/``), mlop data types or lists of them.
+            step: the step; by default the one after the last. A lower step than the last is kept.
+            commit: ``False`` holds the values and merges them into the next call that commits.
+            timestamp: seconds since the epoch; by default now.
+
+        Never raises: a value that cannot be logged is skipped with a warning naming its key.
+        """
+        if self._finished or self._forked:
+            self._warn_closed()
+            return
+        try:
+            now = time.time()
+            raw: Any = data
+            if type(raw) is not dict:
+                if not isinstance(raw, Mapping):
+                    self._warn_once("<data>", f"run.log takes a dict, not {type(raw).__name__}; ignored")
+                    return
+                data = dict(raw)
+            if commit is False:
+                self._pending.update(data)
+                return
+            if self._pending:
+                data = {**self._pending, **data}
+                self._pending = {}
+            if step is None:
+                step = self._step
+            elif type(step) is not int or step < self._last_step or step < 0:
+                step = self._check_step(step)
+            self._step = step + 1
+            self._last_step = step
+            for value in data.values():
+                kind = type(value)
+                if kind is not float and kind is not int:
+                    values = self._convert(data, step, now if timestamp is None else float(timestamp))
+                    break
+            else:
+                values = dict(data)
+            writer = self._writer
+            if values:
+                writer.metrics.append((step, now if timestamp is None else float(timestamp), values))
+            if now >= writer.deadline:
+                writer.flush()
+        except Exception:  # broad: log() must never raise into the training loop after init()
+            logger.exception("mlop.log failed; the values of this call were skipped")
+
+    def _check_step(self, step: Any) -> int:
+        try:
+            value = int(step.item() if hasattr(step, "item") else step)
+            if isinstance(step, bool) or value != step or value < 0:
+                raise ValueError(step)
+        except (TypeError, ValueError):
+            self._warn_once(
+                "<step>", f"step must be a non-negative integer, got {step!r}; using {self._step}"
+            )
+            return self._step
+        if value < self._last_step:
+            self._warn_once(
+                "<lower step>",
+                f"step {value} is lower than the last step {self._last_step}; it is stored as given",
+            )
+        return value
+
+    def _convert(self, data: Mapping[str, Any], step: int, now: float) -> dict[str, Any]:
+        """The slow path of log(): everything that is not a plain int or float."""
+        metrics: dict[str, Any] = {}
+        for key, value in data.items():
+            self._convert_one(metrics, str(key), value, step, now)
+        return metrics
+
+    def _convert_one(self, metrics: dict[str, Any], key: str, value: Any, step: int, now: float) -> None:
+        kind = type(value)
+        if kind is float or kind is int:
+            metrics[key] = value
+        elif kind is bool:
+            metrics[key] = int(value)
+        elif isinstance(value, str):
+            self._writer.add("data", (step, now, key, "string-series", str(value)))
+        elif isinstance(value, Mapping):
+            for sub_key, sub_value in flatten(value, key + "/").items():
+                self._convert_one(metrics, sub_key, sub_value, step, now)
+        elif isinstance(value, Loggable):
+            self._log_loggable(key, [value], step, now, single=True)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Loggable) for v in value):
+            self._log_loggable(key, list(value), step, now, single=False)
+        elif isinstance(value, (int, float)):  # subclasses of int and float (IntEnum, numpy.float64)
+            metrics[key] = float(value) if isinstance(value, float) else int(value)
+        else:
+            converted = self._scalar(value)
+            if converted is None:
+                converted = _hooks.convert(value)
+                if converted is not None and converted is not value:
+                    self._convert_one(metrics, key, converted, step, now)
+                    return
+                self._warn_bad_value(key, value)
+            else:
+                metrics[key] = converted
+
+    @staticmethod
+    def _scalar(value: Any) -> float | int | None:
+        """A numpy, torch or other scalar with ``.item()``, as a Python number; None otherwise."""
+        item = getattr(value, "item", None)
+        if item is None or not callable(item) or getattr(value, "ndim", 0) not in (0, None):
+            return None
+        try:
+            out = item()
+        except Exception:  # broad: .item() of a foreign object may raise anything
+            return None
+        if isinstance(out, bool):
+            return int(out)
+        return out if isinstance(out, (int, float)) else None
+
+    def _log_loggable(self, key: str, values: list[Loggable], step: int, now: float, single: bool) -> None:
+        for index, value in enumerate(values):
+            try:
+                items = value.mlop_items(self._sink, key, step, now, None if single else index)
+            except Exception as exc:  # broad: a value that fails to store is skipped, the rest kept
+                self._warn_once(key, f"could not log {type(value).__name__} under {key!r}: {exc}")
+                continue
+            for kind, item in items:
+                self._writer.add(kind, item)
+
+    def _warn_bad_value(self, key: str, value: Any) -> None:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+            hint = "log a list of numbers as mlop.Histogram(values), or each number under its own key"
+        elif value is None:
+            hint = "None is not a value"
+        else:
+            hint = "log a number, a string, a dict or an mlop data type (mlop.Image, mlop.Histogram, ...)"
+        self._warn_once(key, f"cannot log {type(value).__name__} under {key!r}; skipped: {hint}")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("mlop: %s", message)
+
+    def _warn_closed(self) -> None:
+        if self._forked:
+            self._warn_once("<forked>", "run.log in a forked process (a DataLoader worker?) does nothing")
+        else:
+            self._warn_once("<finished>", f"run {self.name} is finished; log() does nothing")
+
+    # -- config and tags ------------------------------------------------------------------------------
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self._tags)
+
+    def update_config(self, config: Mapping[str, Any]) -> None:
+        """Deep-merge ``config`` into the run's config. Values JSON cannot hold are converted."""
+        if self._finished or self._forked:
+            return
+        try:
+            delta = jsonable(dict(config))
+            _merge(self.config, delta)
+            self._writer.add("config", (time.time(), delta), meta={"config": self.config})
+        except Exception:  # broad: a config update must never raise into the training loop
+            logger.exception("mlop could not update the config")
+
+    def add_tags(self, tags: str | Iterable[str]) -> None:
+        """Add one tag or several; tags the run has already are ignored."""
+        new = [t for t in dict.fromkeys(_tag_list(tags)) if t not in self._tags]
+        if new:
+            self._set_tags(self._tags + new)
+
+    def remove_tags(self, tags: str | Iterable[str]) -> None:
+        """Remove one tag or several; tags the run does not have are ignored."""
+        gone = set(_tag_list(tags))
+        if gone & set(self._tags):
+            self._set_tags([t for t in self._tags if t not in gone])
+
+    def _set_tags(self, tags: list[str]) -> None:
+        if self._finished or self._forked:
+            return
+        if len(tags) > _MAX_TAGS:
+            self._warn_once("<tags>", f"a run has at most {_MAX_TAGS} tags; the rest were dropped")
+            tags = tags[:_MAX_TAGS]
+        self._tags = tags
+        self._writer.add("tags", (time.time(), list(tags)), meta={"tags": list(tags)})
+
+    # -- models ---------------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        model: Any,
+        log: str | None = "gradients",
+        log_freq: int = 1000,
+        log_graph: bool = True,
+        bins: int = 64,
+        **kwargs: Any,
+    ) -> Any:
+        """Record gradients and/or parameters of ``model`` and its graph (needs mlop-torch for torch)."""
+        from mlop._exceptions import PluginError
+
+        log_freq = int(kwargs.pop("freq", log_freq))
+        if kwargs.pop("disable_graph", False):
+            log_graph = False
+        no_grad, no_param = kwargs.pop("disable_grad", False), kwargs.pop("disable_param", False)
+        if no_grad or no_param:
+            log = None if no_grad and no_param else ("parameters" if no_grad else "gradients")
+        if kwargs:
+            raise TypeError(f"watch() got unexpected arguments: {', '.join(sorted(kwargs))}")
+        handle = _hooks.watch(self, model, log, log_freq, log_graph, bins)
+        if handle is None:
+            raise PluginError(
+                f"no installed mlop integration can watch a {type(model).__module__}.{type(model).__name__}; "
+                "for PyTorch models: pip install mlop-torch"
+            )
+        self._watches.append((model, handle))
+        return handle
+
+    def unwatch(self, model: Any = None) -> None:
+        """Remove the hooks of ``watch`` from ``model`` (from every watched model when None)."""
+        keep = []
+        for watched, handle in self._watches:
+            if model is None or watched is model:
+                try:
+                    handle.remove()
+                except Exception:  # broad: detaching a plugin's hooks must not raise into user code
+                    logger.exception("mlop could not remove the watch hooks")
+            else:
+                keep.append((watched, handle))
+        self._watches = keep
+
+    def log_graph(self, graph: Mapping[str, Any]) -> None:
+        """Store a model graph payload (``{"format", "nodes"}``) for the run."""
+        self._writer.add("graph", (time.time(), jsonable(dict(graph))), meta={"graph": jsonable(dict(graph))})
+
+    def alert(
+        self,
+        message: str | None = None,
+        title: str | None = None,
+        level: str = "INFO",
+        wait: float = 0.0,
+        url: str | None = None,
+        remote: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Record an alert for the run (sent to the server in online mode)."""
+        message = kwargs.pop("text", message)
+        wait = float(kwargs.pop("wait_duration", wait))
+        if kwargs:
+            raise TypeError(f"alert() got unexpected arguments: {', '.join(sorted(kwargs))}")
+        if self._finished or self._forked:
+            return
+        title = title or (message or "alert")[:80]
+        alert = {
+            "timestamp": int(time.time() * 1000),
+            "level": str(level).upper(),
+            "title": title,
+            "body": message or "",
+            "email": False,
+            "url": url,
+            "remote": remote,
+            "wait": wait,
+        }
+        self._writer.add("alert", (time.time(), alert))
+
+    # -- the end --------------------------------------------------------------------------------------
+
+    def finish(self, code: int | None = None) -> None:
+        """End the run: write what is pending and set its status. Calling it again does nothing.
+
+        Args:
+            code: an exit code; None or 0 means COMPLETED, anything else FAILED.
+        """
+        if code:
+            self._end(
+                "FAILED", {"type": "ExitCode", "message": f"exit code {code}", "frames": [], "trace": ""}
+            )
+        else:
+            self._end("COMPLETED", None)
+
+    def _end(self, status: str, metadata: dict[str, Any] | None) -> None:
+        with self._finish_lock:
+            if self._finished or self._forked:
+                return
+            self._finished = True
+        try:
+            if self._pending:
+                pending, self._pending = self._pending, {}
+                self._finished = False
+                self.log(pending)
+                self._finished = True
+            self.unwatch()
+            self._sink.close()
+            self.status = status
+            now = time.time()
+            self._writer.add(
+                "status",
+                (now, status, metadata),
+                meta={
+                    "status": status,
+                    "statusMetadata": metadata,
+                    "finished_at": now,
+                    "last_step": self._step - 1,
+                },
+            )
+            self._writer.close()
+            _hooks.run_finished(self, status)
+            if self._uploader is not None:
+                self._uploader.finish(self.settings.x_finish_timeout)
+        except Exception:  # broad: finishing must end the run whatever failed on the way
+            logger.exception("mlop could not finish the run cleanly")
+        finally:
+            self._store.close()
+            from mlop import _runs
+
+            _runs.forget(self)
+
+    def __enter__(self) -> Op:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None or exc is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self._end("TERMINATED", error_metadata(exc_type, exc, tb))
+        else:
+            self._end("FAILED", error_metadata(exc_type, exc, tb))

@@ -1,0 +1,191 @@
+"""Run settings: typed fields, and where each value comes from.
+
+Precedence, highest first: keywords to ``init()``, the ``settings`` argument (a :class:`Settings` or a
+dict), the environment (``MLOP_<FIELD>``), the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any, Final, Literal, get_args
+
+from mlop._exceptions import ConfigError
+
+__all__ = ["HOSTED_URLS", "Mode", "Settings", "resolve_settings"]
+
+Mode = Literal["online", "offline", "disabled"]
+_MODES: Final = get_args(Mode)
+_MODE_ALIASES: Final = {"noop": "disabled", "dryrun": "offline"}
+
+HOSTED_URLS: Final = {
+    "url_app": "https://trakkur.trainy.ai",
+    "url_api": "https://trakkur-api.trainy.ai",
+    "url_ingest": "https://trakkur-ingest.trainy.ai",
+    "url_py": "https://trakkur-py.trainy.ai",
+}
+_SELF_HOSTED_PORTS: Final = {"url_app": 3000, "url_api": 3001, "url_ingest": 3003, "url_py": 3004}
+
+# Names users know from the original client or from other trackers, mapped to ours.
+_ALIASES: Final = {"_auth": "api_key", "save_dir": "dir", "api_token": "api_key"}
+# Environment variables whose name is not simply MLOP_<FIELD>.
+_ENV_ALIASES: Final = {"MLOP_API_TOKEN": "api_key", "MLOP_API_KEY": "api_key"}
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything that controls a run besides its data.
+
+    Fields starting with ``x_`` are tuning knobs: safe to leave alone.
+    """
+
+    project: str = "default"
+    name: str | None = None
+    dir: str | None = None
+    mode: str | None = None
+    run_id: str | None = None
+    resume: bool = False
+    host: str | None = None
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    url_app: str | None = None
+    url_api: str | None = None
+    url_ingest: str | None = None
+    url_py: str | None = None
+    url_webhook: str | None = dataclasses.field(default=None, repr=False)
+    debug_level: str = "WARNING"
+    disable_system_metrics: bool = False
+    disable_console: bool = False
+    shared: bool = False
+    insecure_disable_ssl: bool = False
+    http_proxy: str | None = None
+    x_flush_interval: float = 0.05
+    x_sys_sampling_interval: float = 10.0
+    x_finish_timeout: float = 30.0
+    x_init_timeout: float = 5.0
+    x_heartbeat_interval: float = 5.0
+    x_upload_workers: int = 4
+
+    @property
+    def run_mode(self) -> Mode:
+        """The resolved mode: ``online`` with a key or a host configured, else ``offline``."""
+        if self.mode is not None:
+            return self.mode  # type: ignore[return-value]
+        if self.api_key or self.host or self.url_api:
+            return "online"
+        return "offline"
+
+    def urls(self) -> dict[str, str]:
+        """The four base URLs, from ``host`` or the explicit ``url_*`` settings or the hosted defaults."""
+        out = dict(HOSTED_URLS)
+        if self.host:
+            host = self.host.rstrip("/")
+            if "://" in host:
+                out = dict.fromkeys(HOSTED_URLS, host)
+            else:
+                out = {k: f"http://{host}:{port}" for k, port in _SELF_HOSTED_PORTS.items()}
+        for k in HOSTED_URLS:
+            explicit = getattr(self, k)
+            if explicit:
+                out[k] = explicit.rstrip("/")
+        return out
+
+    def update(self, values: Mapping[str, Any], source: str) -> None:
+        """Set fields from ``values``; an unknown key raises :class:`ConfigError` naming the closest one."""
+        for raw_key, value in values.items():
+            key = _field_name(raw_key, source)
+            setattr(self, key, _coerce(key, value, source))
+
+
+_FIELDS: Final = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _field_name(key: str, source: str) -> str:
+    key = _ALIASES.get(key, key)
+    if key in _FIELDS:
+        return key
+    close = difflib.get_close_matches(key, list(_FIELDS) + list(_ALIASES), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown setting {key!r} in {source}{hint}")
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    kind = _FIELDS[key].type
+    if value is None:
+        if "None" in str(kind):
+            return None
+        raise ConfigError(f"setting {key!r} in {source} cannot be None")
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in _TRUE:
+                    return True
+                if low in _FALSE:
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind == "float":
+            return float(value)
+        if kind == "int":
+            return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key!r} in {source} must be {kind}, got {value!r}") from None
+    if key == "mode":
+        mode = str(value).lower()
+        mode = _MODE_ALIASES.get(mode, mode)
+        if mode not in _MODES:
+            raise ConfigError(f"mode must be one of {', '.join(_MODES)} (or 'noop'), got {value!r}")
+        return mode
+    if key == "debug_level":
+        return str(value).upper()
+    return str(value) if not isinstance(value, str) else value
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith("MLOP_"):
+            continue
+        if name in _ENV_ALIASES:
+            found[_ENV_ALIASES[name]] = value
+            continue
+        key = name[len("MLOP_") :].lower()
+        if key in _FIELDS:
+            found.setdefault(key, value)
+    return found
+
+
+def resolve_settings(
+    keywords: Mapping[str, Any],
+    settings: Settings | Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the sources of settings in order of precedence.
+
+    Args:
+        keywords: settings passed to ``init()`` as keywords (``None`` values are ignored).
+        settings: the ``settings`` argument of ``init()``.
+        environ: the environment; ``os.environ`` when omitted.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type.
+    """
+    out = Settings()
+    out.update(_from_environ(os.environ if environ is None else environ), "the environment")
+    if isinstance(settings, Settings):
+        given = {
+            f.name: getattr(settings, f.name)
+            for f in dataclasses.fields(Settings)
+            if getattr(settings, f.name) != f.default
+        }
+        out.update(given, "settings")
+    elif settings is not None:
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"settings must be a mlop.Settings or a dict, got {type(settings).__name__}")
+        out.update(settings, "settings")
+    out.update({k: v for k, v in keywords.items() if v is not None}, "init()")
+    return out

@@ -1,0 +1,191 @@
+"""The local store: one SQLite file per run, the single source of truth for everything a run logged.
+
+The training process appends packed records; the uploader and ``mlop sync`` read them and record what the
+server acknowledged; ``open_run`` reads them back. SQLite runs in WAL mode so that another process can read
+while the run writes.
+
+Records are written in batches: one row holds every item of one kind that one flush collected, packed
+with pickle and read back with an unpickler that refuses every global, so a store file can only ever
+yield plain lists, dicts, strings and numbers. Packing keeps the number of rows (and of times the writer
+takes the interpreter lock) small; see DESIGN.md, "The data path".
+
+Item shapes by kind (times are float seconds since the epoch; readers convert to ms):
+
+- ``metrics``: ``(step, time, {key: number})``
+- ``data``: ``(step, time, key, data_type, value)``; ``value`` is a str for a string series, else a dict
+- ``files``: ``(step, time, key, info)``; ``info`` is a dict describing one file in the run directory
+- ``logs``: ``(time, line_number, log_type, message)``
+- ``config``: ``(time, delta)``; ``tags``: ``(time, [tags])``; ``status``: ``(time, status, metadata)``
+- ``graph``: ``(time, graph)``; ``alert``: ``(time, alert)``; ``lognames``: ``(time, log_type, [keys])``
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from mlop._exceptions import StoreError
+
+__all__ = ["STORE_FILE", "Record", "Store", "pack", "unpack"]
+
+STORE_FILE: Final = "run.db"
+_SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    time REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_kind ON records (kind, seq);
+CREATE TABLE IF NOT EXISTS acks (
+    stream TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    item INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    status INTEGER,
+    message TEXT NOT NULL,
+    time REAL NOT NULL
+);
+"""
+
+Record = tuple[int, str, list[Any]]
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads only builtin containers and scalars: a store file can never name code to run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"the store holds plain data only, not {module}.{name}")
+
+
+def pack(items: Sequence[Any]) -> bytes:
+    """Pack a list of items for one record."""
+    return pickle.dumps(items, protocol=5)
+
+
+def unpack(payload: bytes) -> list[Any]:
+    """Unpack what :func:`pack` wrote."""
+    out = _PlainUnpickler(io.BytesIO(payload)).load()
+    if not isinstance(out, list):
+        raise StoreError("a store record is not a list")
+    return out
+
+
+class Store:
+    """A connection to one run's store file.
+
+    Args:
+        path: the store file, or the run directory that holds it.
+        create: make the file and its schema when missing; otherwise a missing file is a StoreError.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        path = Path(path)
+        if path.is_dir() or (create and path.suffix != ".db"):
+            path = path / STORE_FILE
+        self.path = path
+        if not create and not path.exists():
+            raise StoreError(f"no mlop run store at {path}")
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            if create:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (json.dumps(_SCHEMA_VERSION),),
+                )
+            # WAL commits reach the kernel on every commit; fsync only at checkpoints.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the run store {path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def write(self, batches: Iterable[tuple[str, list[Any]]], meta: dict[str, Any] | None = None) -> None:
+        """Append one record per (kind, items) pair and update meta values, in one transaction."""
+        now = time.time()
+        rows = [(kind, len(items), now, pack(items)) for kind, items in batches if items]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                db.executemany("INSERT INTO records (kind, count, time, payload) VALUES (?, ?, ?, ?)", rows)
+            if meta:
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [(k, json.dumps(v)) for k, v in meta.items()],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        self.write((), values)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def records(self, kinds: Sequence[str] | None = None, after_seq: int = 0) -> Iterator[Record]:
+        """Yield ``(seq, kind, items)`` in write order, optionally only some kinds and after a seq."""
+        if kinds:
+            marks = ",".join("?" * len(kinds))
+            cur = self._db.execute(
+                f"SELECT seq, kind, payload FROM records WHERE seq > ? AND kind IN ({marks}) ORDER BY seq",
+                (after_seq, *kinds),
+            )
+        else:
+            cur = self._db.execute(
+                "SELECT seq, kind, payload FROM records WHERE seq > ? ORDER BY seq", (after_seq,)
+            )
+        for seq, kind, payload in cur:
+            yield seq, kind, unpack(payload)
+
+    def last_seq(self) -> int:
+        row = self._db.execute("SELECT MAX(seq) FROM records").fetchone()
+        return int(row[0] or 0)
+
+    # -- what the server acknowledged (the uploader's bookkeeping) ------------------------------------
+
+    def acks(self) -> dict[str, tuple[int, int]]:
+        return {s: (q, i) for s, q, i in self._db.execute("SELECT stream, seq, item FROM acks")}
+
+    def set_ack(self, stream: str, seq: int, item: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO acks (stream, seq, item) VALUES (?, ?, ?)", (stream, seq, item)
+        )
+
+    def add_failure(self, stream: str, seq: int, status: int | None, message: str) -> None:
+        self._db.execute(
+            "INSERT INTO failures (stream, seq, status, message, time) VALUES (?, ?, ?, ?, ?)",
+            (stream, seq, status, message, time.time()),
+        )
+
+    def failures(self) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT stream, seq, status, message, time FROM failures ORDER BY id")
+        return [dict(zip(("stream", "seq", "status", "message", "time"), row, strict=True)) for row in cur]
