@@ -14,6 +14,7 @@ from mlop import _hooks, _runs
 from mlop._exceptions import ConfigError, NoRunError, RunExistsError
 from mlop._noop import NoopOp
 from mlop._op import Op
+from mlop._services import start_services
 from mlop._settings import Settings, resolve_settings
 from mlop._store import STORE_FILE, Store
 from mlop._values import jsonable
@@ -150,6 +151,7 @@ def init(
         resumed=exists,
     )
     _runs.register(op)
+    op._services = start_services(op)
     _hooks.run_started(op)
     return op
 

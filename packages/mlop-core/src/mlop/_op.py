@@ -98,6 +98,7 @@ class Op:
         self._finish_lock = threading.RLock()
         self._watches: list[Any] = []
         self._uploader: Any = None
+        self._services: list[Any] = []
 
     def __repr__(self) -> str:
         return f"<mlop.Run {self.project}/{self.name} id={self.id} status={self.status}>"
@@ -399,6 +400,11 @@ class Op:
                 self.log(pending)
                 self._finished = True
             self.unwatch()
+            for service in reversed(self._services):
+                try:
+                    service.stop()
+                except Exception:  # broad: a service that fails to stop must not block the finish
+                    logger.exception("mlop could not stop %r", service)
             self._sink.close()
             self.status = status
             now = time.time()

@@ -11,7 +11,6 @@ Environment switches:
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 import threading
