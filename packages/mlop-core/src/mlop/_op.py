@@ -146,9 +146,9 @@ class Op:
                 step = self._check_step(step)
             self._step = step + 1
             self._last_step = step
-            for value in data.values():
+            for key, value in data.items():
                 kind = type(value)
-                if kind is not float and kind is not int:
+                if (kind is not float and kind is not int) or type(key) is not str:
                     values = self._convert(data, step, now if timestamp is None else float(timestamp))
                     break
             else:

@@ -107,9 +107,8 @@ def _at_exit() -> None:
 
 def _after_fork() -> None:
     # The child has copies of the runs but not their threads; its locks may be held by threads that no
-    # longer exist. Mark every run as forked (log() then does nothing) and drop them from this process.
+    # longer exist. Mark every run as forked: log() and every other call then does nothing.
     global _lock
     _lock = threading.Lock()
     for op in ops:
         op._forked = True
-    ops.clear()

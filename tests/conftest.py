@@ -1,0 +1,29 @@
+"""Shared fixtures: a clean environment and a fresh plugin manager for every test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import mlop
+from mlop._plugins import reset_plugin_manager
+
+_LEAKY = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No MLOP_* or rank variables leak in; runs without a dir land in the test's tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("MLOP_") or name in _LEAKY:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    reset_plugin_manager()
+    yield
+    for op in list(mlop.ops):
+        op.finish()
+    reset_plugin_manager()
