@@ -23,7 +23,7 @@ class NoopOp:
         self.project = settings.project
         self.config = config
         self.tags = tags
-        self._forked = False
+        self._forked = self._closed = False
 
     def __repr__(self) -> str:
         return f"<mlop.Run (disabled) {self.project}/{self.name}>"

@@ -21,6 +21,8 @@ from mlop._writer import Writer
 
 __all__ = ["FINAL_STATUSES", "Op"]
 
+_now: Final = time.time
+
 logger = logging.getLogger("mlop")
 
 FINAL_STATUSES: Final = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELLED"})
@@ -90,11 +92,13 @@ class Op:
         self._writer = Writer(store, settings.x_flush_interval)
         self._sink = MediaSink(run_dir, self._writer.add)
         self._step = start_step
-        self._last_step = start_step - 1
+        # The writer never replaces this list (it deletes what it wrote), so the bound method stays valid.
+        self._append_metrics = self._writer.metrics.append
         self._pending: dict[str, Any] = {}
         self._warned: set[str] = set()
         self._finished = False
         self._forked = False
+        self._closed = False  # finished or forked: the one flag log() checks
         self._finish_lock = threading.RLock()
         self._watches: list[Any] = []
         self._uploader: Any = None
@@ -123,43 +127,50 @@ class Op:
 
         Never raises: a value that cannot be logged is skipped with a warning naming its key.
         """
-        if self._finished or self._forked:
+        if self._closed:
             self._warn_closed()
             return
         try:
-            now = time.time()
+            now = _now()
             raw: Any = data
-            if type(raw) is not dict:
-                if not isinstance(raw, Mapping):
-                    self._warn_once("<data>", f"run.log takes a dict, not {type(raw).__name__}; ignored")
+            if type(raw) is not dict or commit is not None or self._pending:
+                raw = self._prepare(raw, commit)
+                if raw is None:
                     return
-                data = dict(raw)
-            if commit is False:
-                self._pending.update(data)
-                return
-            if self._pending:
-                data = {**self._pending, **data}
-                self._pending = {}
             if step is None:
                 step = self._step
-            elif type(step) is not int or step < self._last_step or step < 0:
+            elif type(step) is not int or step < self._step - 1 or step < 0:
                 step = self._check_step(step)
             self._step = step + 1
-            self._last_step = step
-            for key, value in data.items():
+            when = now if timestamp is None else float(timestamp)
+            for key, value in raw.items():
                 kind = type(value)
                 if (kind is not float and kind is not int) or type(key) is not str:
-                    values = self._convert(data, step, now if timestamp is None else float(timestamp))
+                    values = self._convert(raw, step, when)
                     break
             else:
-                values = dict(data)
-            writer = self._writer
+                values = raw.copy()
             if values:
-                writer.metrics.append((step, now if timestamp is None else float(timestamp), values))
-            if now >= writer.deadline:
-                writer.flush()
+                self._append_metrics((step, when, values))
+            if now >= self._writer.deadline:
+                self._writer.flush()
         except Exception:  # broad: log() must never raise into the training loop after init()
             logger.exception("mlop.log failed; the values of this call were skipped")
+
+    def _prepare(self, data: Any, commit: bool | None) -> dict[str, Any] | None:
+        """The rarer shapes of a log() call: a mapping that is not a dict, and commit=False/True."""
+        if type(data) is not dict:
+            if not isinstance(data, Mapping):
+                self._warn_once("<data>", f"run.log takes a dict, not {type(data).__name__}; ignored")
+                return None
+            data = dict(data)
+        if commit is False:
+            self._pending.update(data)
+            return None
+        if self._pending:
+            data = {**self._pending, **data}
+            self._pending = {}
+        return data
 
     def _check_step(self, step: Any) -> int:
         try:
@@ -171,10 +182,10 @@ class Op:
                 "<step>", f"step must be a non-negative integer, got {step!r}; using {self._step}"
             )
             return self._step
-        if value < self._last_step:
+        if value < self._step - 1:
             self._warn_once(
                 "<lower step>",
-                f"step {value} is lower than the last step {self._last_step}; it is stored as given",
+                f"step {value} is lower than the last step {self._step - 1}; it is stored as given",
             )
         return value
 
@@ -265,7 +276,7 @@ class Op:
 
     def update_config(self, config: Mapping[str, Any]) -> None:
         """Deep-merge ``config`` into the run's config. Values JSON cannot hold are converted."""
-        if self._finished or self._forked:
+        if self._closed:
             return
         try:
             delta = jsonable(dict(config))
@@ -287,7 +298,7 @@ class Op:
             self._set_tags([t for t in self._tags if t not in gone])
 
     def _set_tags(self, tags: list[str]) -> None:
-        if self._finished or self._forked:
+        if self._closed:
             return
         if len(tags) > _MAX_TAGS:
             self._warn_once("<tags>", f"a run has at most {_MAX_TAGS} tags; the rest were dropped")
@@ -358,7 +369,7 @@ class Op:
         wait = float(kwargs.pop("wait_duration", wait))
         if kwargs:
             raise TypeError(f"alert() got unexpected arguments: {', '.join(sorted(kwargs))}")
-        if self._finished or self._forked:
+        if self._closed:
             return
         title = title or (message or "alert")[:80]
         alert = {
@@ -390,15 +401,15 @@ class Op:
 
     def _end(self, status: str, metadata: dict[str, Any] | None) -> None:
         with self._finish_lock:
-            if self._finished or self._forked:
+            if self._closed:
                 return
-            self._finished = True
+            self._finished = self._closed = True
         try:
             if self._pending:
                 pending, self._pending = self._pending, {}
-                self._finished = False
+                self._closed = False  # let this last log() through
                 self.log(pending)
-                self._finished = True
+                self._closed = True
             self.unwatch()
             for service in reversed(self._services):
                 try:

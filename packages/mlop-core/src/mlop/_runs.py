@@ -111,4 +111,4 @@ def _after_fork() -> None:
     global _lock
     _lock = threading.Lock()
     for op in ops:
-        op._forked = True
+        op._forked = op._closed = True
