@@ -81,7 +81,7 @@ def bench_memory(steps: int, root: str) -> dict[str, Any]:
     rss_warm = 0
     peak = 0
     for i in range(steps):
-        run.log({k: i * 0.5 for k in keys})
+        run.log(dict.fromkeys(keys, i * 0.5))
         if i == warm:
             rss_warm = proc.memory_info().rss
         if i % 50_000 == 0:
@@ -101,7 +101,11 @@ def bench_import(repeats: int = 7) -> dict[str, Any]:
     code = "import time; t = time.perf_counter(); import mlop; print(time.perf_counter() - t)"
     runs = [float(subprocess.check_output([sys.executable, "-c", code], text=True)) for _ in range(repeats)]
     leaked = subprocess.check_output(
-        [sys.executable, "-c", "import sys, mlop; print(sorted({'numpy','torch','PIL','httpx'} & set(sys.modules)))"],
+        [
+            sys.executable,
+            "-c",
+            "import sys, mlop; print(sorted({'numpy','torch','PIL','httpx'} & set(sys.modules)))",
+        ],
         text=True,
     ).strip()
     return {"median_ms": statistics.median(runs) * 1000, "heavy_modules_imported": leaked}

@@ -45,6 +45,54 @@ PLUGINS = {
                 return value.degrees + 273.15
             return None
     """,
+    # A plugin for a toy framework: lifecycle, watch, graph and a CLI command.
+    "toyframework": """
+        import mlop
+
+        EVENTS = []
+
+        class ToyModel:
+            def __init__(self):
+                self.hooked = False
+
+        class Handle:
+            def __init__(self, model):
+                self.model = model
+
+            def remove(self):
+                self.model.hooked = False
+                EVENTS.append("removed")
+
+        @mlop.hookimpl
+        def mlop_run_started(run):
+            EVENTS.append(("started", run.id))
+
+        @mlop.hookimpl
+        def mlop_run_finished(run, status):
+            EVENTS.append(("finished", run.id, status))
+
+        @mlop.hookimpl
+        def mlop_graph(model):
+            if isinstance(model, ToyModel):
+                return {"format": "toy", "nodes": {".": {"type": "ToyModel", "depth": 0}}}
+            return None
+
+        @mlop.hookimpl
+        def mlop_watch(run, model, log, log_freq, log_graph, bins):
+            if not isinstance(model, ToyModel):
+                return None
+            model.hooked = True
+            EVENTS.append(("watch", log, log_freq, log_graph, bins))
+            if log_graph:
+                run.log_graph(mlop_graph(model))
+            return Handle(model)
+
+        @mlop.hookimpl
+        def mlop_add_commands(subparsers):
+            toy = subparsers.add_parser("toy", help="say hello")
+            toy.add_argument("--name", default="world")
+            toy.set_defaults(func=lambda args: print(f"hello {args.name}") or 0)
+    """,
 }
 
 
@@ -151,3 +199,36 @@ def test_watch_without_an_integration_is_a_clear_error(
     with pytest.raises(mlop.PluginError, match="mlop-torch"):
         run.watch(object())
     run.finish()
+
+
+def test_lifecycle_watch_and_graph_hooks_of_an_integration(
+    plugin_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOP_DISABLE_PLUGIN_AUTOLOAD", "1")  # without rankone, which would make us rank 1
+    monkeypatch.setenv("MLOP_PLUGINS", "toyframework")
+    import toyframework  # type: ignore[import-not-found]
+
+    from mlop import _hooks
+
+    model = toyframework.ToyModel()
+    assert _hooks.graph(model) == {"format": "toy", "nodes": {".": {"type": "ToyModel", "depth": 0}}}
+    assert _hooks.graph(object()) is None
+    run = mlop.init(dir=tmp_path)
+    run.watch(model, log="all", freq=10, bins=32)
+    assert model.hooked
+    run.finish()
+    assert not model.hooked  # finish removes every watch
+    assert toyframework.EVENTS == [
+        ("started", run.id),
+        ("watch", "all", 10, True, 32),
+        "removed",
+        ("finished", run.id, "COMPLETED"),
+    ]
+    assert mlop.open_run(run.dir).graph == {"format": "toy", "nodes": {".": {"type": "ToyModel", "depth": 0}}}
+
+
+def test_a_plugin_adds_cli_commands(plugin_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mlop.cli import main
+
+    assert main(["toy", "--name", "mlop"]) == 0
+    assert capsys.readouterr().out.strip() == "hello mlop"
