@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 
-import mlop
 import torch
 from torch import nn
+
+import mlop
 
 
 def main() -> None:
