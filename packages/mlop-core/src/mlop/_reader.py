@@ -81,16 +81,28 @@ class RunReader:
         return float(value) if value is not None else None
 
     @property
+    def system_metadata(self) -> dict[str, Any]:
+        """The environment the run ran in (``systemMetadata``): Python, packages, OS, GPUs, git, ..."""
+        return dict(self._meta.get("systemMetadata") or {})
+
+    @property
+    def system(self) -> dict[str, Any]:
+        """Same as :attr:`system_metadata`."""
+        return self.system_metadata
+
+    @property
     def meta(self) -> dict[str, Any]:
         """Every meta value the store holds (system metadata among them)."""
         return dict(self._meta)
 
-    def metrics(self, key: str | None = None) -> Iterator[dict[str, Any]]:
+    def metrics(self, key: str | None = None, *, system: bool = True) -> Iterator[dict[str, Any]]:
         """Yield ``{"key", "step", "time", "value"}`` per logged number, in logging order.
 
         ``time`` is in epoch milliseconds; a non-finite value is ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+        System metrics (keys under ``sys/``) come too unless ``system`` is False; their ``step`` is the
+        monitor's sample index, not the user's step.
         """
-        for _seq, _kind, items in self._store.records(["metrics"]):
+        for _seq, _kind, items in self._store.records(["metrics", "system"] if system else ["metrics"]):
             for step, when, values in items:
                 if key is not None:
                     if key in values:
@@ -127,10 +139,10 @@ class RunReader:
                     }
 
     def logs(self) -> Iterator[dict[str, Any]]:
-        """Yield console lines as ``{"time", "lineNumber", "logType", "message"}``."""
+        """Yield console lines as ``{"time", "line_number", "level", "message"}``; level is INFO or ERROR."""
         for _seq, _kind, items in self._store.records(["logs"]):
             for when, line, log_type, message in items:
-                yield {"time": _ms(when), "lineNumber": line, "logType": log_type, "message": message}
+                yield {"time": _ms(when), "line_number": line, "level": log_type, "message": message}
 
     def alerts(self) -> Iterator[dict[str, Any]]:
         for _seq, _kind, items in self._store.records(["alert"]):

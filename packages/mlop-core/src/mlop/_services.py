@@ -1,17 +1,24 @@
 """Background services that live as long as a run: the system monitor, console capture and the like.
 
 ``start_services`` is called by ``init()`` once the run exists; each service's ``stop()`` is called by
-``finish()`` before the final flush, newest first.
+``finish()`` before the final flush, newest first. It also records the run's environment
+(``systemMetadata``) once. None of it may fail ``init()``: a part that cannot start is logged and skipped.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mlop._op import Op
+    from mlop._system._gpu import Nvml
+    from mlop._system._redact import Redactor
 
 __all__ = ["Service", "start_services"]
+
+logger = logging.getLogger(__name__)
 
 
 class Service(Protocol):
@@ -21,6 +28,95 @@ class Service(Protocol):
 
 
 def start_services(op: Op) -> list[Service]:
-    """Start the services the run's settings ask for."""
+    """Record the environment and start the system monitor and console capture, as the settings ask.
+
+    Args:
+        op: the run, already registered, its writer running.
+
+    Returns:
+        The services started, oldest first.
+    """
+    from mlop._system import _gpu
+    from mlop._system._redact import Redactor
+
+    settings = op.settings
     services: list[Service] = []
+    redactor = Redactor(extra=[settings.api_key])
+    monitor = not settings.disable_system_metrics and settings.x_sys_sampling_interval > 0
+    nvml = _gpu.load() if monitor else None
+    _record_environment(op, redactor, nvml)
+    if monitor:
+        try:
+            services.append(_start_monitor(op, nvml))
+        except Exception:  # broad: a broken psutil must cost the run its system metrics, not its start
+            logger.exception("mlop could not start the system monitor; no system metrics for this run")
+            if nvml is not None:
+                nvml.close()
+    if not settings.disable_console:
+        try:
+            services.append(_start_console(op, redactor))
+        except Exception:  # broad: as above, for console capture
+            logger.exception("mlop could not start console capture; no console lines for this run")
     return services
+
+
+def _record_environment(op: Op, redactor: Redactor, nvml: Nvml | None) -> None:
+    from mlop._system._environment import collect
+
+    settings = op.settings
+    try:
+        environment = collect(
+            op.dir,
+            redactor,
+            nvml=nvml,
+            env_vars=settings.capture_env_vars,
+            git_diff=settings.capture_git_diff,
+            started_at=time.time(),
+        )
+        op._writer.set_meta({"systemMetadata": environment})
+        op._writer.flush()
+    except Exception:  # broad: describing the machine is best effort
+        logger.exception("mlop could not record the run's environment")
+
+
+def _last_items(op: Op, kind: str) -> list[Any]:
+    """The last item of ``kind`` a resumed run stored, read through a connection of our own."""
+    if not op.resumed:
+        return []
+    from mlop._store import Store
+
+    store = Store(op.dir)
+    try:
+        last: list[Any] = []
+        for _seq, _kind, items in store.records([kind]):
+            last = items[-1:] or last
+        return last
+    finally:
+        store.close()
+
+
+def _start_monitor(op: Op, nvml: Nvml | None) -> Service:
+    from mlop._system._monitor import Sampler, SystemMonitor
+
+    last = _last_items(op, "system")
+    first = int(last[0][0]) + 1 if last else 0
+    writer = op._writer
+
+    def emit(index: int, when: float, values: dict[str, float]) -> None:
+        writer.add("system", (index, when, values))
+
+    sampler = Sampler(str(op.dir), nvml)
+    return SystemMonitor(sampler, op.settings.x_sys_sampling_interval, emit, first).start()
+
+
+def _start_console(op: Op, redactor: Redactor) -> Service:
+    from mlop._system._console import ConsoleCapture
+
+    last = _last_items(op, "logs")
+    first = int(last[0][1]) + 1 if last else 1
+    writer = op._writer
+
+    def emit(when: float, number: int, level: str, message: str) -> None:
+        writer.add("logs", (when, number, level, message))
+
+    return ConsoleCapture(emit, redactor.text, fd=op.settings.console_fd, first_line=first).start()

@@ -59,6 +59,9 @@ class Settings:
     debug_level: str = "WARNING"
     disable_system_metrics: bool = False
     disable_console: bool = False
+    console_fd: bool = False
+    capture_env_vars: bool = False
+    capture_git_diff: bool = False
     shared: bool = False
     insecure_disable_ssl: bool = False
     http_proxy: str | None = None

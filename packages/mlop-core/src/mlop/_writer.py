@@ -66,10 +66,25 @@ class Writer:
 
     def add(self, kind: str, item: Any, meta: dict[str, Any] | None = None) -> None:
         """Queue one item of any kind but metrics (and optionally meta values written with it)."""
+        if self.owner == threading.get_ident():
+            # Called from inside this thread's own flush (a console line that an error logged by the
+            # flush wrote, a signal handler): the lock is already ours; the item goes into the next flush.
+            self._other.append((kind, item))
+            if meta:
+                self._meta.update(meta)
+            return
         with self._held():
             self._other.append((kind, item))
             if meta:
                 self._meta.update(meta)
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Queue meta values alone (the run's ``systemMetadata``); :meth:`flush` makes them durable."""
+        if self.owner == threading.get_ident():
+            self._meta.update(meta)
+            return
+        with self._held():
+            self._meta.update(meta)
 
     def flush(self) -> None:
         """Write everything pending now, in one transaction. Never raises."""

@@ -1,0 +1,239 @@
+"""The run's environment, stored as the meta value ``systemMetadata`` and sent with the run's creation.
+
+Python and the ML frameworks installed (a fixed list, not every distribution), the OS, host, CPU, memory
+and GPUs, the command line, the git state and the start time. Environment variables and the git diff
+only when their settings ask for them. Every string that could carry a secret goes through the redactor
+first. Field names that the original mlop client also sends (``process``, ``platform``, ``cpu``,
+``memory``) keep its spelling, so stock dashboards show them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from mlop._system import _gpu
+from mlop._system._redact import Redactor
+
+__all__ = ["FRAMEWORKS", "collect", "git_info"]
+
+logger = logging.getLogger(__name__)
+
+# Distributions worth knowing the version of when a run misbehaves; only those installed are listed.
+FRAMEWORKS: Final = (
+    "accelerate",
+    "bitsandbytes",
+    "datasets",
+    "deepspeed",
+    "diffusers",
+    "flax",
+    "jax",
+    "jaxlib",
+    "keras",
+    "lightgbm",
+    "lightning",
+    "mlop-core",
+    "mlop-hf",
+    "mlop-lightning",
+    "mlop-torch",
+    "numpy",
+    "nvidia-ml-py",
+    "onnx",
+    "onnxruntime",
+    "optax",
+    "pandas",
+    "peft",
+    "pytorch-lightning",
+    "scikit-learn",
+    "scipy",
+    "sentence-transformers",
+    "tensorflow",
+    "timm",
+    "tokenizers",
+    "torch",
+    "torchaudio",
+    "torchvision",
+    "transformers",
+    "triton",
+    "trl",
+    "vllm",
+    "xgboost",
+)
+_GIT_TIMEOUT: Final = 3.0
+_MAX_DIFF: Final = 256 * 1024
+
+
+def collect(
+    run_dir: Path,
+    redactor: Redactor,
+    *,
+    nvml: _gpu.Nvml | None = None,
+    env_vars: bool = False,
+    git_diff: bool = False,
+    started_at: float | None = None,
+) -> dict[str, Any]:
+    """Describe the environment this process runs in.
+
+    Args:
+        run_dir: the run directory (its filesystem's size is reported).
+        redactor: hides secrets in the command line, the git remote, variables and the diff.
+        nvml: an NVML session to describe the GPUs with; when None one is opened and closed here.
+        env_vars: include the environment variables (secret ones redacted).
+        git_diff: include ``git diff HEAD`` (secrets redacted, cut at 256 KiB).
+        started_at: the run's start, seconds since the epoch; now when None.
+
+    Returns:
+        A JSON-ready dict; a part that cannot be read is left out, never an error.
+    """
+    uname = platform.uname()
+    out: dict[str, Any] = {
+        "start_time": int((started_at if started_at is not None else time.time()) * 1000),
+        "hostname": socket.gethostname(),
+        "python": {
+            "version": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "executable": sys.executable,
+        },
+        "packages": packages(),
+        "platform": {
+            "system": uname.system,
+            "node": uname.node,
+            "release": uname.release,
+            "version": uname.version,
+            "machine": uname.machine,
+            "platform": platform.platform(),
+        },
+        "timezone": list(time.tzname),
+        "process": {
+            "pid": os.getpid(),
+            "cmdline": redactor.argv([sys.executable, *sys.argv]),
+            "exe": sys.executable,
+            "cwd": os.getcwd(),
+        },
+    }
+    try:
+        out.update(_machine(run_dir))
+    except Exception:  # broad: psutil fails in odd ways inside sandboxes; the rest is still useful
+        logger.debug("could not describe the machine", exc_info=True)
+    out["gpu"] = _gpus(nvml)
+    git = git_info(Path.cwd(), redactor, diff=git_diff)
+    if git is None and sys.argv and sys.argv[0]:
+        script_dir = Path(sys.argv[0]).resolve().parent
+        if script_dir.is_dir() and script_dir != Path.cwd():
+            git = git_info(script_dir, redactor, diff=git_diff)
+    if git is not None:
+        out["git"] = git
+    if env_vars:
+        out["env"] = redactor.environ(os.environ)
+    return out
+
+
+def packages() -> dict[str, str]:
+    """The installed versions of the distributions in :data:`FRAMEWORKS`."""
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for name in FRAMEWORKS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        except Exception:  # broad: a broken installation's metadata must not break init()
+            logger.debug("could not read the version of %s", name, exc_info=True)
+    return found
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _machine(run_dir: Path) -> dict[str, Any]:
+    import psutil
+
+    memory = psutil.virtual_memory()
+    swap = psutil.swap_memory()
+    out: dict[str, Any] = {
+        "cpu": {
+            "physical": psutil.cpu_count(logical=False),
+            "virtual": psutil.cpu_count(logical=True),
+            "model": _cpu_model(),
+        },
+        "memory": {"virt": memory.total, "swap": swap.total},
+        "boot_time": psutil.boot_time(),
+    }
+    try:
+        out["disk"] = {"total": psutil.disk_usage(str(run_dir)).total}
+    except OSError:
+        pass
+    return out
+
+
+def _gpus(nvml: _gpu.Nvml | None) -> list[dict[str, Any]]:
+    if nvml is not None:
+        return nvml.describe()
+    own = _gpu.load()
+    if own is None:
+        return []
+    try:
+        return own.describe()
+    finally:
+        own.close()
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"},
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_info(where: Path, redactor: Redactor, *, diff: bool = False) -> dict[str, Any] | None:
+    """Commit, branch, dirty flag and origin of the git checkout holding ``where``; None outside one.
+
+    The remote URL loses any credentials it carries (``https://user:token@host/...``).
+    """
+    head = _git(where, "rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD")
+    if head is None:
+        return None
+    lines = head.splitlines()
+    if len(lines) < 3:
+        return None
+    root, commit, branch = lines[0], lines[1], lines[2]
+    status = _git(where, "status", "--porcelain", "--untracked-files=no")
+    remote = _git(where, "config", "--get", "remote.origin.url")
+    out: dict[str, Any] = {
+        "root": root,
+        "commit": commit,
+        "branch": None if branch == "HEAD" else branch,
+        "dirty": None if status is None else bool(status.strip()),
+        "remote": redactor.url(remote.strip()) if remote else None,
+    }
+    if diff:
+        text = _git(where, "diff", "HEAD")
+        if text is not None:
+            out["diff_truncated"] = len(text) > _MAX_DIFF
+            out["diff"] = "\n".join(redactor.text(line) for line in text[:_MAX_DIFF].split("\n"))
+    return out

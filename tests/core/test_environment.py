@@ -1,0 +1,160 @@
+"""The run's environment (``systemMetadata``): what is in it, and that no secret ever is."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mlop
+from mlop._system._redact import REDACTED, Redactor
+
+TOKEN = "mlps_thisIsTheSecretKey0123456789"
+OTHER = "hunter2-very-secret-password"
+
+
+def _system(run: Any) -> dict[str, Any]:
+    reader = mlop.open_run(run.dir)
+    try:
+        assert reader.system == reader.system_metadata
+        return reader.system
+    finally:
+        reader.close()
+
+
+def test_the_environment_describes_python_packages_machine_and_start(tmp_path: Path) -> None:
+    run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=0)
+    run.finish()
+    system = _system(run)
+    import numpy
+    import psutil
+
+    assert system["python"]["version"] == platform.python_version()
+    assert system["packages"]["numpy"] == numpy.__version__
+    assert system["packages"]["mlop-core"] == mlop.__version__
+    assert "pytest" not in system["packages"]  # frameworks only, not every distribution
+    assert system["hostname"] == socket.gethostname()
+    assert system["platform"]["system"] == platform.system()
+    assert system["cpu"]["virtual"] == psutil.cpu_count()
+    assert system["memory"]["virt"] == psutil.virtual_memory().total
+    assert system["process"]["pid"] == os.getpid()
+    assert system["process"]["cmdline"][0] == sys.executable
+    created = mlop.open_run(run.dir).created_at
+    assert created is not None and abs(system["start_time"] - created * 1000) < 60_000
+    assert "env" not in system  # environment variables are off by default
+    assert "diff" not in system.get("git", {})
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_commit_branch_dirty_flag_and_a_remote_without_credentials(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "trunk")
+    _git(repo, "config", "user.email", "t@example.com")
+    _git(repo, "config", "user.name", "t")
+    _git(repo, "remote", "add", "origin", f"https://oauth2:{TOKEN}@git.example.com/team/model.git")
+    (repo / "train.py").write_text("print('v1')\n")
+    _git(repo, "add", "train.py")
+    _git(repo, "commit", "-q", "-m", "first")
+    commit = _git(repo, "rev-parse", "HEAD")
+    os.chdir(repo)
+
+    run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=0)
+    run.finish()
+    git = _system(run)["git"]
+    assert (git["commit"], git["branch"], git["dirty"]) == (commit, "trunk", False)
+    assert git["remote"] == "https://git.example.com/team/model.git"
+
+    (repo / "train.py").write_text(f"print('v2')\nAPI_KEY = '{TOKEN}'\n")
+    run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=0, capture_git_diff=True)
+    run.finish()
+    git = _system(run)["git"]
+    assert git["dirty"] is True
+    assert "+print('v2')" in git["diff"]
+    assert TOKEN not in git["diff"] and REDACTED in git["diff"]
+
+
+def test_outside_a_git_checkout_there_is_no_git_entry(tmp_path: Path) -> None:
+    if _git_root(tmp_path) is not None:
+        pytest.skip("the temporary folder lies inside a git checkout")
+    run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=0)
+    run.finish()
+    assert "git" not in _system(run)
+
+
+def _git_root(path: Path) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_a_token_on_the_command_line_and_in_the_environment_is_never_stored(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import mlop
+            run = mlop.init(dir={str(tmp_path)!r}, mode="offline", x_sys_sampling_interval=0,
+                            capture_env_vars=True)
+            print("connecting with", {TOKEN!r})
+            print("password=" + {OTHER!r})
+            run.finish()
+            """
+        )
+    )
+    env = {
+        **os.environ,
+        "MLOP_API_TOKEN": TOKEN,
+        "DB_PASSWORD": OTHER,
+        "MY_SERVICE_SECRET": "s3cr3t-value-abc",
+        "HARMLESS": "visible-value",
+    }
+    env.pop("MLOP_MODE", None)
+    argv = [sys.executable, str(script), "--api-key", TOKEN, f"--db-password={OTHER}", "--max-tokens", "512"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [reader] = mlop.list_runs(tmp_path)
+    system = reader.system
+    stored = json.dumps(system) + json.dumps(list(reader.logs()))
+    for secret in (TOKEN, OTHER, "s3cr3t-value-abc"):
+        assert secret not in stored
+    assert system["process"]["cmdline"][2:] == [
+        "--api-key",
+        REDACTED,
+        f"--db-password={REDACTED}",
+        "--max-tokens",
+        "512",
+    ]
+    assert system["env"]["MLOP_API_TOKEN"] == REDACTED
+    assert system["env"]["DB_PASSWORD"] == REDACTED
+    assert system["env"]["HARMLESS"] == "visible-value"
+    messages = [line["message"] for line in reader.logs()]
+    assert messages == [f"connecting with {REDACTED}", f"password={REDACTED}"]
+    # The user's own terminal still shows what the script printed.
+    assert TOKEN in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authorization: Bearer abcdefghijklmnop", f"Authorization: Bearer {REDACTED}"),
+        ("push to https://user:pa55word@host.example/x", f"push to https://{REDACTED}@host.example/x"),
+        ("hf token hf_abcdefghijklmnopqrstuvwxyz1234", f"hf token {REDACTED}"),
+        ('{"api_key": "abc123xyz"}', f'{{"api_key": "{REDACTED}"}}'),
+        ("num_tokens=512 tokenizer=bpe keypoints=17", "num_tokens=512 tokenizer=bpe keypoints=17"),
+    ],
+)
+def test_redaction_of_free_text(text: str, expected: str) -> None:
+    assert Redactor(environ={}).text(text) == expected
