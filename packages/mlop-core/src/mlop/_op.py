@@ -164,13 +164,14 @@ class Op:
                 self._warn_once("<data>", f"run.log takes a dict, not {type(data).__name__}; ignored")
                 return None
             data = dict(data)
+        prepared: dict[str, Any] = data
         if commit is False:
-            self._pending.update(data)
+            self._pending.update(prepared)
             return None
         if self._pending:
-            data = {**self._pending, **data}
+            prepared = {**self._pending, **prepared}
             self._pending = {}
-        return data
+        return prepared
 
     def _check_step(self, step: Any) -> int:
         try:
