@@ -1,0 +1,224 @@
+"""``mlop server`` (also ``python -m mlop_server``): run the server, and manage its keys.
+
+The first line the server prints on stdout is its URL (``http://HOST:PORT``), so a script that started it
+with ``--port 0`` can read where it listens. When the database has no key yet and none is given, the server
+creates an admin key and prints it once on the next line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlop_server._config import MIB, ServerConfig
+from mlop_server._errors import Conflict
+from mlop_server._keys import KEY_PATTERN, generate_key, hash_key, key_prefix
+
+if TYPE_CHECKING:
+    from mlop_server._sqlite import SqliteStorage
+
+__all__ = ["add_server_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+ADMIN_KEY_ENV = "MLOP_SERVER_ADMIN_KEY"
+DEFAULT_DATA = "~/.mlop/server"
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data or DEFAULT_DATA).expanduser().resolve()
+
+
+def _ensure_admin_key(storage: SqliteStorage, given: str | None) -> str | None:
+    """Make sure an admin key exists; returns a key created now (to print once), else None."""
+    if given:
+        if not KEY_PATTERN.match(given):
+            raise SystemExit("mlop server: --admin-key must look like mlps_… or mlpi_… (4 to 200 characters)")
+        found = storage.find_key(hash_key(given))
+        if found is None:
+            storage.add_key(hash_key(given), key_prefix(given), "admin", admin=True)
+        elif not found.active:
+            logger.warning("the admin key given was revoked (key %d); it stays revoked", found.id)
+        return None
+    if storage.list_keys():
+        return None
+    key = generate_key()
+    storage.add_key(hash_key(key), key_prefix(key), "admin", admin=True)
+    return key
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"mlop server: cannot listen on {host}:{port}: {exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mlop_server._app import create_app
+    from mlop_server._sqlite import SqliteStorage
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    timeout = float(args.heartbeat_timeout)
+    config = ServerConfig(
+        data_dir=_data_dir(args),
+        org=args.org,
+        public_url=args.public_url,
+        heartbeat_timeout=timeout,
+        reap_interval=float(args.reap_interval) if args.reap_interval else max(0.1, min(15.0, timeout / 5)),
+        max_body=int(args.max_body_mb * MIB),
+        max_file_size=int(args.max_file_mb * MIB),
+        max_uploads=args.max_uploads,
+        upload_ttl=args.upload_ttl,
+    )
+    storage = SqliteStorage(config.database, max_pending=config.max_pending_writes)
+    created = _ensure_admin_key(storage, args.admin_key or os.environ.get(ADMIN_KEY_ENV))
+    sock = _bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"http://{shown}:{port}", flush=True)
+    if created:
+        print(f"admin key (shown once, keep it): {created}", flush=True)
+    print(f"mlop-server: data in {config.data_dir}", flush=True)
+    app = create_app(config, storage)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=30,
+            limit_concurrency=args.max_connections,
+            lifespan="on",
+        )
+    )
+    server.run(sockets=[sock])
+    return 0
+
+
+def _open(args: argparse.Namespace) -> SqliteStorage:
+    from mlop_server._sqlite import SqliteStorage
+
+    return SqliteStorage(_data_dir(args) / "mlop-server.db")
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    storage = _open(args)
+    try:
+        key = generate_key()
+        try:
+            stored = storage.add_key(hash_key(key), key_prefix(key), args.name, admin=args.admin)
+        except Conflict:  # pragma: no cover - 256 random bits do not collide
+            print("mlop server keys: try again", file=sys.stderr)
+            return 1
+    finally:
+        storage.close()
+    print(key)
+    print(
+        f"key {stored.id} ({args.name}{', admin' if stored.admin else ''}); shown once, keep it",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    storage = _open(args)
+    try:
+        keys = storage.list_keys()
+    finally:
+        storage.close()
+    rows = [("ID", "PREFIX", "NAME", "ADMIN", "CREATED", "REVOKED")]
+    rows += [
+        (str(k.id), k.prefix + "…", k.name, "yes" if k.admin else "no", _when(k.created), _when(k.revoked))
+        for k in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    storage = _open(args)
+    try:
+        key = storage.revoke_key(args.key)
+    finally:
+        storage.close()
+    if key is None:
+        print(
+            f"mlop server keys: no single key matches {args.key!r} (give its ID or PREFIX)", file=sys.stderr
+        )
+        return 1
+    print(f"revoked key {key.id} ({key.prefix}…)")
+    return 0
+
+
+def add_server_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the server's options and its ``keys`` sub-commands to ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=3001, help="port; 0 picks a free one (default: 3001)")
+    parser.add_argument("--data", default=None, help=f"database and files folder (default: {DEFAULT_DATA})")
+    parser.add_argument("--admin-key", default=None, help=f"the admin key to create (or ${ADMIN_KEY_ENV})")
+    parser.add_argument("--org", default="local", help="organization slug (default: local)")
+    parser.add_argument("--public-url", default=None, help="base URL for links (default: the one asked)")
+    parser.add_argument(
+        "--heartbeat-timeout", type=float, default=150.0, help="seconds before a silent run is FAILED"
+    )
+    parser.add_argument("--reap-interval", type=float, default=None, help="seconds between reaper passes")
+    parser.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB")
+    parser.add_argument("--max-file-mb", type=float, default=5120.0, help="largest upload in MiB")
+    parser.add_argument("--max-uploads", type=int, default=16, help="uploads at once before 429")
+    parser.add_argument("--max-connections", type=int, default=512, help="connections at once before 503")
+    parser.add_argument("--upload-ttl", type=int, default=3600, help="seconds an upload URL is valid")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(func=_serve)
+
+    keys = parser.add_subparsers(dest="server_command", metavar="keys")
+    manage = keys.add_parser("keys", help="create, list and revoke keys")
+    actions = manage.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
+        "--data", default=argparse.SUPPRESS, help=f"the server's folder (default: {DEFAULT_DATA})"
+    )
+    create = actions.add_parser("create", parents=[data], help="create a key and print it once")
+    create.add_argument("--name", default="key", help="a label for the key")
+    create.add_argument("--admin", action="store_true", help="the key may also cancel runs")
+    create.set_defaults(func=_keys_create)
+    listing = actions.add_parser("list", parents=[data], help="list keys (prefixes only)")
+    listing.set_defaults(func=_keys_list)
+    revoke = actions.add_parser("revoke", parents=[data], help="revoke a key by ID or PREFIX")
+    revoke.add_argument("key", help="the key's ID or PREFIX (as `keys list` shows)")
+    revoke.set_defaults(func=_keys_revoke)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mlop_server``: the same as ``mlop server``."""
+    parser = argparse.ArgumentParser(prog="mlop server", description="the mlop server")
+    add_server_parser(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,307 @@
+"""The writes of the SQLite backend: one function per op, each run by the writer thread in a savepoint.
+
+Each takes the writer's connection and an op from ``_ops`` and returns the JSON-able answer; a
+:class:`~mlop_server._errors.Problem` it raises rolls back that op alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+
+from mlop_server._errors import Conflict, NotFound
+from mlop_server._ops import (
+    DATA_TYPES,
+    Alert,
+    ConfigUpdate,
+    CreateRun,
+    DataBatch,
+    FilesRequest,
+    GraphUpdate,
+    LogBatch,
+    LogNamesAdd,
+    MetricBatch,
+    ResumeRun,
+    StatusUpdate,
+    TagsUpdate,
+)
+
+__all__ = ["HANDLERS", "RUN_COLUMNS", "display_id", "now_ms", "run_summary"]
+
+logger = logging.getLogger(__name__)
+
+#: A new chunk smaller than this is appended to the key's last chunk while that stays under CHUNK_TARGET.
+SMALL_CHUNK: Final = 512
+CHUNK_TARGET: Final = 8192
+
+RUN_COLUMNS: Final = "id, number, name, project, status, tags, created, updated, external_id"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``delta`` into a copy of ``base``: nested objects merge, anything else replaces."""
+    out = dict(base)
+    for key, value in delta.items():
+        old = out.get(key)
+        out[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def display_id(project: str, number: int) -> str:
+    letters = "".join(c for c in project.upper() if c.isalnum())[:3] or "RUN"
+    return f"{letters}-{number}"
+
+
+def run_summary(row: tuple[Any, ...]) -> dict[str, Any]:
+    run_id, number, name, project, status, tags, created, updated, external_id = row[:9]
+    return {
+        "id": run_id,
+        "number": number,
+        "displayId": display_id(project, number),
+        "name": name,
+        "project": project,
+        "status": status,
+        "tags": orjson.loads(tags),
+        "created": created,
+        "updated": updated,
+        "externalId": external_id,
+    }
+
+
+# -- the write ops, each run by the writer thread inside its own savepoint ---------------------------------
+
+
+def _touch(conn: sqlite3.Connection, run_id: int) -> None:
+    now = now_ms()
+    if (
+        conn.execute("UPDATE runs SET updated = ?, last_seen = ? WHERE id = ?", (now, now, run_id)).rowcount
+        == 0
+    ):
+        raise NotFound(f"run {run_id} does not exist")
+
+
+def _series(conn: sqlite3.Connection, run_id: int, name: str, kind: str) -> int:
+    row = conn.execute("SELECT id FROM series WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()
+    if row is not None:
+        return int(row[0])
+    cur = conn.execute("INSERT INTO series (run_id, name, type) VALUES (?, ?, ?)", (run_id, name, kind))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def _run_answer(conn: sqlite3.Connection, run_id: int, resumed: bool) -> dict[str, Any]:
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return {"run": run_summary(row), "resumed": resumed}
+
+
+def _create(conn: sqlite3.Connection, op: CreateRun) -> dict[str, Any]:
+    now = now_ms()
+    if op.external_id is not None:
+        row = conn.execute(
+            "SELECT id FROM runs WHERE project = ? AND external_id = ?", (op.project, op.external_id)
+        ).fetchone()
+        if row is not None:
+            conn.execute(
+                "UPDATE runs SET status = 'RUNNING', last_seen = ?, updated = ? WHERE id = ?",
+                (now, now, row[0]),
+            )
+            return _run_answer(conn, row[0], True)
+    (number,) = conn.execute(
+        "SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE project = ?", (op.project,)
+    ).fetchone()
+    cur = conn.execute(
+        "INSERT INTO runs (project, number, name, status, external_id, tags, config, logger_settings, "
+        "system_metadata, created, updated, last_seen) VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            op.project,
+            number,
+            op.name,
+            op.external_id,
+            orjson.dumps(list(op.tags)).decode(),
+            op.config or "{}",
+            op.logger_settings,
+            op.system_metadata,
+            op.created or now,
+            op.updated or now,
+            now,
+        ),
+    )
+    assert cur.lastrowid is not None
+    return _run_answer(conn, cur.lastrowid, False)
+
+
+def _resume(conn: sqlite3.Connection, op: ResumeRun) -> dict[str, Any]:
+    if op.run_id is not None:
+        row = conn.execute("SELECT id FROM runs WHERE id = ?", (op.run_id,)).fetchone()
+    elif op.external_id is not None:
+        row = conn.execute(
+            "SELECT id FROM runs WHERE project = ? AND external_id = ?", (op.project, op.external_id)
+        ).fetchone()
+    else:
+        row = None
+        for run_id, project, number in conn.execute(
+            "SELECT id, project, number FROM runs WHERE (? IS NULL OR project = ?)", (op.project, op.project)
+        ):
+            if display_id(project, number) == op.display_id:
+                row = (run_id,)
+                break
+    if row is None:
+        raise NotFound("no run matches")
+    now = now_ms()
+    conn.execute(
+        "UPDATE runs SET status = 'RUNNING', last_seen = ?, updated = ? WHERE id = ?", (now, now, row[0])
+    )
+    return _run_answer(conn, row[0], True)
+
+
+_OK: Final = {"success": True}
+
+
+def _status(conn: sqlite3.Connection, op: StatusUpdate) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    conn.execute(
+        "UPDATE runs SET status = ?, status_metadata = COALESCE(?, status_metadata) WHERE id = ?",
+        (op.status, op.metadata, op.run_id),
+    )
+    return _OK
+
+
+def _log_names(conn: sqlite3.Connection, op: LogNamesAdd) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    conn.executemany(
+        "INSERT INTO series (run_id, name, type) VALUES (?, ?, ?) "
+        "ON CONFLICT (run_id, name) DO UPDATE SET type = excluded.type",
+        [(op.run_id, name, op.log_type) for name in op.names],
+    )
+    return _OK
+
+
+def _tags(conn: sqlite3.Connection, op: TagsUpdate) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    conn.execute("UPDATE runs SET tags = ? WHERE id = ?", (orjson.dumps(list(op.tags)).decode(), op.run_id))
+    return _OK
+
+
+def _config(conn: sqlite3.Connection, op: ConfigUpdate) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    (config,) = conn.execute("SELECT config FROM runs WHERE id = ?", (op.run_id,)).fetchone()
+    merged = _merge(orjson.loads(config), op.delta)
+    conn.execute("UPDATE runs SET config = ? WHERE id = ?", (orjson.dumps(merged).decode(), op.run_id))
+    return _OK
+
+
+def _graph(conn: sqlite3.Connection, op: GraphUpdate) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    conn.execute("UPDATE runs SET graph = ? WHERE id = ?", (op.graph, op.run_id))
+    return _OK
+
+
+def _alert(conn: sqlite3.Connection, op: Alert) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    conn.execute(
+        "INSERT INTO alerts (run_id, timestamp, level, title, body, email, url) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (op.run_id, op.timestamp, op.level, op.title, op.body, int(op.email), op.url),
+    )
+    return _OK
+
+
+def _metrics(conn: sqlite3.Connection, op: MetricBatch) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    for key, (steps, times, values) in op.series.items():
+        series_id = _series(conn, op.run_id, key, "METRIC")
+        n = len(steps) // 8
+        if n < SMALL_CHUNK:
+            last = conn.execute(
+                "SELECT id, n, steps, times, vals FROM metric_chunks WHERE series_id = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (series_id,),
+            ).fetchone()
+            if last is not None and last[1] + n <= CHUNK_TARGET:
+                # SQL's || concatenates text, not bytes, so the packed columns are joined here
+                conn.execute(
+                    "UPDATE metric_chunks SET n = ?, steps = ?, times = ?, vals = ? WHERE id = ?",
+                    (last[1] + n, last[2] + steps, last[3] + times, last[4] + values, last[0]),
+                )
+                continue
+        conn.execute(
+            "INSERT INTO metric_chunks (series_id, n, steps, times, vals) VALUES (?, ?, ?, ?, ?)",
+            (series_id, n, steps, times, values),
+        )
+    return {"success": True, "count": op.count}
+
+
+def _data(conn: sqlite3.Connection, op: DataBatch) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    ids: dict[str, int] = {}
+    rows = []
+    for step, t, name, data_type, payload in op.rows:
+        series_id = ids.get(name)
+        if series_id is None:
+            series_id = ids[name] = _series(conn, op.run_id, name, DATA_TYPES[data_type])
+        rows.append((series_id, step, t, data_type, payload))
+    conn.executemany(
+        "INSERT INTO data_points (series_id, step, time, data_type, payload) VALUES (?, ?, ?, ?, ?)", rows
+    )
+    return {"success": True, "count": len(rows)}
+
+
+def _logs(conn: sqlite3.Connection, op: LogBatch) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    conn.executemany(
+        "INSERT INTO logs (run_id, time, line_number, log_type, message) VALUES (?, ?, ?, ?, ?)",
+        [(op.run_id, *row) for row in op.rows],
+    )
+    return {"success": True, "count": len(op.rows)}
+
+
+def _files(conn: sqlite3.Connection, op: FilesRequest) -> dict[str, Any]:
+    _touch(conn, op.run_id)
+    out = []
+    for f in op.files:
+        series_id = _series(conn, op.run_id, f.log_name, "FILE")
+        row = conn.execute(
+            "SELECT id, uploaded FROM files WHERE series_id = ? AND name = ?", (series_id, f.name)
+        ).fetchone()
+        if row is not None and row[1]:
+            raise Conflict(f"file {f.name!r} of key {f.log_name!r} was uploaded already")
+        if row is not None:
+            conn.execute(
+                "UPDATE files SET size = ?, file_type = ?, time = ?, step = ?, sample_index = ?, "
+                "caption = ?, key_id = ? WHERE id = ?",
+                (f.size, f.file_type, f.time, f.step, f.sample_index, f.caption, op.key_id, row[0]),
+            )
+            file_id = row[0]
+        else:
+            cur = conn.execute(
+                "INSERT INTO files (run_id, series_id, key_id, name, size, file_type, time, step, "
+                "sample_index, caption) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (op.run_id, series_id, op.key_id, f.name, f.size, f.file_type, f.time, f.step, f.sample_index,
+                 f.caption),
+            )  # fmt: skip
+            file_id = cur.lastrowid
+        out.append([f.log_name, f.name, file_id])
+    return {"files": out}
+
+
+HANDLERS: Final[dict[type, Callable[[sqlite3.Connection, Any], dict[str, Any]]]] = {
+    CreateRun: _create,
+    ResumeRun: _resume,
+    StatusUpdate: _status,
+    LogNamesAdd: _log_names,
+    TagsUpdate: _tags,
+    ConfigUpdate: _config,
+    GraphUpdate: _graph,
+    Alert: _alert,
+    MetricBatch: _metrics,
+    DataBatch: _data,
+    LogBatch: _logs,
+    FilesRequest: _files,
+}

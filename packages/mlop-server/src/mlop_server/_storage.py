@@ -1,0 +1,186 @@
+"""The storage interface: everything the HTTP layer asks of a database.
+
+The server talks to storage only through :class:`Storage`, so a backend for a database server can take the
+embedded SQLite backend's place (``_sqlite.SqliteStorage``) without touching the routes. Writes are
+:mod:`mlop_server._ops` value objects applied whole or not at all; an answer is committed before it is
+returned, so an acknowledged request survives a crash of the server.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from mlop_server._ops import Op
+
+__all__ = ["ApiKey", "FileRow", "Series", "Storage"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key the server issued. The secret itself is never stored, only its hash."""
+
+    id: int
+    name: str
+    prefix: str
+    admin: bool
+    created: int
+    revoked: int | None
+
+    @property
+    def active(self) -> bool:
+        """True while the key is not revoked."""
+        return self.revoked is None
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """An uploaded (or announced) file of a run."""
+
+    id: int
+    run_id: int
+    key_id: int
+    log_name: str
+    name: str
+    size: int
+    file_type: str
+    time: int
+    step: int
+    sample_index: int | None
+    caption: str | None
+    uploaded: bool
+
+
+@dataclass(frozen=True)
+class Series:
+    """A metric series in step order: steps, times (ms) and values (float64, non-finite kept)."""
+
+    steps: npt.NDArray[np.int64]
+    times: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+
+class Storage(abc.ABC):
+    """What the server needs from a database. Implementations must be safe to call from the event loop.
+
+    Key management and metadata are synchronous (the CLI uses them without a server); writes and reads of
+    run data are coroutines.
+    """
+
+    # -- keys and metadata (synchronous) ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked or not, or None."""
+
+    @abc.abstractmethod
+    def get_key(self, key_id: int) -> ApiKey | None:
+        """The key with this id, revoked or not, or None."""
+
+    @abc.abstractmethod
+    def add_key(self, key_hash: str, prefix: str, name: str, *, admin: bool) -> ApiKey:
+        """Store a new key by its hash. Raises ``Conflict`` if the hash exists."""
+
+    @abc.abstractmethod
+    def list_keys(self) -> list[ApiKey]:
+        """Every key, oldest first."""
+
+    @abc.abstractmethod
+    def revoke_key(self, ident: str) -> ApiKey | None:
+        """Revoke the key with this id or prefix; returns it, or None when nothing matches."""
+
+    @abc.abstractmethod
+    def signing_secret(self) -> bytes:
+        """The secret that signs upload URLs, created once and kept across restarts."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start background work (the writer); called once before the first write."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finish pending writes and release everything."""
+
+    # -- writes ----------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def apply(self, op: Op, idempotency: tuple[str, str] | None = None) -> dict[str, Any]:
+        """Apply one op atomically and return its answer.
+
+        Args:
+            op: The write, already checked.
+            idempotency: ``(scope, key)``: when given, an op with the same pair applied before is not
+                applied again, and its first answer is returned.
+
+        Returns:
+            A JSON-able answer: ``{"run": {...}, "resumed": bool}`` for create and resume,
+            ``{"files": [[logName, fileName, fileId], ...]}`` for files, else ``{"success": True}``.
+
+        Raises:
+            NotFound: the op names a run that does not exist.
+            Unavailable: too many writes are waiting.
+        """
+
+    @abc.abstractmethod
+    async def heartbeat(self, run_id: int) -> str:
+        """Record that the run is alive; returns the status to answer (``CANCELLED`` once cancelled)."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, run_id: int) -> None:
+        """Make the run's next heartbeat answer ``CANCELLED``."""
+
+    @abc.abstractmethod
+    async def reap(self, silent_since: int) -> list[int]:
+        """Mark RUNNING runs not heard from since ``silent_since`` (ms) as FAILED; returns their ids."""
+
+    @abc.abstractmethod
+    async def file_uploaded(self, file_id: int, size: int) -> None:
+        """Record that the bytes of a file arrived."""
+
+    @abc.abstractmethod
+    async def prune(self, before: int) -> None:
+        """Forget idempotency answers older than ``before`` (ms)."""
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_runs(self, project: str) -> list[dict[str, Any]]:
+        """The runs of a project, newest first, as read-API summaries."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: int, *, detail: bool = False) -> dict[str, Any] | None:
+        """A run's summary (with config, metadata and graph when ``detail``), or None."""
+
+    @abc.abstractmethod
+    async def metric(self, run_id: int, key: str) -> Series | None:
+        """A metric series in step order (equal steps in arrival order), or None for an unknown key."""
+
+    @abc.abstractmethod
+    async def log_names(self, run_id: int) -> list[dict[str, str]]:
+        """Every key of a run with its type: ``[{"name", "type"}]``."""
+
+    @abc.abstractmethod
+    async def logs(self, run_id: int, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Console lines in arrival order."""
+
+    @abc.abstractmethod
+    async def data(self, run_id: int, key: str) -> list[dict[str, Any]] | None:
+        """Rows of a data key (histograms, tables, string series) in step order, or None if unknown."""
+
+    @abc.abstractmethod
+    async def files(self, run_id: int, key: str) -> list[FileRow] | None:
+        """The files of a key in step order, or None for an unknown key."""
+
+    @abc.abstractmethod
+    async def get_file(self, file_id: int) -> FileRow | None:
+        """One file by id."""

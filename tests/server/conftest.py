@@ -1,0 +1,77 @@
+"""Fixtures for mlop-server's tests: one real server process per module, and clients that talk to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from mlop_server.testing import ServerProcess
+
+Api = Callable[..., httpx.Response]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server shared by the tests of one module."""
+    with ServerProcess(tmp_path_factory.mktemp("server")) as proc:
+        yield proc
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    """An httpx client with the admin key, based at the server's URL."""
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=30
+    ) as http:
+        yield http
+
+
+def ndjson(*lines: dict[str, Any]) -> bytes:
+    """NDJSON body of ``lines``."""
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+@pytest.fixture
+def new_run(client: httpx.Client) -> Callable[..., int]:
+    """Create a run (``new_run(project="p", **fields)``) and return its id."""
+
+    def create(project: str = "tests", name: str = "run", **fields: Any) -> int:
+        answer = client.post("/api/runs/create", json={"runName": name, "projectName": project, **fields})
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["runId"])
+
+    return create
+
+
+@pytest.fixture
+def ingest(client: httpx.Client) -> Api:
+    """POST NDJSON lines to ``/ingest/<kind>`` of a run: ``ingest(run_id, "metrics", line, ...)``."""
+
+    def post(
+        run_id: int, kind: str, *lines: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        return client.post(
+            f"/ingest/{kind}",
+            content=ndjson(*lines),
+            headers={"Content-Type": "application/x-ndjson", "X-Run-Id": str(run_id), **(headers or {})},
+        )
+
+    return post
+
+
+def values(client: httpx.Client, run_id: int, key: str, **params: Any) -> list[dict[str, Any]]:
+    """The points of a metric, via the read API."""
+    answer = client.get(f"/api/runs/{run_id}/metrics", params={"key": key, **params})
+    assert answer.status_code == 200, answer.text
+    points: list[dict[str, Any]] = answer.json()
+    return points
+
+
+@pytest.fixture
+def read_metric(client: httpx.Client) -> Callable[..., list[dict[str, Any]]]:
+    """``read_metric(run_id, key, max_points=N)``: the points the read API answers."""
+    return lambda run_id, key, **params: values(client, run_id, key, **params)
