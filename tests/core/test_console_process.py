@@ -131,3 +131,42 @@ def test_fd_capture_does_not_wait_for_a_child_that_outlives_the_run(tmp_path: Pa
     assert reader.status == "COMPLETED"
     assert _logs(reader) == [("INFO", str(pid))]
     assert done.stdout.endswith("after finish\n")
+
+
+def test_fd_capture_under_a_terminal_keeps_it_a_terminal(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys, mlop
+            run = mlop.init(dir={str(tmp_path)!r}, mode="offline", x_sys_sampling_interval=0, console_fd=True)
+            print("tty", sys.stdout.isatty(), os.isatty(1), "columns", os.get_terminal_size(1).columns)
+            sys.stdout.write("\\x1b[32mgreen\\x1b[0m\\n")
+            run.finish()
+            """
+        )
+    )
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 123, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    child = subprocess.Popen([sys.executable, str(script)], stdout=slave, stderr=slave, env=env, cwd=tmp_path)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child and everything it started closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert child.wait(timeout=60) == 0
+    [reader] = mlop.list_runs(tmp_path)
+    assert _logs(reader) == [("INFO", "tty True True columns 123"), ("INFO", "green")]
+    assert seen.replace(b"\r\n", b"\n") == b"tty True True columns 123\n\x1b[32mgreen\x1b[0m\n"

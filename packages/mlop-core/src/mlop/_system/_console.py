@@ -285,7 +285,7 @@ class ConsoleCapture:
             self._store_line(time.time(), level, text)
 
     def _store_line(self, when: float, level: str, text: str) -> None:
-        message = self._redact(_ANSI.sub("", text))
+        message = self._redact(_ANSI.sub("", text) if "\x1b" in text else text)
         self._emit(when, next(self._numbers), level, message)
 
     def _deliver(self) -> None:

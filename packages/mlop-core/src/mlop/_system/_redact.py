@@ -44,9 +44,12 @@ _BEARER: Final = re.compile(r"\b(Bearer|bearer|BEARER)(\s+)[A-Za-z0-9._~+/\-]{8,
 _URL_CREDENTIALS: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+(?::[^/\s@]*)?@")
 # name=value or name: value in free text, for names that are unambiguous about being secret.
 _ASSIGNMENT: Final = re.compile(
-    r"(?i)\b([\w.\-]*(?:api[_\-]?key|secret|password|passwd|access[_\-]?token|auth[_\-]?token"
+    r"(?i)((?:api[_\-]?key|secret|password|passwd|access[_\-]?token|auth[_\-]?token"
     r"|api[_\-]?token)[\w.\-]*[\"']?\s*[=:]\s*[\"']?)([^\s\"',;&]+)"
 )
+# Cheap tests that say whether a pattern above could match at all: most console lines hold no secret.
+_SHAPE_HINT: Final = re.compile(r"mlp[si]_|gh[pousr]_|github_pat_|hf_|sk-|xox|AKIA|eyJ")
+_ASSIGNMENT_HINT: Final = re.compile(r"(?i)key|secret|passw|token")
 _MIN_VALUE_LENGTH: Final = 6
 
 
@@ -83,9 +86,13 @@ class Redactor:
                 text = text.replace(value, REDACTED)
         if "://" in text:
             text = _URL_CREDENTIALS.sub(lambda m: m.group(1) + REDACTED + "@", text)
-        text = _SHAPES.sub(REDACTED, text)
-        text = _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
-        return _ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED, text)
+        if _SHAPE_HINT.search(text):
+            text = _SHAPES.sub(REDACTED, text)
+        if "earer" in text or "EARER" in text:
+            text = _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+        if ("=" in text or ":" in text) and _ASSIGNMENT_HINT.search(text):
+            text = _ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED, text)
+        return text
 
     def url(self, url: str) -> str:
         """A URL without the user name and password it may carry (a git remote with a token in it)."""
