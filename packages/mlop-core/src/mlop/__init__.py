@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from mlop._data import Artifact, Audio, File, Graph, Histogram, Image, Table, Text, Video
 from mlop._exceptions import (
     AuthError,
     ConfigError,
@@ -31,8 +32,14 @@ from mlop.hookspecs import hookimpl
 Run = Op
 
 __all__ = [
+    "Artifact",
+    "Audio",
     "AuthError",
     "ConfigError",
+    "File",
+    "Graph",
+    "Histogram",
+    "Image",
     "Loggable",
     "MlopError",
     "NoRunError",
@@ -45,6 +52,9 @@ __all__ = [
     "ServerError",
     "Settings",
     "StoreError",
+    "Table",
+    "Text",
+    "Video",
     "__version__",
     "alert",
     "finish",

@@ -7,43 +7,90 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
-__all__ = ["Loggable", "MediaSink"]
+__all__ = ["DEFAULT_MAX_PENDING", "Items", "Loggable", "MediaSink"]
 
 logger = logging.getLogger(__name__)
 
 Items = list[tuple[str, Any]]
+
+#: The bytes of media copies that may wait for encoding before ``run.log`` waits (see MediaSink).
+DEFAULT_MAX_PENDING: Final = 1 << 30
 
 
 class MediaSink:
     """Where a data type puts what it logs: files in the run directory and store items.
 
     Heavy work (encoding an image or a video) goes through :meth:`defer`, so that the training thread
-    pays only for a copy of the data.
+    pays only for a copy of the data. The copies waiting for a worker are bounded by ``max_pending``
+    bytes: past that, :meth:`defer` waits for the workers (back-pressure), so a loop that logs media
+    faster than it can be encoded slows down instead of filling memory.
+
+    Args:
+        run_dir: the run directory; files go under its ``media`` folder.
+        add: how items reach the store (the writer's ``add``).
+        max_pending: the bytes of deferred work allowed to wait in memory.
+        workers: background threads encoding media.
     """
 
-    def __init__(self, run_dir: Path, add: Callable[[str, Any], None]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        add: Callable[[str, Any], None],
+        max_pending: int = DEFAULT_MAX_PENDING,
+        workers: int = 2,
+    ) -> None:
         self.media_dir = run_dir / "media"
         self.run_dir = run_dir
         self.add = add
+        self.max_pending = max_pending
+        self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._pending = 0
+        self._warned = False
 
-    def defer(self, work: Callable[[], Items]) -> None:
-        """Run ``work`` on a background thread and add the items it returns."""
-        with self._lock:
+    def defer(self, work: Callable[[], Items], size: int = 0) -> None:
+        """Run ``work`` on a background thread and add the items it returns.
+
+        Args:
+            work: returns the store items; an exception is logged and the value skipped.
+            size: the bytes ``work`` holds in memory until it runs (a copied array), for back-pressure.
+        """
+        with self._room:
+            if self._pending and self._pending + size > self.max_pending:
+                if not self._warned:
+                    self._warned = True
+                    logger.warning(
+                        "mlop: media are logged faster than they can be encoded; "
+                        "run.log waits while %d MiB of them are pending",
+                        self.max_pending >> 20,
+                    )
+                while self._pending and self._pending + size > self.max_pending:
+                    self._room.wait()
+            self._pending += size
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlop-media")
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="mlop-media")
             pool = self._pool
-        pool.submit(self._run, work)
+        pool.submit(self._run, work, size)
 
-    def _run(self, work: Callable[[], Items]) -> None:
+    @property
+    def pending_bytes(self) -> int:
+        """The bytes of deferred work not run yet."""
+        return self._pending
+
+    def _run(self, work: Callable[[], Items], size: int) -> None:
         try:
             for kind, item in work():
                 self.add(kind, item)
         except Exception:  # broad: a value that fails to encode is reported and skipped, never raised
             logger.exception("mlop could not encode a logged value; it was skipped")
+        finally:
+            with self._room:
+                self._pending -= size
+                self._room.notify_all()
 
     def close(self) -> None:
         """Wait for deferred work to finish."""
