@@ -171,3 +171,16 @@ def test_a_resumed_run_continues_the_line_numbers(tmp_path: Path) -> None:
     print("three")
     run.finish()
     assert _lines(run) == [(1, "INFO", "one"), (2, "INFO", "two"), (3, "INFO", "three")]
+
+
+def test_an_enormous_line_is_recorded_in_bounded_pieces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _init(tmp_path)
+    print("x" * 150_000)
+    sys.stdout.write("y" * 100_000)  # no newline at all
+    run.finish()
+    messages = [m for _n, _l, m in _lines(run)]
+    assert "".join(messages) == "x" * 150_000 + "y" * 100_000
+    assert max(len(m) for m in messages) <= 64 * 1024
+    assert capsys.readouterr().out == "x" * 150_000 + "\n" + "y" * 100_000

@@ -158,3 +158,45 @@ def test_a_token_on_the_command_line_and_in_the_environment_is_never_stored(tmp_
 )
 def test_redaction_of_free_text(text: str, expected: str) -> None:
     assert Redactor(environ={}).text(text) == expected
+
+
+def test_redaction_of_command_lines() -> None:
+    redactor = Redactor(environ={"WANDB_API_KEY": "value-from-the-environment"})
+    argv = [
+        "train.py",
+        "--hf-token",
+        "abc123456",
+        "--token=abc123456",
+        "db.password=abc123456",
+        "+trainer.api_key=abc123456",
+        "--PASSWORD",
+        "abc123456",
+        "--max-tokens",
+        "512",
+        "--keypoints",
+        "17",
+        "--url",
+        "https://user:pw@example.com/data",
+        "--note",
+        "value-from-the-environment",
+        "mlpi_abcdefghijklmnop",
+    ]
+    assert redactor.argv(argv) == [
+        "train.py",
+        "--hf-token",
+        REDACTED,
+        f"--token={REDACTED}",
+        f"db.password={REDACTED}",
+        f"+trainer.api_key={REDACTED}",
+        "--PASSWORD",
+        REDACTED,
+        "--max-tokens",
+        "512",
+        "--keypoints",
+        "17",
+        "--url",
+        f"https://{REDACTED}@example.com/data",
+        "--note",
+        REDACTED,
+        REDACTED,
+    ]

@@ -67,7 +67,9 @@ class LineSplitter:
         self.level = level
         self._record = record
         self._partial: dict[int, str] = {}
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that ends the run (SIGTERM) may interrupt this thread inside feed()
+        # and flush from the same thread; the worst outcome is one unfinished line lost, never a deadlock.
+        self._lock = threading.RLock()
 
     def feed(self, text: str) -> None:
         if not text:
@@ -85,8 +87,13 @@ class LineSplitter:
                 *complete, rest = data.split("\n")
                 if rest:
                     self._partial[me] = _last_frame(rest)
-        for line in complete:
-            self._record(self.level, _last_frame(line).rstrip("\r"))
+        for raw in complete:
+            line = _last_frame(raw).rstrip("\r")
+            if len(line) <= _MAX_LINE:
+                self._record(self.level, line)
+            else:  # one enormous line (a tensor printed whole) becomes several records of bounded size
+                for start in range(0, len(line), _MAX_LINE):
+                    self._record(self.level, line[start : start + _MAX_LINE])
 
     def flush(self) -> None:
         """Record every unfinished line (at the end of capture)."""
@@ -213,7 +220,7 @@ class _FdPump:
                     at = data.find(self._sentinel)
                     if at >= 0:
                         self._take(data[:at], decoder)
-                        self._splitter.feed(decoder.decode(b"", final=True))
+                        self._take_end(decoder)
                         self._drained.set()
                         data = data[at + len(self._sentinel) :]
                     else:
@@ -234,6 +241,12 @@ class _FdPump:
                 self._splitter.feed(decoder.decode(data))
             except Exception:  # broad: recording must never stop the copying to the terminal
                 logger.debug("mlop could not record console output", exc_info=True)
+
+    def _take_end(self, decoder: codecs.IncrementalDecoder) -> None:
+        try:
+            self._splitter.feed(decoder.decode(b"", final=True))
+        except Exception:  # broad: as in _take
+            logger.debug("mlop could not record console output", exc_info=True)
 
     def _hold_back(self, data: bytes) -> tuple[bytes, bytes]:
         """Split off a tail of ``data`` that may be the start of the sentinel."""

@@ -93,6 +93,10 @@ def collect(
         A JSON-ready dict; a part that cannot be read is left out, never an error.
     """
     uname = platform.uname()
+    try:
+        cwd: Path | None = Path.cwd()
+    except OSError:  # the working directory was deleted
+        cwd = None
     out: dict[str, Any] = {
         "start_time": int((started_at if started_at is not None else time.time()) * 1000),
         "hostname": socket.gethostname(),
@@ -115,7 +119,7 @@ def collect(
             "pid": os.getpid(),
             "cmdline": redactor.argv([sys.executable, *sys.argv]),
             "exe": sys.executable,
-            "cwd": os.getcwd(),
+            "cwd": str(cwd) if cwd is not None else None,
         },
     }
     try:
@@ -123,10 +127,10 @@ def collect(
     except Exception:  # broad: psutil fails in odd ways inside sandboxes; the rest is still useful
         logger.debug("could not describe the machine", exc_info=True)
     out["gpu"] = _gpus(nvml)
-    git = git_info(Path.cwd(), redactor, diff=git_diff)
+    git = git_info(cwd, redactor, diff=git_diff) if cwd is not None else None
     if git is None and sys.argv and sys.argv[0]:
-        script_dir = Path(sys.argv[0]).resolve().parent
-        if script_dir.is_dir() and script_dir != Path.cwd():
+        script_dir = Path(sys.argv[0]).absolute().parent
+        if script_dir.is_dir() and script_dir != cwd:
             git = git_info(script_dir, redactor, diff=git_diff)
     if git is not None:
         out["git"] = git

@@ -27,8 +27,8 @@ _JOIN_TIMEOUT: Final = 5.0
 class Sampler:
     """Reads the machine and the process; one call of :meth:`sample` is one sample.
 
-    Rates (disk and network bytes per second) are differences against the previous sample, so the first
-    sample has none.
+    Rates (disk and network bytes per second) are differences against the previous sample (the first
+    sample: against the sampler's creation).
 
     Args:
         disk_path: a path on the filesystem whose usage is reported (the run directory).
