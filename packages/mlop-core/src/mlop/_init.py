@@ -150,8 +150,16 @@ def init(
         start_step=start_step,
         resumed=exists,
     )
+    uploader = None
+    if resolved.run_mode == "online":
+        from mlop._online._client import spawn_uploader
+
+        uploader = spawn_uploader(op, new_run=not exists)
     _runs.register(op)
     op._services = start_services(op)
+    if uploader is not None:
+        uploader.start(new_run=not exists)  # waits at most x_init_timeout; raises RunExistsError
+        op._uploader = uploader
     _hooks.run_started(op)
     return op
 

@@ -102,6 +102,9 @@ class Op:
         self._finish_lock = threading.RLock()
         self._watches: list[Any] = []
         self._uploader: Any = None
+        self.url: str | None = None  # the run's page on the server, once the uploader knows it
+        self._alert_last: dict[str, float] = {}
+        self.alerts_dropped: dict[str, int] = {}
         self._services: list[Any] = []
 
     def __repr__(self) -> str:
@@ -365,7 +368,19 @@ class Op:
         remote: bool = True,
         **kwargs: Any,
     ) -> None:
-        """Record an alert for the run (sent to the server in online mode)."""
+        """Record an alert for the run; online, the uploader sends it to the server or a webhook.
+
+        Args:
+            message: the alert's text (``text`` is the original client's name for it).
+            title: a short title; by default the start of the message.
+            level: ``INFO``, ``WARNING``, ``ERROR``...
+            wait: the least time in seconds between two alerts of the same title; one that comes sooner
+                is dropped and counted in ``run.alerts_dropped`` (``wait_duration`` is the original name).
+                Never a sleep.
+            url: a Slack or Discord webhook to send it to instead of the server (default: the
+                ``url_webhook`` setting).
+            remote: send it at all (False: only recorded in the run's store).
+        """
         message = kwargs.pop("text", message)
         wait = float(kwargs.pop("wait_duration", wait))
         if kwargs:
@@ -373,12 +388,18 @@ class Op:
         if self._closed:
             return
         title = title or (message or "alert")[:80]
+        now = time.time()
+        last = self._alert_last.get(title)
+        if last is not None and now - last < wait:
+            self.alerts_dropped[title] = self.alerts_dropped.get(title, 0) + 1
+            return
+        self._alert_last[title] = now
         alert = {
-            "timestamp": int(time.time() * 1000),
+            "timestamp": int(now * 1000),
             "level": str(level).upper(),
             "title": title,
             "body": message or "",
-            "email": False,
+            "email": bool(remote),
             "url": url,
             "remote": remote,
             "wait": wait,

@@ -191,4 +191,18 @@ def resolve_settings(
             raise ConfigError(f"settings must be a mlop.Settings or a dict, got {type(settings).__name__}")
         out.update(settings, "settings")
     out.update({k: v for k, v in keywords.items() if v is not None}, "init()")
+    if out.api_key is None:
+        _stored_credentials(out)
     return out
+
+
+def _stored_credentials(out: Settings) -> None:
+    """Take the key (and its host) that ``mlop login`` stored, when no key was given another way."""
+    from mlop._online._auth import load_credentials
+
+    stored = load_credentials()
+    if stored is None:
+        return
+    out.api_key = stored.api_key
+    if stored.host and not out.host and not any(getattr(out, k) for k in HOSTED_URLS):
+        out.host = stored.host

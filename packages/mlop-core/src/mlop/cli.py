@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--dir", default=None, help="the directory that holds .mlop (default: here)")
     runs.set_defaults(func=_runs)
 
+    from mlop._online._commands import add_online_commands
+
+    add_online_commands(sub)
+
     from mlop import _hooks
 
     _hooks.add_commands(sub)

@@ -1,0 +1,269 @@
+"""The training process's side of the online client: start the uploader process, hear from it, finish it.
+
+Nothing here touches the network or imports httpx: the training process only writes its store, and the
+uploader process (:mod:`mlop._online._uploader`) sends it. The key goes to that process through a pipe
+(its stdin), never its command line, its environment or a file.
+
+What a script sees when the server cancels its run: the run finishes with status ``CANCELLED`` on a
+background thread (``run.status == "CANCELLED"``), later ``run.log()`` calls do nothing (warned once), and
+the script itself goes on; a loop that should stop can check ``run.status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import mlop
+from mlop._exceptions import RunExistsError
+from mlop._online._options import Options
+
+if TYPE_CHECKING:
+    from mlop._op import Op
+
+__all__ = ["UploaderHandle", "announce", "spawn_uploader", "sync_command"]
+
+logger = logging.getLogger(__name__)
+
+_STOP_WAIT: Final = 5.0
+
+
+def announce(text: str) -> None:
+    """Tell the user something the issue asks to print (the run's URL, the `mlop sync` command)."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed stderr: nothing to tell
+        pass
+
+
+def sync_command(run_dir: Path) -> str:
+    return f"mlop sync {shlex.quote(str(run_dir))}"
+
+
+class UploaderHandle:
+    """The uploader process of one run, as the training process sees it.
+
+    Args:
+        op: the run.
+        proc: the uploader process, started with pipes on stdin and stdout.
+    """
+
+    def __init__(self, op: Op, proc: subprocess.Popen[bytes]) -> None:
+        self._op = op
+        self._proc = proc
+        self._stdin: IO[bytes] | None = proc.stdin
+        self.run_info: dict[str, Any] | None = None
+        self.conflict: str | None = None
+        self.outcome: dict[str, Any] | None = None
+        self.cancelled = False
+        self._answered = threading.Event()
+        self._late = False
+        self._done = False
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="mlop-uploader-events", daemon=True)
+        self._reader.start()
+
+    def __repr__(self) -> str:
+        return f"<UploaderHandle pid={self._proc.pid}>"
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            self._on_event(event)
+        self._answered.set()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "run":
+            self.run_info = event
+            self._op.url = event.get("url")
+            with self._lock:
+                late = self._late
+                self._answered.set()
+            if late and event.get("url"):
+                announce(f"mlop: run {self._op.name} is now on the server: {event['url']}")
+        elif kind == "conflict":
+            self.conflict = str(event.get("message"))
+            with self._lock:
+                late = self._late
+                self._answered.set()
+            if late:
+                logger.error("mlop: %s; this run stays local (%s)", self.conflict, self._op.dir)
+        elif kind == "cancelled":
+            self.cancelled = True
+            metadata = {
+                "type": "Cancelled",
+                "message": "the run was cancelled on the server",
+                "frames": [],
+                "trace": "",
+            }
+            self._op._end("CANCELLED", metadata)
+        elif kind == "done":
+            self.outcome = event
+
+    def wait_created(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the server's answer to the run's creation."""
+        answered = self._answered.wait(timeout)
+        with self._lock:
+            answered = answered or self._answered.is_set()
+            if not answered:
+                self._late = True
+        return answered
+
+    def _tell(self, line: bytes | None) -> None:
+        stdin = self._stdin
+        if stdin is None:
+            return
+        try:
+            if line is not None:
+                stdin.write(line)
+                stdin.flush()
+            else:
+                self._stdin = None
+                stdin.close()
+        except (OSError, ValueError):  # the uploader is gone already
+            self._stdin = None
+
+    def start(self, *, new_run: bool) -> None:
+        """Let the uploader create the run, and wait for it at most ``x_init_timeout`` seconds.
+
+        Raises:
+            RunExistsError: ``run_id`` names a run that exists on the server and neither ``resume`` nor
+                ``shared`` was asked for. The run is undone (its directory removed when this init made it).
+        """
+        op = self._op
+        settings = op.settings
+        self._tell(b"start\n")
+        answered = self.wait_created(settings.x_init_timeout)
+        if self.conflict:
+            self.stop()
+            _undo(op, new_run)
+            raise RunExistsError(self.conflict)
+        url = (self.run_info or {}).get("url")
+        if url:
+            announce(f"mlop: run {op.name}: {url}")
+        elif answered and self.run_info is None:
+            announce(
+                f"mlop: the uploader of run {op.name} ended early; the run goes on locally. Send it later "
+                f"with:\n    {sync_command(op.dir)}"
+            )
+        elif not answered:
+            announce(
+                f"mlop: the server ({settings.urls()['url_api']}) did not answer within "
+                f"{settings.x_init_timeout:g} s; the run goes on and is created on the server in the "
+                "background"
+            )
+
+    def stop(self) -> None:
+        """End the uploader now, sending nothing more (a refused init)."""
+        self._tell(None)
+        self._terminate()
+
+    def _terminate(self) -> None:
+        proc = self._proc
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(_STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None and threading.current_thread() is not self._reader:
+            self._reader.join(_STOP_WAIT)
+            proc.stdout.close()
+
+    def finish(self, timeout: float) -> None:
+        """Let the uploader send the rest, for at most ``timeout`` seconds; never hangs.
+
+        What is not sent by then stays in the run's store, and the `mlop sync` command that sends it is
+        printed.
+        """
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._tell(b"finish\n")
+        self._tell(None)
+        try:
+            self._proc.wait(max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            logger.debug("mlop: the uploader did not finish within %s s; stopping it", timeout)
+        self._terminate()
+        outcome = self.outcome or {}
+        if self.cancelled or outcome.get("cancelled") or self.conflict:
+            return
+        if not outcome.get("complete"):
+            announce(
+                f"mlop: not everything of run {self._op.name} reached the server within {timeout:g} s; "
+                f"it is kept in {self._op.dir}. Send it with:\n    {sync_command(self._op.dir)}"
+            )
+
+
+def _spawn(run_dir: Path, options: Options) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLOP_API_TOKEN", "MLOP_API_KEY")}
+    # The uploader imports the same mlop as this process, wherever it was imported from.
+    root = str(Path(mlop.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlop._online._uploader", str(run_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        close_fds=True,
+        start_new_session=True,  # Ctrl-C in the terminal reaches the script, not its uploader
+    )
+    assert proc.stdin is not None
+    proc.stdin.write((options.to_json() + "\n").encode())
+    proc.stdin.flush()
+    return proc
+
+
+def spawn_uploader(op: Op, *, new_run: bool) -> UploaderHandle:
+    """Start the uploader process of an online run; it creates the run once :meth:`UploaderHandle.start`
+    says so (after the run's environment is recorded).
+
+    Started before console capture, so that the uploader's own messages go to the real stderr.
+
+    Args:
+        op: the run, with its store written.
+        new_run: the run directory was made by this ``init()``.
+    """
+    settings = op.settings
+    check = bool(settings.run_id) and not settings.resume and not settings.shared and new_run
+    options = Options.from_settings(settings, check_exists=check)
+    op._store.set_meta({"server_urls": settings.urls()})
+    return UploaderHandle(op, _spawn(op.dir, options))
+
+
+def _undo(op: Op, new_run: bool) -> None:
+    """Take back a run that init() refuses: stop its services, close it, forget it."""
+    from mlop import _runs
+
+    for service in reversed(op._services):
+        try:
+            service.stop()
+        except Exception:  # broad: a service that fails to stop must not hide the refusal
+            logger.exception("mlop could not stop %r", service)
+    op._finished = True
+    op._writer.close()
+    op._store.close()
+    _runs.forget(op)
+    if new_run:
+        shutil.rmtree(op.dir, ignore_errors=True)

@@ -1,0 +1,78 @@
+"""The online sub-commands of ``mlop``: ``login``, ``logout`` and ``sync``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from mlop._exceptions import AuthError, ServerError
+from mlop._online._auth import Credentials, credentials_path, remove_credentials, save
+
+__all__ = ["add_online_commands"]
+
+
+def _login(args: argparse.Namespace) -> int:
+    from mlop._online._server import ServerInterface
+    from mlop._settings import Settings
+
+    key = args.key or os.environ.get("MLOP_API_TOKEN") or os.environ.get("MLOP_API_KEY")
+    if not key:
+        try:
+            key = getpass.getpass("mlop API key (input hidden): ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print("\nmlop login: no key given", file=sys.stderr)
+            return 1
+    if not key:
+        print("mlop login: no key given", file=sys.stderr)
+        return 1
+    settings = Settings(host=args.host)
+    urls = settings.urls()
+    with ServerInterface(urls, key, verify=not args.insecure) as server:
+        try:
+            slug = server.slug(timeout=15.0)
+        except AuthError:
+            print(f"mlop login: {urls['url_api']} did not accept this key; nothing stored", file=sys.stderr)
+            return 1
+        except ServerError as exc:
+            print(f"mlop login: could not check the key with {urls['url_api']}: {exc}", file=sys.stderr)
+            return 1
+    path = save(Credentials(key, args.host))
+    print(f"Logged in to {urls['url_api']} (organization {slug}).")
+    print(f"Key stored in {path} (only you can read it).")
+    return 0
+
+
+def _logout(args: argparse.Namespace) -> int:
+    path = remove_credentials()
+    if path is None:
+        print(f"Not logged in (no {credentials_path()}).")
+    else:
+        print(f"Logged out: removed {path}.")
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from mlop._online._sync import sync_runs
+
+    return sync_runs(args.run_dirs, every=args.all, root=args.dir, host=args.host, out=sys.stderr)
+
+
+def add_online_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``login``, ``logout`` and ``sync`` to the ``mlop`` command."""
+    login = sub.add_parser("login", help="check an API key with the server and store it for this user")
+    login.add_argument("key", nargs="?", default=None, help="the key (default: asked without echo)")
+    login.add_argument("--host", default=None, help="a self-hosted server (host name, or a full URL)")
+    login.add_argument("--insecure", action="store_true", help="do not check the server's TLS certificate")
+    login.set_defaults(func=_login)
+
+    logout = sub.add_parser("logout", help="remove the stored API key")
+    logout.set_defaults(func=_logout)
+
+    sync = sub.add_parser("sync", help="send offline and unfinished runs to the server")
+    sync.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories (.mlop/<project>/<id>)")
+    sync.add_argument("--all", action="store_true", help="every run under --dir, not only unsent ones")
+    sync.add_argument("--dir", default=None, help="the directory that holds .mlop (default: here)")
+    sync.add_argument("--host", default=None, help="send to this server instead of the run's own")
+    sync.set_defaults(func=_sync)

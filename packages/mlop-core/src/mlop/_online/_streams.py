@@ -1,0 +1,424 @@
+"""The uploader's streams: each reads some kinds from a run's store and sends them to their routes.
+
+A stream's place in the store is its acknowledgement ``(seq, n)``: every record of its kinds before
+``seq`` and the first ``n`` items of record ``seq`` reached the server. It is kept in the store's ``acks``
+table, so a restarted uploader (or ``mlop sync``) goes on from there and never sends an acknowledged item
+again. Before a batch is sent, its end is written as the stream's *in-flight* mark; a restarted uploader
+resends exactly that batch first, with the same ``Idempotency-Key``, so a batch whose reply was lost is
+applied once by a server that honours the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from mlop._exceptions import ServerError
+from mlop._online._server import ServerInterface
+from mlop._store import Store
+
+if TYPE_CHECKING:
+    from mlop._online._uploader import Uploader
+
+__all__ = ["STREAMS", "Batch", "Stream"]
+
+logger = logging.getLogger(__name__)
+
+Position = tuple[int, int]
+FINAL: Final = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELLED"})
+_LOG_TYPES: Final = frozenset(
+    {"METRIC", "IMAGE", "VIDEO", "AUDIO", "FILE", "TEXT", "ARTIFACT", "HISTOGRAM", "TABLE", "DATA"}
+)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+@dataclasses.dataclass
+class Batch:
+    """Items read from the store, between two positions."""
+
+    start: Position
+    end: Position
+    items: list[tuple[int, str, Any]]
+    full: bool
+
+    @property
+    def first_seq(self) -> int:
+        return self.items[0][0] if self.items else self.start[0]
+
+
+class Stream:
+    """Reads its kinds from the store in batches and sends them; one thread per stream.
+
+    Subclasses set ``name`` and ``kinds`` and implement :meth:`send`.
+    """
+
+    name: ClassVar[str] = ""
+    kinds: ClassVar[tuple[str, ...]] = ()
+    max_items: ClassVar[int] = 20_000
+
+    def __init__(self, uploader: Uploader) -> None:
+        self.up = uploader
+        self.server: ServerInterface = uploader.server
+        self.store = Store(uploader.store_path)
+        acks = self.store.acks()
+        self.ack: Position = acks.get(self.name, (0, 0))
+        inflight = acks.get(self.name + "/inflight")
+        self.inflight: Position | None = inflight if inflight and inflight > self.ack else None
+        self.caught = 0  # every record of these kinds with seq <= caught is acknowledged
+        self.sent_items = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def read(self) -> Batch | None:
+        """The next batch after the acknowledgement; None when nothing is pending."""
+        limit = self.inflight
+        a_seq, a_n = self.ack
+        items: list[tuple[int, str, Any]] = []
+        end = self.ack
+        full = False
+        for seq, kind, records in self.store.records(self.kinds, after_seq=a_seq - 1):
+            first = a_n if seq == a_seq else 0
+            for index in range(first, len(records)):
+                if limit is not None:
+                    if (seq, index) >= limit:
+                        full = True
+                        break
+                elif len(items) >= self.max_items:
+                    full = True
+                    break
+                items.append((seq, kind, records[index]))
+                end = (seq, index + 1)
+            if full:
+                break
+            end = (seq, len(records))
+        if end == self.ack:
+            return None
+        if limit is not None:
+            full = True
+        return Batch(self.ack, end, items, full)
+
+    def key(self, batch: Batch) -> str:
+        (s0, n0), (s1, n1) = batch.start, batch.end
+        return f"{self.up.upload_id}-{self.name}-{s0}.{n0}-{s1}.{n1}"
+
+    def begin(self, batch: Batch) -> None:
+        """Mark a batch as in flight before its first attempt."""
+        if self.inflight != batch.end:
+            self.store.set_ack(self.name + "/inflight", *batch.end)
+            self.inflight = batch.end
+
+    def acknowledge(self, batch: Batch) -> None:
+        self.store.set_ack(self.name, *batch.end)
+        self.ack = batch.end
+        self.inflight = None
+        self.sent_items += len(batch.items)
+
+    def fail(self, batch: Batch, exc: ServerError, what: str) -> None:
+        """Record a permanent refusal of a batch and report it once, loudly; the batch is then skipped."""
+        message = f"{exc} ({what})"
+        self.store.add_failure(self.name, batch.first_seq, exc.status_code, message)
+        self.up.report_failure(self.name, message)
+
+    # -- sending ----------------------------------------------------------------------------------------
+
+    def send(self, batch: Batch) -> None:
+        """Send one batch; return when the server acknowledged it.
+
+        Raises:
+            Abandoned: the uploader is stopping.
+            ServerError: a permanent refusal (the caller records it and skips the batch).
+        """
+        raise NotImplementedError
+
+    def describe(self, batch: Batch) -> str:
+        return f"{len(batch.items)} {self.name} items from record {batch.first_seq}"
+
+    def pump(self) -> bool | None:
+        """Send the next batch if there is one.
+
+        Returns:
+            None when nothing was pending, else whether the batch was full (more may be waiting).
+
+        Raises:
+            Abandoned: the uploader is stopping; the batch stays in flight for the next uploader.
+        """
+        seen = self.store.last_seq()
+        batch = self.read()
+        if batch is None:
+            self.caught = seen
+            return None
+        self.begin(batch)
+        try:
+            self.send(batch)
+        except ServerError as exc:
+            self.fail(batch, exc, self.describe(batch))
+        self.acknowledge(batch)
+        return batch.full
+
+    def call(self, path: str, body: Any, key: str) -> Any:
+        return self.server.call("api", path, body, idempotency_key=key, stop=self.up.stop)
+
+    def register(self, names: dict[str, list[str]], key: str) -> None:
+        """Register the keys of a batch that the server has not seen yet (``logName/add``)."""
+        self.up.register(names, key, self.store)
+
+
+def _metric_lines(items: list[tuple[int, str, Any]], names: dict[str, list[str]], known: set[str]) -> bytes:
+    out: list[str] = []
+    fresh: dict[str, None] = {}
+    for _seq, _kind, (step, when, values) in items:
+        if not values:
+            continue
+        try:
+            data = _dumps(values)
+        except (ValueError, TypeError):
+            data = _dumps({str(k): _number(v) for k, v in values.items()})
+        out.append(f'{{"time":{_ms(when)},"step":{int(step)},"data":{data}}}\n')
+        for key in values:
+            if key not in known:
+                fresh[key] = None
+    if fresh:
+        names["METRIC"] = list(fresh)
+    return "".join(out).encode()
+
+
+class MetricsStream(Stream):
+    """Numbers and system metrics to ``/ingest/metrics``."""
+
+    name = "metrics"
+    kinds = ("metrics", "system")
+
+    def send(self, batch: Batch) -> None:
+        names: dict[str, list[str]] = {}
+        lines = _metric_lines(batch.items, names, self.up.known("METRIC"))
+        if names:
+            self.register(names, self.key(batch))
+        if lines:
+            self.server.ingest("metrics", lines, self.key(batch), stop=self.up.stop)
+
+
+def data_log_type(data_type: str) -> str:
+    """The ``logType`` a data line's key is registered with."""
+    upper = str(data_type).upper()
+    return upper if upper in _LOG_TYPES else "DATA"
+
+
+class DataStream(Stream):
+    """Histograms, tables and string series to ``/ingest/data``."""
+
+    name = "data"
+    kinds = ("data",)
+    max_items = 2_000
+
+    def send(self, batch: Batch) -> None:
+        names: dict[str, dict[str, None]] = {}
+        out: list[str] = []
+        for _seq, _kind, (step, when, key, data_type, value) in batch.items:
+            log_type = data_log_type(data_type)
+            if key not in self.up.known(log_type):
+                names.setdefault(log_type, {})[key] = None
+            data = value if isinstance(value, str) else json.dumps(value)
+            line = {"time": _ms(when), "step": int(step), "logName": key, "dataType": data_type, "data": data}
+            out.append(json.dumps(line) + "\n")
+        if names:
+            self.register({t: list(n) for t, n in names.items()}, self.key(batch))
+        self.server.ingest("data", "".join(out).encode(), self.key(batch), stop=self.up.stop)
+
+
+class LogsStream(Stream):
+    """Console lines to ``/ingest/logs``."""
+
+    name = "logs"
+    kinds = ("logs",)
+
+    def send(self, batch: Batch) -> None:
+        out = [
+            json.dumps({"time": _ms(when), "message": str(message), "lineNumber": line, "logType": log_type})
+            + "\n"
+            for _seq, _kind, (when, line, log_type, message) in batch.items
+        ]
+        self.server.ingest("logs", "".join(out).encode(), self.key(batch), stop=self.up.stop)
+
+
+class FilesStream(Stream):
+    """Media and files: ask ``/files`` for upload URLs, then PUT each file from disk, a few at a time."""
+
+    name = "files"
+    kinds = ("files",)
+    max_items = 16
+
+    def __init__(self, uploader: Uploader) -> None:
+        super().__init__(uploader)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        super().close()
+
+    def send(self, batch: Batch) -> None:
+        names: dict[str, dict[str, None]] = {}
+        entries: list[dict[str, Any]] = []
+        paths: dict[tuple[str, str], Path] = {}
+        for _seq, _kind, (step, when, key, info) in batch.items:
+            log_type = data_log_type(info.get("logType", "FILE"))
+            if key not in self.up.known(log_type):
+                names.setdefault(log_type, {})[key] = None
+            entry: dict[str, Any] = {
+                "fileName": info["fileName"],
+                "fileSize": int(info.get("fileSize", 0)),
+                "fileType": str(info.get("fileType", "")),
+                "time": _ms(when),
+                "logName": key,
+                "step": int(step),
+            }
+            if info.get("sampleIndex") is not None:
+                entry["sampleIndex"] = int(info["sampleIndex"])
+            if info.get("caption") is not None:
+                entry["caption"] = str(info["caption"])
+            entries.append(entry)
+            paths[(key, info["fileName"])] = self.up.run_dir / info["path"]
+        if names:
+            self.register({t: list(n) for t, n in names.items()}, self.key(batch))
+        answer = self.server.call(
+            "ingest", "/files", {"files": entries}, idempotency_key=self.key(batch), stop=self.up.stop
+        )
+        uploads: list[tuple[str, Path]] = []
+        for key, urls in (answer or {}).items():
+            for pair in urls:
+                for file_name, url in pair.items():
+                    path = paths.get((key, file_name))
+                    if path is not None:
+                        uploads.append((url, path))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=max(1, self.up.workers), thread_name_prefix="mlop-upload"
+            )
+        futures = [self._pool.submit(self._put, batch, url, path) for url, path in uploads]
+        for future in futures:
+            future.result()
+
+    def _put(self, batch: Batch, url: str, path: Path) -> None:
+        try:
+            self.server.retry(lambda: self.server.put_file(url, path), stop=self.up.stop, what=path.name)
+        except ServerError as exc:
+            self.fail(batch, exc, f"the file {path.name}")
+
+
+class ControlStream(Stream):
+    """Config, tags, graph, alerts and status, one request each, in the order they were logged.
+
+    A final status is sent only once every other stream has sent what was logged before it.
+    """
+
+    name = "control"
+    kinds = ("config", "tags", "graph", "alert", "status")
+    max_items = 1
+
+    def send(self, batch: Batch) -> None:
+        key = self.key(batch)
+        for seq, kind, item in batch.items:
+            handler: Callable[[int, Any, str], None] = getattr(self, f"_{kind}")
+            handler(seq, item, key)
+
+    def describe(self, batch: Batch) -> str:
+        kinds = sorted({kind for _seq, kind, _item in batch.items})
+        return f"the {', '.join(kinds)} update of record {batch.first_seq}"
+
+    def _config(self, seq: int, item: Any, key: str) -> None:
+        _when, delta = item
+        body = {"runId": self.server.run_id, "config": json.dumps(delta)}
+        self.call("/api/runs/config/update", body, key)
+
+    def _tags(self, seq: int, item: Any, key: str) -> None:
+        _when, tags = item
+        self.call("/api/runs/tags/update", {"runId": self.server.run_id, "tags": list(tags)}, key)
+
+    def _graph(self, seq: int, item: Any, key: str) -> None:
+        _when, graph = item
+        self.call("/api/runs/modelGraph/create", {"runId": self.server.run_id, "graph": graph}, key)
+
+    def _alert(self, seq: int, item: Any, key: str) -> None:
+        _when, alert = item
+        webhook = alert.get("url") or self.up.webhook
+        if webhook:
+            text = f"*{alert.get('title', '')}* ({alert.get('level', 'INFO')})\n{alert.get('body', '')}"
+            self.server.retry(
+                lambda: self.server.post_webhook(webhook, {"text": text, "content": text}),
+                stop=self.up.stop,
+                what="webhook",
+            )
+            return
+        if not alert.get("remote", True):
+            return
+        body = {
+            "runId": self.server.run_id,
+            "alert": {
+                "timestamp": int(alert.get("timestamp") or _ms(_when)),
+                "level": str(alert.get("level", "INFO")),
+                "title": str(alert.get("title", "")),
+                "body": str(alert.get("body", "")),
+                "email": bool(alert.get("email", False)),
+                "url": None,
+            },
+        }
+        self.server.call("py", "/api/runs/alert", body, idempotency_key=key, stop=self.up.stop)
+
+    def _status(self, seq: int, item: Any, key: str) -> None:
+        _when, status, metadata = item
+        if status not in FINAL:
+            self.server.status(status, metadata, key, stop=self.up.stop)
+            return
+        self.up.wait_drained(seq)
+        try:
+            self.server.status(status, metadata, key, stop=self.up.stop)
+        except ServerError:
+            self.up.final_sent(status)
+            raise
+        self.up.final_sent(status)
+
+
+STREAMS: Final[tuple[type[Stream], ...]] = (MetricsStream, DataStream, LogsStream, FilesStream, ControlStream)
+
+
+def pending_items(store: Store) -> tuple[int, int]:
+    """How many items of the uploaded kinds the store holds, and how many of them are acknowledged."""
+    acks = store.acks()
+    total = done = 0
+    for stream in STREAMS:
+        a_seq, a_n = acks.get(stream.name, (0, 0))
+        marks = ",".join("?" * len(stream.kinds))
+        for seq, count in store._db.execute(
+            f"SELECT seq, count FROM records WHERE kind IN ({marks})", stream.kinds
+        ):
+            total += count
+            if seq < a_seq:
+                done += count
+            elif seq == a_seq:
+                done += min(a_n, count)
+    return total, done

@@ -1,0 +1,182 @@
+"""``mlop sync``: send offline and unfinished runs with the uploader's own code, run once.
+
+A run is sent from its last acknowledged record, so an interrupted sync goes on where it stopped, and a
+sync of a run that was sent already sends nothing (not even a request). A run whose process died without
+``finish()`` is marked FAILED first, as the live uploader would have done.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Final
+
+from mlop._exceptions import MlopError, StoreError
+from mlop._online._options import Options
+from mlop._online._streams import FINAL, pending_items
+from mlop._online._uploader import Busy, Uploader, last_status, mark_died
+from mlop._reader import list_runs
+from mlop._settings import Settings, resolve_settings
+from mlop._store import STORE_FILE, Store
+
+__all__ = ["find_runs", "sync_run", "sync_runs"]
+
+_BAR: Final = 30
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_runs(paths: Sequence[str], *, every: bool, root: str | None) -> list[Path]:
+    """The run directories to sync: those named, else every run under ``root`` with something unsent."""
+    if paths:
+        return [Path(p) for p in paths]
+    out: list[Path] = []
+    for run in list_runs(root):
+        run.close()
+        if every:
+            out.append(run.dir)
+            continue
+        store = Store(run.dir)
+        try:
+            total, done = pending_items(store)
+        finally:
+            store.close()
+        if total > done:
+            out.append(run.dir)
+    return out
+
+
+class _Progress:
+    """A one-line progress bar on a terminal, a line per run elsewhere."""
+
+    def __init__(self, label: str, store_path: Path, out: IO[str]) -> None:
+        self.label = label
+        self.out = out
+        self.tty = out.isatty()
+        self.store = Store(store_path)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mlop-sync-progress", daemon=True)
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.show(final=True)
+        self.store.close()
+
+    def show(self, final: bool = False) -> None:
+        total, done = pending_items(self.store)
+        share = done / total if total else 1.0
+        filled = int(share * _BAR)
+        text = f"{self.label} [{'#' * filled}{'-' * (_BAR - filled)}] {done:,}/{total:,} items"
+        if self.tty:
+            self.out.write("\r" + text + ("\n" if final else ""))
+        elif final:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            self.show()
+
+
+def sync_run(run_dir: Path, options: Options, out: IO[str] = sys.stderr, transport: object = None) -> bool:
+    """Send one run; returns whether all of it is on the server now.
+
+    Raises:
+        Busy: another process is sending this run.
+        StoreError: ``run_dir`` holds no run.
+    """
+    store = Store(run_dir)
+    try:
+        meta = store.meta()
+        found = last_status(store)
+        if found is None or found[1] not in FINAL:
+            if _alive(meta.get("pid")):
+                out.write(f"{run_dir}: still running (pid {meta.get('pid')}); skipped\n")
+                return False
+            mark_died(store, meta.get("pid"))
+    finally:
+        store.close()
+    label = f"{meta.get('project', run_dir.parent.name)}/{meta.get('name', run_dir.name)}"
+    uploader = Uploader(run_dir, options, once=True, transport=transport)
+    try:
+        if not uploader.has_work():
+            out.write(f"{label}: nothing to send\n")
+            return True
+        with _Progress(label, uploader.store_path, out):
+            complete = uploader.run()
+        url = (uploader.store.meta().get("server") or {}).get("url")
+        if complete:
+            out.write(f"{label}: sent{f' ({url})' if url else ''}\n")
+        else:
+            out.write(f"{label}: not everything was sent; run `mlop sync {run_dir}` again\n")
+        return complete
+    finally:
+        uploader.close()
+
+
+def sync_runs(
+    paths: Sequence[str],
+    *,
+    every: bool = False,
+    root: str | None = None,
+    host: str | None = None,
+    out: IO[str] = sys.stderr,
+) -> int:
+    """The ``mlop sync`` command; returns its exit code."""
+    settings = resolve_settings({"host": host} if host else {}, None)
+    if not settings.api_key:
+        out.write("mlop sync: no API key; run `mlop login` or set MLOP_API_TOKEN\n")
+        return 1
+    runs = find_runs(paths, every=every, root=root)
+    if not runs:
+        out.write("mlop sync: no run with anything to send\n")
+        return 0
+    code = 0
+    for run_dir in runs:
+        if not (run_dir / STORE_FILE).exists():
+            out.write(f"mlop sync: no mlop run in {run_dir}\n")
+            code = 1
+            continue
+        options = Options.from_settings(settings, urls=_urls(run_dir, settings, host), resume=False)
+        try:
+            if not sync_run(run_dir, options, out):
+                code = 1
+        except KeyboardInterrupt:
+            out.write("\nmlop sync: interrupted; run it again to send the rest\n")
+            return 130
+        except (Busy, StoreError, MlopError) as exc:
+            out.write(f"mlop sync: {run_dir}: {exc}\n")
+            code = 1
+    return code
+
+
+def _urls(run_dir: Path, settings: Settings, host: str | None) -> dict[str, str]:
+    """Where to send a run: ``--host``, else where the run itself was headed, else the settings."""
+    if host:
+        return settings.urls()
+    store = Store(run_dir)
+    try:
+        recorded = store.meta().get("server_urls")
+    finally:
+        store.close()
+    return dict(recorded) if isinstance(recorded, dict) and recorded else settings.urls()

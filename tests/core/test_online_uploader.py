@@ -1,0 +1,256 @@
+"""The uploader's requests and bookkeeping, against httpx.MockTransport (shapes and faults on demand).
+
+The end-to-end behaviour against the real mlop-server process is in tests/e2e/test_online_*.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import mlop
+from mlop._exceptions import ServerError
+from mlop._online._options import Options
+from mlop._online._server import ServerInterface, Transient
+from mlop._online._uploader import Uploader
+from mlop._store import Store
+
+KEY = "mlps_unit_secret_key_42"
+
+
+class Recorder:
+    """A tiny protocol server: answers every route, records each request, can fail some on demand."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.fault: Callable[[httpx.Request], httpx.Response | None] = lambda request: None
+        self.lock = threading.Lock()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.requests.append(request)
+        injected = self.fault(request)
+        if injected is not None:
+            return injected
+        path = request.url.path
+        if path == "/api/runs/create":
+            return httpx.Response(200, json={"runId": 7, "url": "http://server/r/7", "resumed": False})
+        if path == "/files":
+            files = json.loads(request.content)["files"]
+            out: dict[str, list[dict[str, str]]] = {}
+            for f in files:
+                out.setdefault(f["logName"], []).append({f["fileName"]: f"http://server/s3/{f['fileName']}"})
+            return httpx.Response(200, json=out)
+        if path.startswith("/s3/"):
+            request.read()
+            return httpx.Response(200)
+        if path == "/api/runs/trigger":
+            return httpx.Response(200, json={"status": "RUNNING", "triggers": []})
+        return httpx.Response(200, json={"success": True})
+
+    def paths(self) -> list[str]:
+        return [r.url.path for r in self.requests]
+
+    def lines(self, path: str) -> list[dict[str, Any]]:
+        out = []
+        for r in self.requests:
+            if r.url.path == path:
+                out += [json.loads(line) for line in r.content.decode().splitlines()]
+        return out
+
+    def bodies(self, path: str) -> list[Any]:
+        return [json.loads(r.content) for r in self.requests if r.url.path == path]
+
+
+def _offline_run(tmp_path: Path, steps: int = 50) -> Path:
+    run = mlop.init(
+        project="p",
+        name="unit",
+        dir=tmp_path,
+        mode="offline",
+        config={"lr": 0.1},
+        tags=["a"],
+        disable_system_metrics=True,
+        disable_console=True,
+    )
+    for i in range(steps):
+        run.log({"loss": 1.0 / (i + 1), "inf": float("inf") if i == 3 else 0.0, "note": f"n{i}"})
+    run.update_config({"depth": 2})
+    run.add_tags("b")
+    run.alert("hello", title="t", level="warning")
+    run.finish()
+    return Path(run.dir)
+
+
+def _options(**options: Any) -> Options:
+    urls = dict.fromkeys(("url_api", "url_ingest", "url_py", "url_app"), "http://server")
+    return Options(urls=urls, api_key=KEY, retry_base=0.01, **options)
+
+
+def _upload(run_dir: Path, recorder: Recorder, **options: Any) -> bool:
+    uploader = Uploader(run_dir, _options(**options), once=True, transport=httpx.MockTransport(recorder))
+    try:
+        return uploader.run()
+    finally:
+        uploader.close()
+
+
+def test_an_offline_run_is_sent_in_the_protocols_shapes(tmp_path: Path) -> None:
+    run_dir = _offline_run(tmp_path)
+    recorder = Recorder()
+    assert _upload(run_dir, recorder)
+
+    first = recorder.requests[0]
+    assert first.url.path == "/api/runs/create"
+    create = json.loads(first.content)
+    assert create["runName"] == "unit" and create["projectName"] == "p"
+    assert json.loads(create["config"]) == {"lr": 0.1, "depth": 2}
+    assert isinstance(create["createdAt"], int) and create["externalId"] == run_dir.name
+    assert "X-Run-Id" not in first.headers
+    for request in recorder.requests:
+        if request.url.path.startswith("/s3/"):
+            continue
+        assert request.headers["Authorization"] == f"Bearer {KEY}"
+        assert request.headers["User-Agent"].startswith("mlop/")
+        if request.url.path != "/api/runs/create":
+            assert request.headers["X-Run-Id"] == "7"
+            assert request.headers["X-Project-Name"] == "p" and request.headers["X-Run-Name"] == "unit"
+
+    paths = recorder.paths()
+    assert paths.index("/api/runs/logName/add") < paths.index("/ingest/metrics")
+    metrics = recorder.lines("/ingest/metrics")
+    assert [line["step"] for line in metrics] == list(range(50))
+    assert all(set(line) == {"time", "step", "data"} for line in metrics)
+    assert metrics[3]["data"]["inf"] == "Infinity" and metrics[1]["data"]["loss"] == 0.5
+    ingest = [r for r in recorder.requests if r.url.path.startswith("/ingest/")]
+    assert all(r.headers["Content-Type"] == "application/x-ndjson" for r in ingest)
+    keys = [r.headers["Idempotency-Key"] for r in recorder.requests if "Idempotency-Key" in r.headers]
+    assert len(keys) == len(set(keys))
+
+    data = recorder.lines("/ingest/data")
+    assert data[0] == {
+        "time": data[0]["time"],
+        "step": 0,
+        "logName": "note",
+        "dataType": "string-series",
+        "data": "n0",
+    }
+    names = {(b["logType"], n) for b in recorder.bodies("/api/runs/logName/add") for n in b["logName"]}
+    assert {("METRIC", "loss"), ("METRIC", "inf"), ("DATA", "note")} <= names
+    assert recorder.bodies("/api/runs/tags/update")[-1] == {"runId": 7, "tags": ["a", "b"]}
+    (alert,) = recorder.bodies("/api/runs/alert")
+    assert alert["alert"]["level"] == "WARNING" and alert["alert"]["body"] == "hello"
+    assert set(alert["alert"]) == {"timestamp", "level", "title", "body", "email", "url"}
+    statuses = recorder.bodies("/api/runs/status/update")
+    assert statuses[-1]["status"] == "COMPLETED" and paths[-1] == "/api/runs/status/update"
+
+
+def test_a_second_upload_sends_nothing(tmp_path: Path) -> None:
+    run_dir = _offline_run(tmp_path)
+    assert _upload(run_dir, Recorder())
+    again = Recorder()
+    assert _upload(run_dir, again)
+    assert again.requests == []
+
+
+def test_transient_faults_are_retried_and_nothing_is_sent_twice(tmp_path: Path) -> None:
+    run_dir = _offline_run(tmp_path)
+    recorder = Recorder()
+    seen: dict[str, int] = {}
+
+    def fault(request: httpx.Request) -> httpx.Response | None:
+        path = request.url.path
+        seen[path] = seen.get(path, 0) + 1
+        if seen[path] == 1 and path in ("/ingest/metrics", "/api/runs/create"):
+            return httpx.Response(503, json={"error": "Unavailable", "message": "busy"})
+        if seen[path] == 1 and path == "/ingest/data":
+            return httpx.Response(429, headers={"Retry-After": "0"})
+        if seen[path] == 1 and path == "/api/runs/status/update":
+            raise httpx.ReadTimeout("slow", request=request)
+        return None
+
+    recorder.fault = fault
+    assert _upload(run_dir, recorder)
+    # the failed attempts were repeated with the same key; the server saw each batch's key twice at most
+    metrics = [r for r in recorder.requests if r.url.path == "/ingest/metrics"]
+    assert (
+        len(metrics) == 2 and metrics[0].headers["Idempotency-Key"] == metrics[1].headers["Idempotency-Key"]
+    )
+    assert [line["step"] for line in recorder.lines("/ingest/metrics")][50:] == list(range(50))
+
+
+def test_a_permanent_refusal_is_recorded_and_the_rest_still_sent(tmp_path: Path, caplog: Any) -> None:
+    run_dir = _offline_run(tmp_path)
+    recorder = Recorder()
+    recorder.fault = lambda r: (
+        httpx.Response(400, json={"error": "BadRequest", "message": "bad line"})
+        if r.url.path == "/ingest/data"
+        else None
+    )
+    assert _upload(run_dir, recorder)
+    assert [line["step"] for line in recorder.lines("/ingest/metrics")] == list(range(50))
+    assert recorder.bodies("/api/runs/status/update")[-1]["status"] == "COMPLETED"
+    store = Store(run_dir)
+    try:
+        (failure,) = store.failures()
+    finally:
+        store.close()
+    assert failure["stream"] == "data" and failure["status"] == 400 and "bad line" in failure["message"]
+    assert "refused part of run unit" in caplog.text and KEY not in caplog.text
+
+
+def test_a_batch_in_flight_is_resent_whole_with_its_key(tmp_path: Path) -> None:
+    run_dir = _offline_run(tmp_path)
+    first = Recorder()
+    uploader = Uploader(run_dir, _options(), once=True, transport=httpx.MockTransport(first))
+
+    def lose_reply(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path == "/ingest/metrics":
+            uploader.stop.set()  # the uploader is stopped after sending, before the answer
+            raise httpx.ReadError("connection lost", request=request)
+        return None
+
+    first.fault = lose_reply
+    try:
+        assert not uploader.run()
+    finally:
+        uploader.close()
+    (lost,) = [r for r in first.requests if r.url.path == "/ingest/metrics"]
+    again = Recorder()
+    assert _upload(run_dir, again)
+    (resent,) = [r for r in again.requests if r.url.path == "/ingest/metrics"]
+    assert resent.headers["Idempotency-Key"] == lost.headers["Idempotency-Key"]
+    assert resent.content == lost.content
+    assert "/api/runs/create" not in again.paths()
+
+
+def test_server_interface_keeps_the_key_out_of_reprs_and_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "Unauthorized", "message": "unknown key"})
+
+    urls = {"url_api": "http://s", "url_ingest": "http://s", "url_py": "http://s", "url_app": "http://s"}
+    with ServerInterface(urls, KEY, transport=httpx.MockTransport(handler)) as server:
+        assert KEY not in repr(server) and KEY not in repr(vars(server))
+        with pytest.raises(Transient) as info:
+            server.send("api", "/api/runs/create", body={})
+        assert KEY not in str(info.value)
+        with pytest.raises(ServerError) as refused:
+            server.slug()
+        assert KEY not in str(refused.value)
+    options = Options(urls=urls, api_key=KEY, webhook="https://hooks.example/secret")
+    assert KEY not in repr(options) and "secret" not in repr(options)
+
+
+def test_import_mlop_does_not_import_httpx() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, mlop; mlop.init(mode='offline').finish(); print('httpx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
