@@ -174,3 +174,20 @@ def test_nvml_installed_without_a_driver_means_no_gpu_keys_and_no_error(
     run.finish()
     assert not [k for k in _sys_rows(run) if k.startswith("sys/gpu")]
     assert not [r for r in caplog.records if r.levelno >= 30]
+
+
+def test_ranks_sharing_one_run_get_their_own_system_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=0.1, shared=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _sys_rows(run):
+        run._writer.flush()
+        time.sleep(0.05)
+    run.finish()
+    keys = set(_sys_rows(run))
+    assert "sys/rank1/memory.used" in keys and "sys/rank1/cpu.percentage.0" in keys
+    assert all(key.startswith("sys/rank1/") for key in keys)

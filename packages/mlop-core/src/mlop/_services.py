@@ -101,12 +101,25 @@ def _start_monitor(op: Op, nvml: Nvml | None) -> Service:
     last = _last_items(op, "system")
     first = int(last[0][0]) + 1 if last else 0
     writer = op._writer
+    prefix = _rank_prefix(op)
 
     def emit(index: int, when: float, values: dict[str, float]) -> None:
+        if prefix is not None:
+            values = {prefix + key[4:]: value for key, value in values.items()}
         writer.add("system", (index, when, values))
 
     sampler = Sampler(str(op.dir), nvml)
     return SystemMonitor(sampler, op.settings.x_sys_sampling_interval, emit, first).start()
+
+
+def _rank_prefix(op: Op) -> str | None:
+    """``sys/rank<r>/`` when several ranks share one run (``shared=True``), so their samples never collide."""
+    if not op.settings.shared:
+        return None
+    from mlop import _hooks
+
+    info = _hooks.rank()
+    return f"sys/rank{info.rank}/" if info.world_size > 1 else None
 
 
 def _start_console(op: Op, redactor: Redactor) -> Service:
