@@ -90,9 +90,18 @@ def test_git_commit_branch_dirty_flag_and_a_remote_without_credentials(tmp_path:
 def test_outside_a_git_checkout_there_is_no_git_entry(tmp_path: Path) -> None:
     if _git_root(tmp_path) is not None:
         pytest.skip("the temporary folder lies inside a git checkout")
-    run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=0)
-    run.finish()
-    assert "git" not in _system(run)
+    script = tmp_path / "train.py"  # neither the working directory nor the script is in a checkout
+    script.write_text(
+        f"import mlop\nmlop.init(dir={str(tmp_path)!r}, mode='offline', x_sys_sampling_interval=0).finish()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    [reader] = mlop.list_runs(tmp_path)
+    assert reader.system["hostname"] == socket.gethostname()
+    assert "git" not in reader.system
 
 
 def _git_root(path: Path) -> str | None:
