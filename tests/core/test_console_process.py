@@ -170,3 +170,24 @@ def test_fd_capture_under_a_terminal_keeps_it_a_terminal(tmp_path: Path) -> None
     [reader] = mlop.list_runs(tmp_path)
     assert _logs(reader) == [("INFO", "tty True True columns 123"), ("INFO", "green")]
     assert seen.replace(b"\r\n", b"\n") == b"tty True True columns 123\n\x1b[32mgreen\x1b[0m\n"
+
+
+def test_a_forked_child_prints_freely_and_records_nothing(tmp_path: Path) -> None:
+    body = """
+        import os, sys, mlop
+        run = mlop.init(dir=RUN_DIR, mode="offline", x_sys_sampling_interval=0)
+        print("parent before")
+        pid = os.fork()
+        if pid == 0:  # a DataLoader worker, say: its prints reach the terminal, never the run
+            for i in range(1000):
+                print("from the child", i)
+            sys.stdout.flush()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child exit status", status)
+        run.finish()
+    """
+    done, reader = _run_script(tmp_path, body)
+    assert done.returncode == 0, done.stderr
+    assert _logs(reader) == [("INFO", "parent before"), ("INFO", "child exit status 0")]
+    assert done.stdout.count("from the child") == 1000
