@@ -304,8 +304,15 @@ class Uploader:
             return
         self.cancelled = True
         logger.warning("mlop: run %s was cancelled on the server; stopping", self.server.run_name)
-        self.notify({"event": "cancelled"})
         self.stop.set()
+        metadata = {"type": "Cancelled", "message": "the run was cancelled on the server", "frames": []}
+        try:
+            self.server.status(
+                "CANCELLED", metadata, f"{self.upload_id}-cancel", deadline=time.monotonic() + 10.0
+            )
+        except (Abandoned, ServerError) as exc:
+            logger.debug("mlop: could not confirm the cancel: %s", exc)
+        self.notify({"event": "cancelled"})
 
     # -- running ----------------------------------------------------------------------------------------
 

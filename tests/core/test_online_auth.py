@@ -1,0 +1,62 @@
+"""The stored key and what settings make of it; alerts' wait rule (no server needed)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+import mlop
+from mlop._online._auth import Credentials, credentials_path, load_credentials, remove_credentials, save
+from mlop._settings import resolve_settings
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cfg"
+    monkeypatch.setenv("MLOP_CONFIG_DIR", str(folder))
+    return folder
+
+
+def test_save_makes_an_owner_only_file_and_remove_deletes_it(config_dir: Path) -> None:
+    path = save(Credentials("mlps_k1", "http://127.0.0.1:9"))
+    assert path == credentials_path() and path.parent == config_dir
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config_dir.stat().st_mode) == 0o700
+    assert load_credentials() == Credentials("mlps_k1", "http://127.0.0.1:9")
+    assert "mlps_k1" not in repr(load_credentials())
+    assert remove_credentials() == path and load_credentials() is None and remove_credentials() is None
+
+
+def test_a_stored_key_makes_runs_online_and_explicit_keys_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_settings({}, None, environ={}).run_mode == "offline"
+    save(Credentials("mlps_stored", "http://127.0.0.1:9"))
+    stored = resolve_settings({}, None, environ={})
+    assert stored.api_key == "mlps_stored" and stored.host == "http://127.0.0.1:9"
+    assert stored.run_mode == "online" and "mlps_stored" not in repr(stored)
+    from_env = resolve_settings({}, None, environ={"MLOP_API_TOKEN": "mlps_env"})
+    assert from_env.api_key == "mlps_env" and from_env.host is None
+    assert resolve_settings({}, {"_auth": "mlps_alias"}, environ={}).api_key == "mlps_alias"
+    assert resolve_settings({"host": "h"}, None, environ={}).urls()["url_api"] == "http://h:3001"
+
+
+def test_a_file_others_can_read_is_used_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    path = save(Credentials("mlps_loose"))
+    path.chmod(0o644)
+    assert load_credentials() == Credentials("mlps_loose")
+    assert "can be read by others" in caplog.text and "mlps_loose" not in caplog.text
+
+
+def test_alert_wait_drops_and_counts_repeats_without_sleeping(tmp_path: Path) -> None:
+    run = mlop.init(project="alerts", dir=tmp_path, mode="offline", disable_console=True)
+    for _ in range(5):
+        run.alert(text="loss is flat", title="flat", wait_duration=3600)
+    run.alert("other", title="other", wait=3600)
+    run.alert("to slack", title="hook", url="https://hooks.example/x", remote=False)
+    run.finish()
+    assert run.alerts_dropped == {"flat": 4}
+    with mlop.open_run(run.dir) as reader:
+        alerts = list(reader.alerts())
+    assert [a["title"] for a in alerts] == ["flat", "other", "hook"]
+    assert alerts[0]["body"] == "loss is flat" and alerts[2]["url"] == "https://hooks.example/x"
