@@ -184,3 +184,34 @@ def test_an_enormous_line_is_recorded_in_bounded_pieces(
     assert "".join(messages) == "x" * 150_000 + "y" * 100_000
     assert max(len(m) for m in messages) <= 64 * 1024
     assert capsys.readouterr().out == "x" * 150_000 + "\n" + "y" * 100_000
+
+
+def test_an_error_the_writer_logs_to_the_console_while_flushing_never_deadlocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    run = _init(tmp_path)
+    # A handler on the console, as a script's logging setup would have: the writer's own error message
+    # then goes through the captured stderr, which hands a line back to the writer inside its flush.
+    handler = logging.StreamHandler(sys.stderr)
+    logging.getLogger("mlop").addHandler(handler)
+    real_write = run._store.write
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(run._store, "write", broken)
+    try:
+        run.log({"loss": 1.0})
+        flusher = threading.Thread(target=run._writer.flush)
+        flusher.start()
+        flusher.join(30)
+        assert not flusher.is_alive(), "the writer deadlocked on its own console line"
+        monkeypatch.setattr(run._store, "write", real_write)
+        run.finish()
+    finally:
+        logging.getLogger("mlop").removeHandler(handler)
+    messages = [m for _n, level, m in _lines(run) if level == "ERROR"]
+    assert any("could not write to its local store" in m for m in messages)
+    assert "could not write to its local store" in capsys.readouterr().err
