@@ -23,6 +23,8 @@ PACKAGES = ["mlop", "mlop_torch", "mlop_lightning", "mlop_hf", "mlop_server"]
 def test_all_lists_exactly_the_public_names(name: str) -> None:
     module = importlib.import_module(name)
     exported = set(module.__all__)
+    for exported_name in module.__all__:
+        getattr(module, exported_name)  # every name resolves; lazy exports (PEP 562) land in vars()
     public = {
         n
         for n, v in vars(module).items()

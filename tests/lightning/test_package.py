@@ -1,0 +1,25 @@
+"""The package's surface: exports, and a plugin that never makes ``mlop.init()`` import Lightning."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlop_lightning
+
+
+def test_exports() -> None:
+    assert mlop_lightning.__all__ == ["MLOPLogger", "MlopLogger", "__version__"]
+    assert mlop_lightning.MLOPLogger is mlop_lightning.MlopLogger
+    assert isinstance(mlop_lightning.__version__, str)
+
+
+def test_loading_the_plugin_does_not_import_lightning() -> None:
+    code = (
+        "import sys, mlop, mlop_lightning.plugin\n"
+        "from mlop._plugins import get_plugin_manager\n"
+        "assert get_plugin_manager().has_plugin('lightning')\n"
+        "print(sorted({'lightning', 'pytorch_lightning'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
