@@ -215,3 +215,23 @@ def test_an_error_the_writer_logs_to_the_console_while_flushing_never_deadlocks(
     messages = [m for _n, level, m in _lines(run) if level == "ERROR"]
     assert any("could not write to its local store" in m for m in messages)
     assert "could not write to its local store" in capsys.readouterr().err
+
+
+def test_ranks_sharing_one_run_tag_their_lines_and_never_share_a_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    run = _init(tmp_path, shared=True, run_id="shared")
+    print("one from rank 1")
+    print("two from rank 1")
+    run.finish()
+    monkeypatch.setenv("RANK", "0")
+    run = _init(tmp_path, shared=True, run_id="shared", resume=True)
+    print("one from rank 0")
+    run.finish()
+    assert _lines(run) == [
+        (2, "INFO", "[rank 1] one from rank 1"),
+        (4, "INFO", "[rank 1] two from rank 1"),
+        (5, "INFO", "[rank 0] one from rank 0"),
+    ]

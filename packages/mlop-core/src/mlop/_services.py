@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mlop._op import Op
+    from mlop._rank import RankInfo
     from mlop._system._gpu import Nvml
     from mlop._system._redact import Redactor
 
@@ -45,16 +46,17 @@ def start_services(op: Op) -> list[Service]:
     monitor = not settings.disable_system_metrics and settings.x_sys_sampling_interval > 0
     nvml = _gpu.load() if monitor else None
     _record_environment(op, redactor, nvml)
+    rank = _shared_rank(op)
     if monitor:
         try:
-            services.append(_start_monitor(op, nvml))
+            services.append(_start_monitor(op, nvml, rank))
         except Exception:  # broad: a broken psutil must cost the run its system metrics, not its start
             logger.exception("mlop could not start the system monitor; no system metrics for this run")
             if nvml is not None:
                 nvml.close()
     if not settings.disable_console:
         try:
-            services.append(_start_console(op, redactor))
+            services.append(_start_console(op, redactor, rank))
         except Exception:  # broad: as above, for console capture
             logger.exception("mlop could not start console capture; no console lines for this run")
     return services
@@ -83,25 +85,37 @@ def _last_items(op: Op, kind: str) -> list[Any]:
     """The last item of ``kind`` a resumed run stored, read through a connection of our own."""
     if not op.resumed:
         return []
-    from mlop._store import Store
+    from mlop._store import Store, unpack
 
     store = Store(op.dir)
     try:
-        last: list[Any] = []
-        for _seq, _kind, items in store.records([kind]):
-            last = items[-1:] or last
-        return last
+        # Only the newest record: a long run's console may hold millions of lines.
+        row = store._db.execute(
+            "SELECT payload FROM records WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
+        ).fetchone()
+        return unpack(row[0])[-1:] if row else []
     finally:
         store.close()
 
 
-def _start_monitor(op: Op, nvml: Nvml | None) -> Service:
+def _shared_rank(op: Op) -> RankInfo | None:
+    """This process's rank when several ranks share one run (``shared=True``), else None."""
+    if not op.settings.shared:
+        return None
+    from mlop import _hooks
+
+    info = _hooks.rank()
+    return info if info.world_size > 1 else None
+
+
+def _start_monitor(op: Op, nvml: Nvml | None, rank: RankInfo | None) -> Service:
+    """The monitor; ranks sharing a run log under ``sys/rank<r>/`` so their samples never collide."""
     from mlop._system._monitor import Sampler, SystemMonitor
 
     last = _last_items(op, "system")
     first = int(last[0][0]) + 1 if last else 0
     writer = op._writer
-    prefix = _rank_prefix(op)
+    prefix = f"sys/rank{rank.rank}/" if rank is not None else None
 
     def emit(index: int, when: float, values: dict[str, float]) -> None:
         if prefix is not None:
@@ -112,24 +126,27 @@ def _start_monitor(op: Op, nvml: Nvml | None) -> Service:
     return SystemMonitor(sampler, op.settings.x_sys_sampling_interval, emit, first).start()
 
 
-def _rank_prefix(op: Op) -> str | None:
-    """``sys/rank<r>/`` when several ranks share one run (``shared=True``), so their samples never collide."""
-    if not op.settings.shared:
-        return None
-    from mlop import _hooks
+def _start_console(op: Op, redactor: Redactor, rank: RankInfo | None) -> Service:
+    """Console capture; ranks sharing a run tag their lines ``[rank r]`` and number them apart.
 
-    info = _hooks.rank()
-    return f"sys/rank{info.rank}/" if info.world_size > 1 else None
-
-
-def _start_console(op: Op, redactor: Redactor) -> Service:
+    Rank r of n numbers its lines r+1, r+1+n, r+1+2n, ...: unique in the run, in order per rank.
+    """
     from mlop._system._console import ConsoleCapture
 
     last = _last_items(op, "logs")
-    first = int(last[0][1]) + 1 if last else 1
+    last_number = int(last[0][1]) if last else 0
     writer = op._writer
+    if rank is None:
+        first, stride, tag = last_number + 1, 1, ""
+    else:
+        stride = rank.world_size
+        first = -(-last_number // stride) * stride + rank.rank + 1
+        tag = f"[rank {rank.rank}] "
 
     def emit(when: float, number: int, level: str, message: str) -> None:
-        writer.add("logs", (when, number, level, message))
+        writer.add("logs", (when, number, level, tag + message))
 
-    return ConsoleCapture(emit, redactor.text, fd=op.settings.console_fd, first_line=first).start()
+    capture = ConsoleCapture(
+        emit, redactor.text, fd=op.settings.console_fd, first_line=first, line_step=stride
+    )
+    return capture.start()

@@ -265,6 +265,7 @@ class ConsoleCapture:
         redact: applied to every message before it is recorded.
         fd: capture at the file-descriptor level rather than by wrapping ``sys.stdout``/``sys.stderr``.
         first_line: the first line number (a resumed run continues after its last line).
+        line_step: the difference between consecutive line numbers (ranks sharing a run interleave).
     """
 
     def __init__(
@@ -274,11 +275,12 @@ class ConsoleCapture:
         *,
         fd: bool = False,
         first_line: int = 1,
+        line_step: int = 1,
     ) -> None:
         self._emit = record
         self._redact = redact
         self._fd = fd
-        self._numbers = itertools.count(first_line)
+        self._numbers = itertools.count(first_line, line_step)
         self.pid = os.getpid()
         self.recording = False
         self._stdout = LineSplitter("INFO", self._line)
