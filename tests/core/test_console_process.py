@@ -83,6 +83,8 @@ def test_fd_capture_records_children_c_level_writes_and_the_traceback(tmp_path: 
                 child = "import sys; print('child out'); print('child err', file=sys.stderr)"
                 subprocess.run([sys.executable, "-c", child])
                 os.system("echo from a shell")
+                import ctypes
+                ctypes.CDLL(None).printf(b"printf from C\\n")  # C's own stdio, as an extension writes
                 """
             ),
             "    ",
@@ -102,6 +104,7 @@ def test_fd_capture_records_children_c_level_writes_and_the_traceback(tmp_path: 
         "written to fd 1 directly",
         "child out",
         "from a shell",
+        "printf from C",
     ]
     assert errors[:3] == ["INFO:train:checkpoint saved", "child err", "Traceback (most recent call last):"]
     assert errors[-1] == "ValueError: boom"
@@ -110,6 +113,7 @@ def test_fd_capture_records_children_c_level_writes_and_the_traceback(tmp_path: 
     # The process's real stdout and stderr still got every byte, the traceback once.
     assert done.stdout == (
         "epoch 1 loss 0.5\nworking... done\nwritten to fd 1 directly\nchild out\nfrom a shell\n"
+        "printf from C\n"
     )
     assert done.stderr.startswith("INFO:train:checkpoint saved\nchild err\n")
     assert done.stderr.count("Traceback (most recent call last):") == 1

@@ -366,6 +366,8 @@ class ConsoleCapture:
         """Record everything written so far, unfinished lines included, then record no more."""
         _flush(sys.stdout)
         _flush(sys.stderr)
+        if self._pumps:
+            _flush_c_stdio()
         for pump in self._pumps:
             try:
                 pump.stop()
@@ -399,6 +401,16 @@ def _flush(stream: Any) -> None:
             stream.flush()
     except Exception:  # broad: a closed or broken stream is not ours to fix
         logger.debug("could not flush %r", stream, exc_info=True)
+
+
+def _flush_c_stdio() -> None:
+    """Flush the C library's stdio buffers (``printf`` in a C extension), so that they reach the pipe."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to load (Windows), or no fflush in it
+        logger.debug("could not flush the C library's stdio buffers", exc_info=True)
 
 
 def _stream_handlers() -> list[logging.StreamHandler[Any]]:
