@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import json.encoder
 import logging
 import math
 from collections.abc import Callable
@@ -51,7 +52,33 @@ def _number(value: Any) -> Any:
     return value
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+def _strict_encoder() -> Callable[[Any], str]:
+    """A compact JSON encoder that refuses NaN and infinities (the caller converts them then).
+
+    The C encoder is built once rather than per call as ``json.dumps`` does: about a fifth faster on
+    the uploader's hottest line.
+    """
+    fallback = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return fallback
+
+    def default(value: Any) -> Any:
+        raise TypeError(type(value).__name__)
+
+    try:
+        ascii_string = json.encoder.encode_basestring_ascii
+        encode = make(None, default, ascii_string, None, ":", ",", False, False, False)
+    except TypeError:  # another interpreter's C encoder: use the portable one
+        return fallback
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+_dumps = _strict_encoder()
 
 
 @dataclasses.dataclass
@@ -81,25 +108,32 @@ class Stream:
     def __init__(self, uploader: Uploader) -> None:
         self.up = uploader
         self.server: ServerInterface = uploader.server
-        self.store = Store(uploader.store_path)
+        self.store = Store(uploader.store_path)  # the reading thread's connection
+        self.book = Store(uploader.store_path)  # the sending thread's: acknowledgements and failures
         acks = self.store.acks()
         self.ack: Position = acks.get(self.name, (0, 0))
         inflight = acks.get(self.name + "/inflight")
         self.inflight: Position | None = inflight if inflight and inflight > self.ack else None
+        self.cursor: Position = self.ack  # the end of the last batch read (sent or about to be)
         self.caught = 0  # every record of these kinds with seq <= caught is acknowledged
         self.sent_items = 0
 
     def close(self) -> None:
         self.store.close()
+        self.book.close()
 
     # -- reading ----------------------------------------------------------------------------------------
 
     def read(self) -> Batch | None:
-        """The next batch after the acknowledgement; None when nothing is pending."""
-        limit = self.inflight
-        a_seq, a_n = self.ack
+        """The next batch after the cursor; None when nothing is pending.
+
+        The first batch after a restart ends where the batch that was in flight ended, so that it is
+        sent again exactly, with the same key.
+        """
+        limit = self.inflight if self.cursor == self.ack else None
+        a_seq, a_n = self.cursor
         items: list[tuple[int, str, Any]] = []
-        end = self.ack
+        end = self.cursor
         full = False
         for seq, kind, records in self.store.records(self.kinds, after_seq=a_seq - 1):
             first = a_n if seq == a_seq else 0
@@ -116,11 +150,12 @@ class Stream:
             if full:
                 break
             end = (seq, len(records))
-        if end == self.ack:
+        if end == self.cursor:
             return None
         if limit is not None:
             full = True
-        return Batch(self.ack, end, items, full)
+        start, self.cursor = self.cursor, end
+        return Batch(start, end, items, full)
 
     def key(self, batch: Batch) -> str:
         (s0, n0), (s1, n1) = batch.start, batch.end
@@ -129,11 +164,11 @@ class Stream:
     def begin(self, batch: Batch) -> None:
         """Mark a batch as in flight before its first attempt."""
         if self.inflight != batch.end:
-            self.store.set_ack(self.name + "/inflight", *batch.end)
+            self.book.set_ack(self.name + "/inflight", *batch.end)
             self.inflight = batch.end
 
     def acknowledge(self, batch: Batch) -> None:
-        self.store.set_ack(self.name, *batch.end)
+        self.book.set_ack(self.name, *batch.end)
         self.ack = batch.end
         self.inflight = None
         self.sent_items += len(batch.items)
@@ -141,12 +176,16 @@ class Stream:
     def fail(self, batch: Batch, exc: ServerError, what: str) -> None:
         """Record a permanent refusal of a batch and report it once, loudly; the batch is then skipped."""
         message = f"{exc} ({what})"
-        self.store.add_failure(self.name, batch.first_seq, exc.status_code, message)
+        self.book.add_failure(self.name, batch.first_seq, exc.status_code, message)
         self.up.report_failure(self.name, message)
 
     # -- sending ----------------------------------------------------------------------------------------
 
-    def send(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> Any:
+        """Encode a batch; runs on the stream's reading thread while the batch before it is sent."""
+        return None
+
+    def send(self, batch: Batch, prepared: Any) -> None:
         """Send one batch; return when the server acknowledged it.
 
         Raises:
@@ -158,34 +197,25 @@ class Stream:
     def describe(self, batch: Batch) -> str:
         return f"{len(batch.items)} {self.name} items from record {batch.first_seq}"
 
-    def pump(self) -> bool | None:
-        """Send the next batch if there is one.
-
-        Returns:
-            None when nothing was pending, else whether the batch was full (more may be waiting).
+    def deliver(self, batch: Batch, prepared: Any) -> None:
+        """Send a batch and record its acknowledgement; a permanent refusal is recorded, then skipped.
 
         Raises:
             Abandoned: the uploader is stopping; the batch stays in flight for the next uploader.
         """
-        seen = self.store.last_seq()
-        batch = self.read()
-        if batch is None:
-            self.caught = seen
-            return None
         self.begin(batch)
         try:
-            self.send(batch)
+            self.send(batch, prepared)
         except ServerError as exc:
             self.fail(batch, exc, self.describe(batch))
         self.acknowledge(batch)
-        return batch.full
 
     def call(self, path: str, body: Any, key: str) -> Any:
         return self.server.call("api", path, body, idempotency_key=key, stop=self.up.stop)
 
     def register(self, names: dict[str, list[str]], key: str) -> None:
         """Register the keys of a batch that the server has not seen yet (``logName/add``)."""
-        self.up.register(names, key, self.store)
+        self.up.register(names, key, self.book)
 
 
 def _metric_lines(items: list[tuple[int, str, Any]], names: dict[str, list[str]], known: set[str]) -> bytes:
@@ -213,9 +243,12 @@ class MetricsStream(Stream):
     name = "metrics"
     kinds = ("metrics", "system")
 
-    def send(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> Any:
         names: dict[str, list[str]] = {}
-        lines = _metric_lines(batch.items, names, self.up.known("METRIC"))
+        return names, _metric_lines(batch.items, names, self.up.known("METRIC"))
+
+    def send(self, batch: Batch, prepared: Any) -> None:
+        names, lines = prepared
         if names:
             self.register(names, self.key(batch))
         if lines:
@@ -235,7 +268,7 @@ class DataStream(Stream):
     kinds = ("data",)
     max_items = 2_000
 
-    def send(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> Any:
         names: dict[str, dict[str, None]] = {}
         out: list[str] = []
         for _seq, _kind, (step, when, key, data_type, value) in batch.items:
@@ -245,9 +278,13 @@ class DataStream(Stream):
             data = value if isinstance(value, str) else json.dumps(value)
             line = {"time": _ms(when), "step": int(step), "logName": key, "dataType": data_type, "data": data}
             out.append(json.dumps(line) + "\n")
+        return {t: list(n) for t, n in names.items()}, "".join(out).encode()
+
+    def send(self, batch: Batch, prepared: Any) -> None:
+        names, lines = prepared
         if names:
-            self.register({t: list(n) for t, n in names.items()}, self.key(batch))
-        self.server.ingest("data", "".join(out).encode(), self.key(batch), stop=self.up.stop)
+            self.register(names, self.key(batch))
+        self.server.ingest("data", lines, self.key(batch), stop=self.up.stop)
 
 
 class LogsStream(Stream):
@@ -256,13 +293,16 @@ class LogsStream(Stream):
     name = "logs"
     kinds = ("logs",)
 
-    def send(self, batch: Batch) -> None:
+    def prepare(self, batch: Batch) -> Any:
         out = [
             json.dumps({"time": _ms(when), "message": str(message), "lineNumber": line, "logType": log_type})
             + "\n"
             for _seq, _kind, (when, line, log_type, message) in batch.items
         ]
-        self.server.ingest("logs", "".join(out).encode(), self.key(batch), stop=self.up.stop)
+        return "".join(out).encode()
+
+    def send(self, batch: Batch, prepared: Any) -> None:
+        self.server.ingest("logs", prepared, self.key(batch), stop=self.up.stop)
 
 
 class FilesStream(Stream):
@@ -281,7 +321,7 @@ class FilesStream(Stream):
             self._pool.shutdown(wait=True, cancel_futures=True)
         super().close()
 
-    def send(self, batch: Batch) -> None:
+    def send(self, batch: Batch, prepared: Any) -> None:
         names: dict[str, dict[str, None]] = {}
         entries: list[dict[str, Any]] = []
         paths: dict[tuple[str, str], Path] = {}
@@ -340,7 +380,7 @@ class ControlStream(Stream):
     kinds = ("config", "tags", "graph", "alert", "status")
     max_items = 1
 
-    def send(self, batch: Batch) -> None:
+    def send(self, batch: Batch, prepared: Any) -> None:
         key = self.key(batch)
         for seq, kind, item in batch.items:
             handler: Callable[[int, Any, str], None] = getattr(self, f"_{kind}")

@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -28,7 +29,7 @@ from typing import Any, Final
 from mlop._exceptions import MlopError, ServerError
 from mlop._online._options import Options
 from mlop._online._server import Abandoned, ServerInterface, Transient
-from mlop._online._streams import FINAL, STREAMS, Stream, pending_items
+from mlop._online._streams import FINAL, STREAMS, Batch, Stream, pending_items
 from mlop._store import Store
 from mlop._version import __version__
 
@@ -378,31 +379,69 @@ class Uploader:
         return not self.has_work()
 
     def _loop(self, stream: Stream) -> None:
+        """Read and encode a stream's batches; a sending thread sends them, one in flight at a time."""
         interval = self.options.batch_interval
+        outbox: queue.Queue[tuple[Batch, Any] | None] = queue.Queue(maxsize=1)
+        sender = threading.Thread(
+            target=self._send_loop, args=(stream, outbox), name=f"mlop-send-{stream.name}", daemon=True
+        )
+        sender.start()
         last = 0.0
-        full: bool | None = None
+        full = False
         try:
             while not self.stop.is_set():
                 if not full and not self.draining.is_set():
                     wait = last + interval - time.monotonic()
                     if wait > 0:
                         self.draining.wait(wait)
-                try:
-                    full = stream.pump()
-                except Abandoned:
-                    return
-                if full is not None:
+                seen = self.store_seq(stream)
+                batch = stream.read()
+                if batch is not None:
+                    full = batch.full
                     last = time.monotonic()
+                    item = (batch, stream.prepare(batch))
+                    while not self.stop.is_set():
+                        try:
+                            outbox.put(item, timeout=_POLL)
+                            break
+                        except queue.Full:
+                            continue
                     continue
-                if self.exit.is_set():
-                    return
+                full = False
+                if stream.cursor == stream.ack and outbox.empty():
+                    stream.caught = seen
+                    if self.exit.is_set():
+                        return
                 self.exit.wait(_POLL if self.draining.is_set() else interval)
         except Exception:  # broad: a bug in one stream ends this upload; the store keeps the rest
             logger.exception("mlop: the %s uploader failed", stream.name)
         finally:
             if not self.exit.is_set():
                 self.stop.set()
+            with contextlib.suppress(queue.Full):
+                outbox.put_nowait(None)
+            sender.join()
             stream.close()
+
+    def _send_loop(self, stream: Stream, outbox: queue.Queue[tuple[Batch, Any] | None]) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    item = outbox.get(timeout=_POLL)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                stream.deliver(*item)
+        except Abandoned:
+            return
+        except Exception:  # broad: as in _loop; the batch stays in flight for the next uploader
+            logger.exception("mlop: the %s uploader failed", stream.name)
+            self.stop.set()
+
+    @staticmethod
+    def store_seq(stream: Stream) -> int:
+        return stream.store.last_seq()
 
     def _heartbeat(self) -> None:
         every = max(0.2, self.options.heartbeat)
