@@ -191,3 +191,26 @@ def test_ranks_sharing_one_run_get_their_own_system_keys(
     keys = set(_sys_rows(run))
     assert "sys/rank1/memory.used" in keys and "sys/rank1/cpu.percentage.0" in keys
     assert all(key.startswith("sys/rank1/") for key in keys)
+
+
+def test_a_group_psutil_cannot_read_is_warned_about_once_and_the_rest_still_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psutil
+
+    def hidden() -> Any:
+        raise PermissionError("/proc/meminfo is hidden in this sandbox")
+
+    monkeypatch.setattr(psutil, "virtual_memory", hidden)
+    run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=0.1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(_sys_rows(run)["sys/cpu.percentage"]) < 3:
+        run._writer.flush()
+        time.sleep(0.05)
+    run.finish()
+    rows = _sys_rows(run)
+    assert run.status == "COMPLETED"
+    assert len(rows["sys/cpu.percentage"]) >= 3 and rows["sys/process.memory.rss"]
+    assert not [key for key in rows if key.startswith("sys/memory.")]
+    warnings = [r for r in caplog.records if "memory system metrics" in r.getMessage()]
+    assert len(warnings) == 1

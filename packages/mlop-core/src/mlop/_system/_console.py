@@ -414,13 +414,12 @@ def _flush_c_stdio() -> None:
 
 
 def _stream_handlers() -> list[logging.StreamHandler[Any]]:
+    """Every console handler of every logger that exists (file handlers are StreamHandlers too: not those)."""
     loggers: list[logging.Logger] = [logging.getLogger()]
     loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
     found: dict[int, logging.StreamHandler[Any]] = {}
     for lg in loggers:
         for handler in lg.handlers:
-            if type(handler) is logging.StreamHandler or (
-                isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-            ):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 found[id(handler)] = handler
     return list(found.values())
