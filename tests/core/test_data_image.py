@@ -140,6 +140,21 @@ def test_matplotlib_figure_is_rendered(tmp_path: Path) -> None:
         assert _pixels(row["path"]).shape[:2] == (50, 100)
 
 
+def test_pyplot_means_its_current_figure(tmp_path: Path) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.figure(figsize=(1, 2), dpi=40)
+    plt.plot([0, 1])
+    try:
+        image = mlop.Image(plt, caption="curve")
+    finally:
+        plt.close("all")
+    _run, [row] = _log(tmp_path, {"plot": image})
+    assert _pixels(row["path"]).shape[:2] == (80, 40)
+
+
 def test_a_list_is_a_group_with_sample_indexes(tmp_path: Path) -> None:
     images = [mlop.Image(np.full((4, 4), i * 50, dtype=np.uint8)) for i in range(3)]
     _run, rows = _log(tmp_path, {"batch": images})
@@ -201,6 +216,8 @@ def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "PIL.Image", None)
     with pytest.raises(ImportError, match=r"mlop\.Image needs PIL.*mlop-core\[media\]"):
         mlop.Image(b"\x89PNG")
+    with pytest.raises(ImportError, match=r"mlop-core\[media\]"):
+        mlop.Image(np.zeros((2, 2), dtype=np.uint8))
 
 
 def test_import_mlop_loads_neither_numpy_nor_pillow() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,18 @@ logger = logging.getLogger(__name__)
 
 Items = list[tuple[str, Any]]
 
+
+def _default_max_pending() -> int:
+    """An eighth of the machine's memory, between 256 MiB and 8 GiB (1 GiB where the size is unknown)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 1 << 30
+    return min(max(total // 8, 256 << 20), 8 << 30)
+
+
 #: The bytes of media copies that may wait for encoding before ``run.log`` waits (see MediaSink).
-DEFAULT_MAX_PENDING: Final = 1 << 30
+DEFAULT_MAX_PENDING: Final = _default_max_pending()
 
 
 class MediaSink:

@@ -7,6 +7,7 @@ import os
 import wave
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from mlop._data._buffers import copy_array
 from mlop._data._common import Media, Source, as_array, read_source
 
 if TYPE_CHECKING:
@@ -113,8 +114,11 @@ class Audio(Media):
         if isinstance(rate, bool) or int(rate) != rate or not 0 < int(rate) <= 4_294_967_295:
             raise ValueError(f"{_WHAT}: the sample rate must be a positive integer, got {rate!r}")
         self.rate = int(rate)
-        self._array = array.copy()
+        self._array = copy_array(array)
         self._nbytes = array.nbytes
+
+    def _release(self) -> None:
+        self._array = None
 
     def _encode(self) -> tuple[bytes | Source, str, dict[str, Any]]:
         if self._file is not None:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -261,7 +262,9 @@ class Media(Loggable):
 
     Subclasses set ``log_type`` and implement :meth:`_encode`, which runs on a background thread and
     returns the file's bytes (or a :class:`Source`), its extension and extra fields for the store item.
-    ``_nbytes`` says how much memory the pending value holds, for the sink's back-pressure.
+    ``_nbytes`` says how much memory the pending value holds, for the sink's back-pressure. Once encoded,
+    a value keeps its encoding and drops its copy of the data (:meth:`_release`), so logging it again
+    stores the same file without encoding it again.
     """
 
     log_type: ClassVar[str] = "FILE"
@@ -270,23 +273,36 @@ class Media(Loggable):
     def __init__(self, caption: object) -> None:
         self.caption = None if caption is None else str(caption)
         self._nbytes = 0
+        self._lock = threading.Lock()
+        self._encoded: tuple[bytes | Source, str, dict[str, Any]] | None = None
 
     def _encode(self) -> tuple[bytes | Source, str, dict[str, Any]]:
         raise NotImplementedError
+
+    def _release(self) -> None:
+        """Drop the copy of the data that :meth:`_encode` used."""
+
+    def encoded(self) -> tuple[bytes | Source, str, dict[str, Any]]:
+        """The value's file (bytes, or a Source to copy), extension and extra item fields, encoded once."""
+        with self._lock:
+            if self._encoded is None:
+                self._encoded = self._encode()
+                self._release()
+            return self._encoded
 
     def _stem(self, key: str) -> str:
         return self.caption or key.rsplit("/", 1)[-1]
 
     def mlop_items(self, sink: MediaSink, key: str, step: int, time: float, index: int | None) -> Items:
         """Store the value's file in the background; its item reaches the store when it is written."""
-        sink.defer(self._work(sink, key, step, time, index), self._nbytes)
+        sink.defer(self._work(sink, key, step, time, index), 0 if self._encoded else self._nbytes)
         return []
 
     def _work(
         self, sink: MediaSink, key: str, step: int, time: float, index: int | None
     ) -> Callable[[], Items]:
         def work() -> Items:
-            payload, ext, extra = self._encode()
+            payload, ext, extra = self.encoded()
             if isinstance(payload, Source):
                 sha, target, size = store_source(sink, payload)
             else:

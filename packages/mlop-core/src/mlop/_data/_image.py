@@ -7,6 +7,7 @@ import os
 import types
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from mlop._data._buffers import copy_array
 from mlop._data._common import Media, Source, as_array, optional, read_source
 
 if TYPE_CHECKING:
@@ -136,19 +137,18 @@ class Image(Media):
             raw = bytes(data)
             self._file = Source(raw, None, "png", len(raw))
             self._check_encoded(self._file)
-        elif _is_figure(data) or (
-            isinstance(data, types.ModuleType) and data.__name__ == "matplotlib.pyplot"
-        ):
+        elif _is_figure(data) or _is_pyplot(data):
             self._file = self._render(data)
         elif type(data).__module__.startswith("PIL.") and hasattr(data, "getbands"):
             self._pil = data.copy()
             self._nbytes = len(data.getbands()) * data.width * data.height
         else:
             array = as_array(data, _WHAT)
+            optional("PIL.Image", _WHAT)
             image_layout(array.shape)
             if array.dtype.kind not in "biuf":
                 raise ValueError(f"{_WHAT} takes an array of numbers, not of dtype {array.dtype}")
-            self._array = array.copy()
+            self._array = copy_array(array)
             self._nbytes = array.nbytes
 
     @staticmethod
@@ -174,6 +174,10 @@ class Image(Media):
         raw = out.getvalue()
         return Source(raw, None, "png", len(raw))
 
+    def _release(self) -> None:
+        self._array = None
+        self._pil = None
+
     def _encode(self) -> tuple[bytes | Source, str, dict[str, Any]]:
         if self._file is not None:
             return self._file, self._file.ext, {}
@@ -197,7 +201,7 @@ class Image(Media):
 
     def to_bytes(self) -> bytes:
         """The bytes stored for this image, encoded now: PNG, or the file's own format when it came as one."""
-        payload, _ext, _extra = self._encode()
+        payload, _ext, _extra = self.encoded()
         if isinstance(payload, Source):
             if payload.data is not None:
                 return payload.data

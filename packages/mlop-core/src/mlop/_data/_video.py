@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from mlop._data._buffers import copy_array
 from mlop._data._common import Media, Source, as_array, optional, read_source
 from mlop._data._image import to_uint8
 
@@ -174,8 +175,11 @@ class Video(Media):
         video_layout(array.shape)
         if array.dtype.kind not in "biuf":
             raise ValueError(f"{_WHAT} takes frames of numbers, not of dtype {array.dtype}")
-        self._array = array.copy()
+        self._array = copy_array(array)
         self._nbytes = array.nbytes
+
+    def _release(self) -> None:
+        self._array = None
 
     def _encode(self) -> tuple[bytes | Source, str, dict[str, Any]]:
         if self._file is not None:

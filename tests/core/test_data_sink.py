@@ -1,0 +1,96 @@
+"""The media path under load: copies that are really copies, one encoding per value, back-pressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+import mlop
+from mlop._data._buffers import copy_array
+from mlop._loggable import Items, MediaSink
+
+
+def test_mid_sized_copies_do_not_share_memory_with_the_source() -> None:
+    sources = [np.full((256, 256, 3), i, dtype=np.uint8) for i in range(120)]  # spans several slabs
+    copies = [copy_array(s) for s in sources]
+    for source in sources:
+        source[:] = 255
+    for i, copy in enumerate(copies):
+        assert copy.shape == (256, 256, 3) and copy.dtype == np.uint8 and copy.flags.c_contiguous
+        assert (copy == i).all()
+    odd = np.arange(30_001, dtype=np.float64)[::-1]  # not contiguous, odd size
+    np.testing.assert_array_equal(copy_array(odd), odd)
+
+
+def test_logging_one_image_at_many_steps_encodes_once_and_stores_once(tmp_path: Path) -> None:
+    array = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    image = mlop.Image(array)
+    array[:] = 0
+    run = mlop.init(dir=tmp_path, mode="offline", disable_system_metrics=True, disable_console=True)
+    for _ in range(3):
+        run.log({"img": image})
+    run.finish()
+    reader = mlop.open_run(run.dir)
+    rows = list(reader.media("img"))
+    reader.close()
+    assert sorted(r["step"] for r in rows) == [0, 1, 2]
+    assert len({r["path"] for r in rows}) == 1
+    with PILImage.open(rows[0]["path"]) as stored:
+        assert (np.asarray(stored) != 0).any()
+    assert image.to_bytes() == Path(rows[0]["path"]).read_bytes()
+
+
+def test_defer_waits_while_too_many_bytes_are_pending(tmp_path: Path) -> None:
+    added: list[Any] = []
+    sink = MediaSink(tmp_path, lambda kind, item: added.append((kind, item)), max_pending=100, workers=1)
+    release = threading.Event()
+
+    def slow() -> Items:
+        release.wait(10)
+        return [("data", "first")]
+
+    sink.defer(slow, size=80)
+    second_done = threading.Event()
+
+    def log_second() -> None:
+        sink.defer(lambda: [("data", "second")], size=80)
+        second_done.set()
+
+    thread = threading.Thread(target=log_second)
+    thread.start()
+    time.sleep(0.3)
+    assert not second_done.is_set()  # 80 + 80 bytes would pass the limit of 100: the caller waits
+    assert sink.pending_bytes == 80
+    release.set()
+    assert second_done.wait(5)
+    thread.join(5)
+    sink.close()
+    assert added == [("data", "first"), ("data", "second")]
+    assert sink.pending_bytes == 0
+
+
+def test_one_value_larger_than_the_limit_still_passes(tmp_path: Path) -> None:
+    added: list[Any] = []
+    sink = MediaSink(tmp_path, lambda kind, item: added.append(item), max_pending=10)
+    sink.defer(lambda: [("data", "big")], size=1_000)
+    sink.close()
+    assert added == ["big"]
+
+
+def test_a_value_that_fails_to_encode_is_skipped_and_the_rest_stored(tmp_path: Path) -> None:
+    added: list[Any] = []
+    sink = MediaSink(tmp_path, lambda kind, item: added.append(item))
+
+    def broken() -> Items:
+        raise RuntimeError("bad frame")
+
+    sink.defer(broken, size=5)
+    sink.defer(lambda: [("data", "ok")], size=5)
+    sink.close()
+    assert added == ["ok"]
+    assert sink.pending_bytes == 0
