@@ -230,6 +230,29 @@ def test_a_batch_in_flight_is_resent_whole_with_its_key(tmp_path: Path) -> None:
     assert "/api/runs/create" not in again.paths()
 
 
+def test_alerts_go_to_a_webhook_without_the_key_or_stay_local(tmp_path: Path) -> None:
+    run = mlop.init(project="hooks", dir=tmp_path, mode="offline", disable_console=True)
+    run.alert("to the hook", title="hooked", url="https://hooks.example/T000/B000")
+    run.alert("only here", title="local", remote=False)
+    run.alert("by setting", title="setting")
+    run.finish()
+    recorder = Recorder()
+    assert _upload(Path(run.dir), recorder)
+    hooks = [r for r in recorder.requests if r.url.host == "hooks.example"]
+    assert len(hooks) == 1 and "Authorization" not in hooks[0].headers
+    body = json.loads(hooks[0].content)
+    assert "to the hook" in body["text"] and body["content"] == body["text"]
+    assert [b["alert"]["title"] for b in recorder.bodies("/api/runs/alert")] == ["setting"]
+
+    with_setting = Recorder()
+    store = Store(run.dir)
+    store._db.execute("DELETE FROM acks")
+    store.close()
+    assert _upload(Path(run.dir), with_setting, webhook="https://discord.example/api/webhooks/1")
+    assert [r.url.host for r in with_setting.requests].count("discord.example") == 1
+    assert recorder.bodies("/api/runs/alert") and not with_setting.bodies("/api/runs/alert")
+
+
 def test_server_interface_keeps_the_key_out_of_reprs_and_errors() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"error": "Unauthorized", "message": "unknown key"})

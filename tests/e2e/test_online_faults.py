@@ -62,6 +62,18 @@ def test_server_down_from_the_start_then_mlop_sync_delivers_exactly_once(online:
     assert online.steps(run["id"], "loss") == list(range(STEPS))
 
 
+def test_a_server_that_never_answers_cannot_hang_the_script(online: Any) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        host = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = _env(online, "silent", host, MLOP_X_INIT_TIMEOUT="0.5", MLOP_X_FINISH_TIMEOUT="1")
+        out = online.run(STEADY, env=env, timeout=60)
+    assert "DONE COMPLETED" in out.stdout
+    assert "did not answer within 0.5 s" in out.stderr
+    assert f"mlop sync {online.run_dir('silent')}" in out.stderr
+
+
 def test_an_offline_run_is_synced_by_mlop_sync_with_no_arguments(online: Any) -> None:
     env = _env(online, "offline", MLOP_MODE="offline")
     online.run(STEADY, env=env)

@@ -248,6 +248,8 @@ def spawn_uploader(op: Op, *, new_run: bool) -> UploaderHandle:
     settings = op.settings
     check = bool(settings.run_id) and not settings.resume and not settings.shared and new_run
     options = Options.from_settings(settings, check_exists=check)
+    if not settings.api_key:
+        logger.warning("mlop: online without an API key; run `mlop login` or set MLOP_API_TOKEN")
     op._store.set_meta({"server_urls": settings.urls()})
     return UploaderHandle(op, _spawn(op.dir, options))
 

@@ -405,6 +405,8 @@ class ControlStream(Stream):
 
     def _alert(self, seq: int, item: Any, key: str) -> None:
         _when, alert = item
+        if not alert.get("remote", True):
+            return
         webhook = alert.get("url") or self.up.webhook
         if webhook:
             text = f"*{alert.get('title', '')}* ({alert.get('level', 'INFO')})\n{alert.get('body', '')}"
@@ -413,8 +415,6 @@ class ControlStream(Stream):
                 stop=self.up.stop,
                 what="webhook",
             )
-            return
-        if not alert.get("remote", True):
             return
         body = {
             "runId": self.server.run_id,
