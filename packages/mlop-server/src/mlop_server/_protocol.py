@@ -214,7 +214,7 @@ def parse_status(body: bytes) -> StatusUpdate:
     obj = _object(body)
     _fields(obj, frozenset({"runId", "status"}), frozenset({"statusMetadata"}))
     status = obj["status"]
-    if status not in RUN_STATUSES or type(status) is not str:
+    if type(status) is not str or status not in RUN_STATUSES:
         raise BadRequest(f"must be one of {', '.join(sorted(RUN_STATUSES))}", field="status")
     return StatusUpdate(_run_id(obj), status, _json_text(obj.get("statusMetadata"), "statusMetadata"))
 
