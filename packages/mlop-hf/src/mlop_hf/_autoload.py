@@ -1,0 +1,126 @@
+"""Registering ``"mlop"`` with transformers and accelerate when, and only when, they are imported.
+
+Neither library lets another package add a tracker name, so mlop-hf adds it to their tables itself:
+``INTEGRATION_TO_CALLBACK`` in ``transformers.integrations.integration_utils`` (for
+``TrainingArguments(report_to="mlop")``) and accelerate's tracker registry (for
+``Accelerator(log_with="mlop")``).
+
+A ``.pth`` file that the wheel installs into ``site-packages`` runs :func:`install` at interpreter start. It
+puts a finder at the front of ``sys.meta_path`` that ignores every module but the two above; when one of them
+is loaded, the finder lets the normal loader run it and then patches the fresh module. A process that never
+imports transformers or accelerate pays for this module and one set lookup per import, nothing more.
+
+This module runs at every interpreter start, so it imports nothing that ``python -c pass`` does not already
+load (``typing`` costs milliseconds), and it never raises: a broken mlop install must not break
+``import transformers``.
+
+``MLOP_HF_DISABLE_AUTOLOAD=1`` turns the start-up hook off: the ``.pth`` file reads it before it imports
+anything. An explicit ``import mlop_hf`` still registers the names.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType
+    from typing import Any, Final
+
+__all__ = ["ACCELERATE_MODULE", "DISABLE_ENV", "TRANSFORMERS_MODULE", "autoload_disabled", "install"]
+
+DISABLE_ENV: Final = "MLOP_HF_DISABLE_AUTOLOAD"
+TRANSFORMERS_MODULE: Final = "transformers.integrations.integration_utils"
+ACCELERATE_MODULE: Final = "accelerate.tracking"
+_TARGETS: Final = frozenset({TRANSFORMERS_MODULE, ACCELERATE_MODULE})
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+
+
+def autoload_disabled() -> bool:
+    """Whether ``MLOP_HF_DISABLE_AUTOLOAD`` switches the start-up hook off."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in _TRUE
+
+
+def _report(what: str) -> None:
+    """Log a failure of the hook at DEBUG (``logging`` is imported only here, on the failure path)."""
+    try:
+        import logging
+
+        logging.getLogger("mlop_hf").debug("mlop-hf could not %s", what, exc_info=True)
+    except Exception:  # broad: reporting a failure must not fail in turn
+        pass
+
+
+def _patch(name: str, module: ModuleType) -> None:
+    """Register mlop in the freshly loaded ``module``; never raises."""
+    try:
+        from mlop_hf import _register
+
+        if name == TRANSFORMERS_MODULE:
+            _register.patch_transformers(module)
+        elif name == ACCELERATE_MODULE:
+            _register.patch_accelerate(module)
+    except Exception:  # broad: whatever fails here must not break the user's import of transformers
+        _report(f"register mlop in {name}")
+
+
+class MlopImportHook:
+    """A ``sys.meta_path`` finder that patches transformers' and accelerate's tracker tables on import.
+
+    It finds nothing itself: for its two modules it asks the finders after it for the spec, and wraps the
+    spec's loader so that the module is patched right after it has run.
+    """
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> Any:
+        """The spec the other finders give for one of the two modules, with a patching loader; else None."""
+        if fullname not in _TARGETS:
+            return None
+        try:
+            return self._wrapped_spec(fullname, path, target)
+        except Exception:  # broad: let the import machinery go on without us
+            _report(f"hook the import of {fullname}")
+            return None
+
+    def _wrapped_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None) -> Any:
+        spec = None
+        for finder in list(sys.meta_path):
+            find = getattr(finder, "find_spec", None)
+            if finder is self or isinstance(finder, MlopImportHook) or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                break
+        loader: Any = getattr(spec, "loader", None)
+        run = getattr(loader, "exec_module", None)
+        if spec is None or run is None:
+            return spec
+
+        def exec_module(module: ModuleType) -> None:
+            # The wrapper lives on this loader instance for one load only.
+            try:
+                del loader.exec_module
+            except AttributeError:
+                pass
+            run(module)
+            if getattr(module, "__name__", None) == fullname:
+                _patch(fullname, module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def install() -> None:
+    """Put the import hook in place once, and patch the target modules that are already imported."""
+    try:
+        if not any(isinstance(finder, MlopImportHook) for finder in sys.meta_path):
+            sys.meta_path.insert(0, MlopImportHook())
+        for name in (TRANSFORMERS_MODULE, ACCELERATE_MODULE):
+            module = sys.modules.get(name)
+            if module is not None:
+                _patch(name, module)
+    except Exception:  # broad: installing the hook must never break the interpreter's start
+        _report("install its import hook")

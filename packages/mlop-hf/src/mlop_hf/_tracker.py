@@ -1,0 +1,120 @@
+"""``MlopTracker``: mlop as an accelerate tracker (``Accelerator(log_with="mlop")``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from accelerate.tracking import GeneralTracker
+
+import mlop
+from mlop_hf import _autoload
+
+__all__ = ["MlopTracker"]
+
+logger = logging.getLogger("mlop_hf")
+
+
+def _is_main_process() -> bool:
+    from accelerate.state import PartialState
+
+    return bool(PartialState().is_main_process)
+
+
+class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untyped here
+    """An accelerate tracker that logs to an mlop run.
+
+    ``Accelerator(log_with="mlop")`` builds it in ``init_trackers(project_name, config, init_kwargs)``:
+    ``project_name`` becomes the mlop project, ``init_kwargs={"mlop": {...}}`` goes to :func:`mlop.init`
+    (``name``, ``tags``, ``dir``, ``settings``, ...), and ``config`` becomes the run's config. An instance
+    works too, with accelerate versions that cannot register the name:
+    ``Accelerator(log_with=MlopTracker("my-project", name="baseline"))``.
+
+    Only the main process starts a run and logs; ``tracker`` (the run) is None on the others. After
+    ``finish`` the tracker logs nothing more.
+
+    Args:
+        run_name: the mlop project (accelerate passes its ``project_name`` here).
+        run: a run to log into instead of starting one; ``finish`` then leaves it open.
+        **init_kwargs: passed to :func:`mlop.init`.
+    """
+
+    name: ClassVar[str] = "mlop"
+    requires_logging_directory: ClassVar[bool] = False
+    main_process_only: ClassVar[bool] = True
+
+    def __init__(self, run_name: str | None = None, run: Any = None, **init_kwargs: Any) -> None:
+        super().__init__()
+        self.run_name = run_name
+        self.init_kwargs = init_kwargs
+        self._run: Any = run
+        self._owned = False
+        self._finished = False
+
+    @property
+    def tracker(self) -> Any:
+        """The mlop run (None before ``start`` and on processes other than the main one)."""
+        return self._run
+
+    def _active(self) -> bool:
+        """Whether this process logs; starts the run on first use."""
+        if self._finished or not _is_main_process():
+            return False
+        if self._run is None:
+            kwargs = dict(self.init_kwargs)
+            kwargs.setdefault("project", self.run_name)
+            self._run = mlop.init(**kwargs)
+            self._owned = True
+        return True
+
+    def start(self) -> None:
+        """Start the run (called by ``Accelerator.init_trackers``)."""
+        self._active()
+
+    def store_init_configuration(self, values: Mapping[str, Any]) -> None:
+        """Store ``values`` (the ``config`` of ``init_trackers``) as the run's config."""
+        if self._active():
+            self._run.update_config(dict(values))
+
+    def log(self, values: Mapping[str, Any], step: int | None = None, **kwargs: Any) -> None:
+        """Log ``values`` at ``step`` (the next step when None). Extra keywords go to ``run.log``."""
+        if self._active():
+            self._run.log(dict(values), step=step, **kwargs)
+
+    def log_images(self, values: Mapping[str, Any], step: int | None = None, **kwargs: Any) -> None:
+        """Log images: each key maps to one image or a list (numpy arrays, PIL images, tensors, paths)."""
+        if not self._active():
+            return
+        images: dict[str, Any] = {}
+        for key, value in values.items():
+            many = isinstance(value, (list, tuple)) or getattr(value, "ndim", 0) == 4
+            images[key] = [mlop.Image(v) for v in value] if many else mlop.Image(value)
+        self._run.log(images, step=step, **kwargs)
+
+    def log_table(
+        self,
+        table_name: str,
+        columns: Sequence[str] | None = None,
+        data: Sequence[Sequence[Any]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Log a table from ``columns`` and ``data`` rows, or from a pandas ``dataframe``."""
+        if self._active():
+            table = mlop.Table(data=data, columns=columns, dataframe=dataframe)
+            self._run.log({table_name: table}, step=step, **kwargs)
+
+    def finish(self) -> None:
+        """Finish the run if this tracker started it (called by ``Accelerator.end_training``)."""
+        run, owned = self._run, self._owned
+        self._finished = True
+        if run is not None and owned:
+            self._owned = False
+            run.finish()
+
+
+# When this module's own import is what loaded the framework, the import hook could not register the class
+# yet (it was not defined); register it now.
+_autoload.install()
