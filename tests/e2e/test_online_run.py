@@ -29,7 +29,11 @@ run.log({"weird": float("nan"), "big": float("inf"), "small": float("-inf")})
 run.log({"hist": mlop.Histogram(np.arange(100) % 7, bins=7),
          "preds": mlop.Table(data=[[1, "cat"], [2, "dog"]], columns=["id", "label"]),
          "note": "hello series",
-         "sample": mlop.Image(np.full((8, 8, 3), 200, dtype=np.uint8), caption="grey")}, step=100)
+         "sample": mlop.Image(np.full((8, 8, 3), 200, dtype=np.uint8), caption="grey"),
+         "story": mlop.Text("once upon a time"),
+         "beep": mlop.Audio(np.zeros(800, dtype=np.float32), rate=8000),
+         "weights": mlop.Artifact(__file__),
+         "net": mlop.Graph(nodes=["a", "b"], edges=[("a", "b")])}, step=100)
 print("out line one")
 print("err line", file=sys.stderr)
 run.add_tags(["second", "group:ablation"])
@@ -81,6 +85,14 @@ def test_a_complete_online_run_arrives_value_for_value(online: Any) -> None:
     content = online.api.get(f"/api/runs/{run_id}/files/{image['id']}/content")
     assert content.status_code == 200 and content.content.startswith(b"\x89PNG")
     assert len(content.content) == image["fileSize"]
+
+    for key, kind in (("story", "TEXT"), ("beep", "AUDIO"), ("weights", "ARTIFACT")):
+        assert keys[key] == kind
+        (stored,) = online.api.get(f"/api/runs/{run_id}/files", params={"key": key}).json()
+        assert stored["uploaded"], stored
+    assert keys["net"] == "DATA"
+    (graph,) = online.api.get(f"/api/runs/{run_id}/data", params={"key": "net"}).json()
+    assert graph["dataType"] == "GRAPH"
 
     logs = online.api.get(f"/api/runs/{run_id}/logs").json()
     lines = {(line["logType"], line["message"]) for line in logs}

@@ -295,9 +295,13 @@ class Uploader:
         self.draining.set()
         if finished:
             return
-        found = last_status(self.store)
-        if found is None or found[1] not in FINAL:
-            mark_died(self.store, self.meta.get("pid"))
+        store = Store(self.store_path)  # this thread's own connection
+        try:
+            found = last_status(store)
+            if found is None or found[1] not in FINAL:
+                mark_died(store, self.meta.get("pid"))
+        finally:
+            store.close()
 
     def cancel(self) -> None:
         """The server cancelled the run: stop sending and tell the training process."""
