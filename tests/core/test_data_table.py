@@ -64,6 +64,15 @@ def test_dtypes_and_cells_of_every_kind() -> None:
     json.dumps(payload, allow_nan=False)
 
 
+def test_a_numpy_matrix_and_numpy_scalars() -> None:
+    matrix = mlop.Table(np.array([[1.5, 2.0], [3.0, np.nan]]), columns=["a", "b"]).to_dict()
+    assert matrix["table"] == [[1.5, 2.0], [3.0, "NaN"]]
+    assert [c["dtype"] for c in matrix["col"]] == ["float", "float"]
+    scalars = mlop.Table([[np.True_, np.int32(2), np.float32(0.5), np.str_("s")]]).to_dict()
+    assert scalars["table"] == [[True, 2, 0.5, "s"]]
+    assert [c["dtype"] for c in scalars["col"]] == ["bool", "int", "float", "str"]
+
+
 def test_rows_as_dicts_and_default_column_names() -> None:
     by_name = mlop.Table([{"a": 1, "b": "x"}, {"b": "y", "c": 2.5}]).to_dict()
     assert [c["name"] for c in by_name["col"]] == ["a", "b", "c"]

@@ -60,7 +60,10 @@ def _dtype(values: Sequence[Any]) -> str:
     for value in values:
         if value is None or type(value).__name__ in ("NAType", "NaTType"):
             continue
-        if isinstance(value, bool) or type(value).__name__ == "bool_":
+        numpy_kind = getattr(getattr(value, "dtype", None), "kind", None)
+        if numpy_kind is not None and numpy_kind in _KINDS:
+            kinds.add(_KINDS[numpy_kind])
+        elif isinstance(value, bool):
             kinds.add("bool")
         elif isinstance(value, numbers.Integral):
             kinds.add("int")
