@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_online_commands(sub)
 
+    from mlop.compat._tensorboard import add_import_command
+
+    add_import_command(sub)
+
     from mlop import _hooks
 
     _hooks.add_commands(sub)
