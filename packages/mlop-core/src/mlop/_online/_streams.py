@@ -247,6 +247,12 @@ class MetricsStream(Stream):
         names: dict[str, list[str]] = {}
         return names, _metric_lines(batch.items, names, self.up.known("METRIC"))
 
+    def describe(self, batch: Batch) -> str:
+        steps = [item[0] for _seq, _kind, item in batch.items]
+        keys = sorted({key for _seq, _kind, item in batch.items for key in item[2]})
+        shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        return f"{len(steps)} metric lines, steps {min(steps)} to {max(steps)}, keys {shown}"
+
     def send(self, batch: Batch, prepared: Any) -> None:
         names, lines = prepared
         if names:

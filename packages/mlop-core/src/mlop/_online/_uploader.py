@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 LOCK_FILE: Final = "upload.lock"
 _POLL: Final = 0.05
+_NICE: Final = 5
 _MAX_TAGS: Final = 50
 
 
@@ -501,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m mlop._online._uploader RUN_DIR  (options as JSON on stdin)\n")
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(_NICE)  # when CPUs are short, the training loop goes first; the uploader catches up
     parent = os.getppid()
     options = Options.from_json(sys.stdin.readline())
     logging.basicConfig(level=options.debug_level, format="%(message)s", stream=sys.stderr)
