@@ -48,6 +48,8 @@ def _write_torch_run(folder: Path, steps: int = 50, start: int = 0) -> None:
     writer.add_histogram("weights_tf", rng.normal(size=500), start + 4)  # TensorFlow's default buckets
     writer.add_image("sample", rng.random((3, 6, 5)), start + 7)
     writer.add_text("notes", f"**step** {start}", start + 2)
+    tone = np.sin(np.linspace(0, 40 * np.pi, 1600)).astype(np.float32) * 0.5
+    writer.add_audio("sound", tone, start + 5, sample_rate=8000)
     writer.close()
 
 
@@ -94,6 +96,12 @@ def _check_against_tensorboard(folder: Path, run: mlop.RunReader) -> None:
         assert [(g["step"], Path(g["path"]).read_bytes()) for g in got_i] == [
             (e.step, e.encoded_image_string) for e in expected_i
         ]
+    for tag in tags["audio"]:
+        expected_a = acc.Audio(tag)
+        got_a = list(run.media(tag))
+        assert [(g["step"], g["type"], Path(g["path"]).read_bytes()) for g in got_a] == [
+            (e.step, "AUDIO", e.encoded_audio_string) for e in expected_a
+        ]
     for tag in tags["tensors"]:
         if acc.SummaryMetadata(tag).plugin_data.plugin_name != "text":
             continue
@@ -123,8 +131,11 @@ def test_import_matches_tensorboards_reader(tmp_path: Path, capsys: pytest.Captu
 def test_importing_again_adds_only_new_events(tmp_path: Path) -> None:
     logdir, out = tmp_path / "logs", tmp_path / "out"
     _write_torch_run(logdir / "exp", steps=20)
-    first = import_tensorboard(logdir, project="tb", dir=out)
+    seen: list[tuple[int, int]] = []
+    first = import_tensorboard(logdir, project="tb", dir=out, progress=lambda d, t, _n: seen.append((d, t)))
     assert [r.status for r in first] == ["imported"]
+    total = sum(p.stat().st_size for p in (logdir / "exp").iterdir())
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert first[0].counts["scalar"] == 22 and first[0].steps == (0, 19)
 
     again = import_tensorboard(logdir, project="tb", dir=out)
@@ -193,10 +204,10 @@ def test_cut_and_damaged_files(tmp_path: Path) -> None:
     assert first[0].status == "imported" and not first[0].skipped
     assert len(list(_run_for(tmp_path / "out", "exp").metrics(system=False))) == 11
 
-    # The writer finishes the record later: the next import picks it up (the text event).
+    # The writer finishes the record later: the next import picks it up (the audio event).
     event_file.write_bytes(whole)
     second = import_tensorboard(logdir, project="tb", dir=tmp_path / "out")
-    assert second[0].status == "updated" and second[0].counts == {"text": 1}
+    assert second[0].status == "updated" and second[0].counts == {"audio": 1}
 
     damaged = tmp_path / "damaged" / "exp"
     damaged.mkdir(parents=True)
