@@ -129,7 +129,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=10)
     parser.add_argument("--ratio-steps", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("ratio", "sync", "live"), action="append", help="run only these")
     args = parser.parse_args()
+    parts = set(args.only or ("ratio", "sync", "live"))
     for name in [k for k in os.environ if k.startswith("MLOP_")]:
         del os.environ[name]
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,14 +140,14 @@ def main() -> None:
             ServerProcess(Path(tmp) / "server") as server,
             httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as api,
         ):
-            out = {
-                "cpus": os.cpu_count(),
-                "load_avg": os.getloadavg()[0],
-                "log_ratio": bench_log_ratio(server, tmp, args.ratio_steps, args.width, args.rounds),
-                "sync": bench_sync(server, api, tmp, args.steps, args.width),
-                "live": bench_live(server, api, tmp, args.steps, args.width),
-                "load_avg_after": os.getloadavg()[0],
-            }
+            out: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()[0]}
+            if "ratio" in parts:
+                out["log_ratio"] = bench_log_ratio(server, tmp, args.ratio_steps, args.width, args.rounds)
+            if "sync" in parts:
+                out["sync"] = bench_sync(server, api, tmp, args.steps, args.width)
+            if "live" in parts:
+                out["live"] = bench_live(server, api, tmp, args.steps, args.width)
+            out["load_avg_after"] = os.getloadavg()[0]
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

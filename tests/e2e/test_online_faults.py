@@ -7,6 +7,8 @@ import json
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -175,3 +177,33 @@ def test_sigkill_of_the_training_process_delivers_the_store_and_fails_the_run(on
         steps = [row["step"] for row in stored.metrics("loss")]
     assert steps == list(range(len(steps))) and steps  # all but the last ~flush interval
     assert online.steps(run["id"], "loss") == steps
+
+
+def test_mlop_sync_interrupted_then_run_again_sends_each_value_once(online: Any, fault_proxy: Any) -> None:
+    body = """
+        run = mlop.init(project="interrupted", dir=sys.argv[1], mode="offline")
+        for step in range(60000):
+            run.log({"loss": step * 0.5})
+        run.finish()
+    """
+    online.run(body, env=_env(online, "interrupted"))
+    run_dir = online.run_dir("interrupted")
+    proxy = fault_proxy(lambda method, path, n: "slow" if path == "/ingest/metrics" else None)
+    sync = subprocess.Popen(
+        [sys.executable, "-m", "mlop.cli", "sync", str(run_dir), "--host", proxy.url],
+        env=online.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while proxy.counts.get("/ingest/metrics", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sync.send_signal(signal.SIGINT)
+    _, err = sync.communicate(timeout=60)
+    assert sync.returncode == 130 and "run it again" in err, err
+    again = online.mlop("sync", str(run_dir), "--host", online.server.url)
+    assert again.returncode == 0, again.stderr
+    run = online.server_run("interrupted")
+    assert online.steps(run["id"], "loss") == list(range(60000))
+    assert run["status"] == "COMPLETED"
