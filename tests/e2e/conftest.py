@@ -148,6 +148,7 @@ class FaultProxy:
         self.plan = plan
         self.counts: dict[str, int] = {}
         self.log: list[tuple[str, str | None, bytes]] = []
+        self.headers: list[dict[str, str]] = []  # of each request, in the order of the log
         self.lock = threading.Lock()
         self._client = httpx.Client(base_url=target, timeout=60)
         proxy = self
@@ -192,6 +193,7 @@ class FaultProxy:
             self.counts[path] = self.counts.get(path, 0) + 1
             fault = self.plan(request.command, path, self.counts[path])
             self.log.append((path, fault, body))
+            self.headers.append(dict(request.headers.items()))
         if fault in ("500", "429", "400"):
             extra = {"Retry-After": "1"} if fault == "429" else {}
             self._reply(request, int(fault or 0), b'{"error": "Injected", "message": "fault"}', extra)

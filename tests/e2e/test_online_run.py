@@ -193,3 +193,55 @@ def test_the_key_never_shows_in_process_arguments_files_or_logs(online: Any, ser
     for path in online.runs_dir.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+ORIGINAL = Path(__file__).parents[1] / "server" / "fixtures" / "original-client-session.jsonl"
+# The fields protocol.md allows in each JSON body (create may carry more than the original client sent).
+PROTOCOL_FIELDS = {
+    "/api/runs/create": {"runName", "projectName", "config", "loggerSettings", "systemMetadata", "tags",
+                         "externalId", "createdAt", "updatedAt"},
+    "/api/runs/logName/add": {"runId", "logType", "logName"},
+    "/api/runs/status/update": {"runId", "status", "statusMetadata"},
+    "/api/runs/trigger": {"runId"},
+    "/api/runs/alert": {"runId", "alert"},
+    "/files": {"files"},
+    "/ingest/metrics": {"time", "step", "data"},
+    "/ingest/data": {"time", "step", "logName", "dataType", "data"},
+    "/ingest/logs": {"time", "message", "lineNumber", "logType"},
+}  # fmt: skip
+
+
+def _fields(path: str, body: bytes) -> list[set[str]]:
+    if path.startswith("/ingest/"):
+        return [set(json.loads(line)) for line in body.decode().splitlines()]
+    return [set(json.loads(body))] if body else [set()]
+
+
+def test_requests_match_the_original_clients_field_for_field(online: Any, fault_proxy: Any) -> None:
+    proxy = fault_proxy(lambda method, path, n: None)  # records what reaches the server, changes nothing
+    env = online.env(proxy.url)
+    online.run(COMPLETE.replace('project="full"', 'project="shapes"'), env=env)
+    assert online.server_run("shapes")["status"] == "COMPLETED"
+    ours: dict[str, list[tuple[list[set[str]], dict[str, str]]]] = {}
+    for (path, _fault, body), headers in zip(proxy.log, proxy.headers, strict=True):
+        ours.setdefault(path, []).append((_fields(path, body), {k.lower() for k in headers}))
+    for raw in ORIGINAL.read_text().splitlines():
+        original = json.loads(raw)
+        path = original["path"]
+        if original["method"] != "POST" or path == "/api/slug":
+            continue
+        assert path in ours, f"this client never sent {path}"
+        want = _fields(path, (original["body"] or "").encode())[0]
+        for lines, header_names in ours[path]:
+            for fields in lines:
+                assert want <= fields <= PROTOCOL_FIELDS[path], (path, want, fields)
+            expected = {k.lower() for k in original["headers"]} - {"transfer-encoding"}
+            if path == "/api/runs/create":
+                expected -= {"x-run-id"}  # the original sent "None"; this client sends none
+            assert expected <= header_names, (path, expected - header_names)
+    alert = json.loads(next(body for path, _f, body in proxy.log if path == "/api/runs/alert"))
+    assert set(alert["alert"]) == {"timestamp", "level", "title", "body", "email", "url"}
+    metric_lines = [
+        json.loads(line) for p, _f, b in proxy.log if p == "/ingest/metrics" for line in b.splitlines()
+    ]
+    assert all(isinstance(line["time"], int) and line["data"] for line in metric_lines)
