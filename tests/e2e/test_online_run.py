@@ -245,3 +245,22 @@ def test_requests_match_the_original_clients_field_for_field(online: Any, fault_
         json.loads(line) for p, _f, b in proxy.log if p == "/ingest/metrics" for line in b.splitlines()
     ]
     assert all(isinstance(line["time"], int) and line["data"] for line in metric_lines)
+
+
+def test_an_online_run_in_this_process_leaves_nothing_open(online: Any, tmp_path: Path) -> None:
+    import mlop
+
+    run = mlop.init(
+        project="inproc",
+        dir=tmp_path,
+        host=online.server.url,
+        api_key=online.server.key,
+        disable_console=True,
+    )
+    for step in range(100):
+        run.log({"x": float(step)})
+    run.finish()
+    assert run.status == "COMPLETED" and run.url
+    server_run = online.server_run("inproc")
+    assert online.steps(server_run["id"], "x") == list(range(100))
+    assert server_run["status"] == "COMPLETED"

@@ -80,14 +80,18 @@ class UploaderHandle:
         return self._proc.pid
 
     def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            self._on_event(event)
-        self._answered.set()
+        stdout = self._proc.stdout
+        assert stdout is not None
+        try:
+            for line in stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                self._on_event(event)
+        finally:
+            self._answered.set()
+            stdout.close()
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -185,9 +189,8 @@ class UploaderHandle:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc.stdout is not None and threading.current_thread() is not self._reader:
+        if threading.current_thread() is not self._reader:
             self._reader.join(_STOP_WAIT)
-            proc.stdout.close()
 
     def finish(self, timeout: float) -> None:
         """Let the uploader send the rest, for at most ``timeout`` seconds; never hangs.
