@@ -238,3 +238,22 @@ def test_import_mlop_loads_no_compat_layer() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["mlop.compat", "mlop.compat.wandb", "mlop.compat.neptune"])
+def test_all_lists_the_public_names(name: str) -> None:
+    import importlib
+    import inspect
+
+    module = importlib.import_module(name)
+    assert list(module.__all__) == sorted(module.__all__)
+    for exported in module.__all__:
+        getattr(module, exported)
+    defined = {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(v) or inspect.isclass(v))
+        and v.__module__.startswith("mlop.compat")
+    }
+    assert defined <= set(module.__all__), sorted(defined - set(module.__all__))

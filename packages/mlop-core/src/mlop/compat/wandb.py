@@ -30,7 +30,9 @@ import mlop
 from mlop._values import jsonable
 from mlop.compat import UnsupportedError
 from mlop.compat._wandb_metrics import Metric
-from mlop.compat._wandb_run import Error, NoRun, Run, missing
+from mlop.compat._wandb_run import Error, Run
+from mlop.compat._wandb_run import NoRun as _NoRun
+from mlop.compat._wandb_run import missing as _missing
 from mlop.compat._wandb_types import (
     AlertLevel,
     Artifact,
@@ -49,6 +51,7 @@ __all__ = [
     "Error",
     "Histogram",
     "Image",
+    "Metric",
     "Run",
     "Settings",
     "Table",
@@ -88,8 +91,8 @@ _IGNORED_INIT: Final = frozenset(
 
 
 run: Run | None = None
-config: Any = NoRun("wandb.config")
-summary: Any = NoRun("wandb.summary")
+config: Any = _NoRun("wandb.config")
+summary: Any = _NoRun("wandb.summary")
 
 
 def _resume_mode(resume: bool | str | None, run_id: str | None, exists: bool) -> bool:
@@ -139,7 +142,9 @@ def init(
             kwargs.pop(key)
         elif key in ("sync_tensorboard", "monitor_gym", "fork_from", "resume_from", "tensorboard"):
             if kwargs[key]:
-                raise missing(f"wandb.init({key}=...)", "for TensorBoard files use `mlop import tensorboard`")
+                raise _missing(
+                    f"wandb.init({key}=...)", "for TensorBoard files use `mlop import tensorboard`"
+                )
             kwargs.pop(key)
         elif key == "run_id":
             id = id or kwargs.pop(key)
@@ -194,7 +199,7 @@ def _activate(new: Run) -> None:
 def _deactivate(old: Run) -> None:
     global run, config, summary
     if run is old:
-        run, config, summary = None, NoRun("wandb.config"), NoRun("wandb.summary")
+        run, config, summary = None, _NoRun("wandb.config"), _NoRun("wandb.summary")
 
 
 def _current(call: str) -> Run:
@@ -294,4 +299,4 @@ def login(
 def __getattr__(name: str) -> Any:
     if name.startswith("_"):
         raise AttributeError(name)
-    raise missing(f"wandb.{name}")
+    raise _missing(f"wandb.{name}")
