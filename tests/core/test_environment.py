@@ -209,3 +209,19 @@ def test_redaction_of_command_lines() -> None:
         REDACTED,
         REDACTED,
     ]
+
+
+def test_package_versions_come_from_the_first_installation_on_sys_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlop._system._environment import packages
+
+    site = tmp_path / "site"
+    for name in ("Scikit_Learn-1.5.0.dist-info", "torch-9.0.0.dist-info", "requests-2.0.dist-info"):
+        (site / name).mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    found = packages()
+    assert found["scikit-learn"] == "1.5.0"
+    assert found["torch"] == "9.0.0"  # shadows the installed torch, as it would for imports
+    assert "requests" not in found  # not an ML framework
+    assert list(found) == sorted(found)
