@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from mlop._data import Artifact, Audio, File, Graph, Histogram, Image, Table, Text, Video
+from typing import TYPE_CHECKING, Any
+
 from mlop._exceptions import (
     AuthError,
     ConfigError,
@@ -28,6 +29,9 @@ from mlop._runs import ops
 from mlop._settings import Settings
 from mlop._version import __version__
 from mlop.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from mlop._data import Artifact, Audio, File, Graph, Histogram, Image, Table, Text, Video
 
 Run = Op
 
@@ -66,3 +70,18 @@ __all__ = [
     "ops",
     "watch",
 ]
+
+# The data types load on first use: their modules (and what they import) would double `import mlop`.
+_DATA_TYPES = frozenset(
+    {"Artifact", "Audio", "File", "Graph", "Histogram", "Image", "Table", "Text", "Video"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DATA_TYPES:
+        from mlop import _data
+
+        value = getattr(_data, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mlop' has no attribute {name!r}")
