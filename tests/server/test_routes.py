@@ -509,3 +509,23 @@ def test_limits_and_content_types(client: httpx.Client, new_run: Callable[..., i
     bad(client.get("/no/such/route"), 404)
     bad(client.get("/api/runs/create"), 405)
     assert client.post("/api/slug").status_code == 200  # still up
+
+
+def test_metrics_lines_with_different_keys_keep_their_order(
+    ingest: Callable[..., httpx.Response], read_metric: Any, new_run: Callable[..., int]
+) -> None:
+    run_id = new_run()
+    lines = [
+        {"time": T0, "step": 0, "data": {"a": 1, "b": 2}},
+        {"time": T0 + 1, "step": 0, "data": {"a": 3}},
+        {"time": T0 + 2, "step": 0, "data": {"b": "NaN", "a": 5}},
+        {"time": T0 + 3, "step": 1, "data": {"a": 7, "b": 8}},
+    ]
+    assert ingest(run_id, "metrics", *lines).status_code == 200
+    assert [(p["step"], p["time"], p["value"]) for p in read_metric(run_id, "a")] == [
+        (0, T0, 1),
+        (0, T0 + 1, 3),
+        (0, T0 + 2, 5),
+        (1, T0 + 3, 7),
+    ]
+    assert [(p["step"], p["value"]) for p in read_metric(run_id, "b")] == [(0, 2), (0, "NaN"), (1, 8)]

@@ -8,12 +8,11 @@ whole before anything is stored, so a bad line never leaves the lines before it 
 from __future__ import annotations
 
 import logging
-import math
-from array import array
 from typing import Any, Final
 
 import orjson
 
+from mlop_server import _metrics
 from mlop_server._errors import BadRequest
 from mlop_server._ops import (
     DATA_TYPES,
@@ -58,8 +57,6 @@ CONSOLE_LOG_TYPES: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRIT
 ALERT_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"})
 MAX_TAGS: Final = 50
 MAX_NAME: Final = 512
-_NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_METRIC_FIELDS: Final = frozenset({"time", "step", "data"})
 _DATA_FIELDS: Final = frozenset({"time", "step", "logName", "dataType", "data"})
 _LOG_FIELDS: Final = frozenset({"time", "message", "lineNumber", "logType"})
 _FILE_REQUIRED: Final = frozenset({"fileName", "fileSize", "fileType", "time", "logName", "step"})
@@ -391,46 +388,7 @@ def _bad_fields(obj: dict[str, Any], expected: frozenset[str], line: int) -> Bad
 
 def parse_metrics(body: bytes, run_id: int) -> MetricBatch:
     """``POST /ingest/metrics``: every line checked, the values grouped by key into packed columns."""
-    columns: dict[str, tuple[list[int], list[int], list[float]]] = {}
-    count = 0
-    for line, obj in _ndjson(body):
-        if obj.keys() != _METRIC_FIELDS:
-            raise _bad_fields(obj, _METRIC_FIELDS, line)
-        time, step, data = obj["time"], obj["step"], obj["data"]
-        if type(time) is not int or not 0 <= time <= _INT64_MAX:
-            raise BadRequest("must be a non-negative integer (ms since the epoch)", line=line, field="time")
-        if type(step) is not int or not 0 <= step <= _INT64_MAX:
-            raise BadRequest("must be a non-negative integer", line=line, field="step")
-        if type(data) is not dict:
-            raise BadRequest("must be an object of key: number", line=line, field="data")
-        if not data:
-            raise BadRequest("must not be empty", line=line, field="data")
-        for key, value in data.items():
-            kind = type(value)
-            if kind is float or kind is int:
-                number = value
-            elif kind is str and value in _NON_FINITE:
-                number = _NON_FINITE[value]
-            elif kind is bool:
-                raise BadRequest("is a boolean; send 0 or 1", line=line, field=f"data.{key}")
-            else:
-                raise BadRequest(
-                    'must be a number or "NaN", "Infinity", "-Infinity"', line=line, field=f"data.{key}"
-                )
-            col = columns.get(key)
-            if col is None:
-                if not key or len(key) > MAX_NAME:
-                    raise BadRequest(f"key must be 1 to {MAX_NAME} characters", line=line, field="data")
-                col = columns[key] = ([], [], [])
-            col[0].append(step)
-            col[1].append(time)
-            col[2].append(number)
-            count += 1
-    series = {
-        key: (array("q", steps).tobytes(), array("q", times).tobytes(), array("d", values).tobytes())
-        for key, (steps, times, values) in columns.items()
-    }
-    return MetricBatch(run_id, series, count)
+    return _metrics.parse_metrics(_ndjson(body), run_id)
 
 
 def parse_data(body: bytes, run_id: int) -> DataBatch:

@@ -28,26 +28,28 @@ MAX_LOG_LINES: Final = 100_000
 def downsample(series: Series, max_points: int) -> npt.NDArray[np.intp]:
     """The indices of the points to keep so at most ``max_points`` remain, in step order.
 
-    The series is cut into ``max_points // 2`` buckets of equal count; each bucket keeps its lowest and
-    its highest value (NaN counts as neither; an all-NaN bucket keeps its first point), so spikes survive.
+    The series is cut into at most ``max_points // 2`` buckets of equal count; each bucket keeps its
+    lowest and its highest value (NaN counts as neither; an all-NaN bucket keeps its first point), so
+    spikes survive any zoom level.
     """
     n = series.steps.size
     if n <= max_points:
         return np.arange(n)
-    buckets = max_points // 2
-    size = -(-n // buckets)
-    pad = buckets * size - n
-    nan = np.isnan(series.values)
-    low = np.pad(np.where(nan, np.inf, series.values), (0, pad), constant_values=np.inf)
-    high = np.pad(np.where(nan, -np.inf, series.values), (0, pad), constant_values=-np.inf)
-    starts = np.arange(buckets) * size
-    keep = np.concatenate(
-        [
-            low.reshape(buckets, size).argmin(axis=1) + starts,
-            high.reshape(buckets, size).argmax(axis=1) + starts,
-        ]
-    )
-    return np.unique(keep[keep < n])
+    size = -(-n // (max_points // 2))
+    whole = n // size * size
+    values = series.values
+    low, high = values, values
+    if np.isnan(values).any():
+        nan = np.isnan(values)
+        low, high = np.where(nan, np.inf, values), np.where(nan, -np.inf, values)
+    starts = np.arange(0, whole, size)
+    parts = [
+        low[:whole].reshape(-1, size).argmin(axis=1) + starts,
+        high[:whole].reshape(-1, size).argmax(axis=1) + starts,
+    ]
+    if whole < n:
+        parts.append(np.array([low[whole:].argmin() + whole, high[whole:].argmax() + whole]))
+    return np.unique(np.concatenate(parts))
 
 
 def _points(series: Series, index: npt.NDArray[np.intp]) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_JOBS_PER_COMMIT: Final = 256
+READ_MMAP_BYTES: Final = 1 << 30
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -369,6 +370,7 @@ class SqliteStorage(Storage):
         if conn is None:
             conn = self._local.conn = _connect(self._path)
             conn.execute("PRAGMA query_only = 1")
+            conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")  # series read without a copy per page
             with self._lock:
                 self._readers.append(conn)
         return conn
