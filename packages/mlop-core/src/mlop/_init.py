@@ -13,7 +13,7 @@ from typing import Any
 from mlop import _hooks, _runs
 from mlop._exceptions import ConfigError, NoRunError, RunExistsError
 from mlop._noop import NoopOp
-from mlop._op import Op
+from mlop._op import Op, SharedRankOp
 from mlop._services import start_services
 from mlop._settings import Settings, resolve_settings
 from mlop._store import STORE_FILE, Store
@@ -108,11 +108,13 @@ def init(
     _check_name("run_id", rid)
     run_dir = run_directory(resolved.dir, resolved.project, rid)
     exists = (run_dir / STORE_FILE).exists()
-    if exists and not resolved.resume:
+    primary = rank.rank == 0
+    if exists and not resolved.resume and not resolved.shared:
         raise RunExistsError(f"run {rid!r} exists in {run_dir}; pass resume=True to continue it")
 
     store = Store(run_dir, create=True)
     start_step = 0
+    meta: dict[str, Any] = {}
     if exists:
         meta = store.meta()
         start_step = int(meta.get("last_step", -1)) + 1
@@ -134,13 +136,18 @@ def init(
         "rank": {"rank": rank.rank, "local_rank": rank.local_rank, "world_size": rank.world_size},
         "pid": os.getpid(),
     }
-    if not exists:
+    if not exists or "created_at" not in meta:  # a shared run's other ranks may have made the file
         info["created_at"] = now
-    store.write(
-        [("config", [(now, config_dict)]), ("tags", [(now, tag_list)]), ("status", [(now, "RUNNING", None)])],
-        info,
-    )
-    op = Op(
+    if primary:  # every rank of a shared run attaches to it; rank 0 records what the run is
+        store.write(
+            [
+                ("config", [(now, config_dict)]),
+                ("tags", [(now, tag_list)]),
+                ("status", [(now, "RUNNING", None)]),
+            ],
+            info,
+        )
+    op = (Op if primary else SharedRankOp)(
         settings=resolved,
         run_id=rid,
         run_dir=run_dir,
@@ -151,7 +158,7 @@ def init(
         resumed=exists,
     )
     uploader = None
-    if resolved.run_mode == "online":
+    if resolved.run_mode == "online" and primary:  # rank 0's uploader sends what every rank stored
         from mlop._online._client import spawn_uploader
 
         uploader = spawn_uploader(op, new_run=not exists)

@@ -19,7 +19,7 @@ from mlop._store import Store
 from mlop._values import flatten, jsonable
 from mlop._writer import Writer
 
-__all__ = ["FINAL_STATUSES", "Op"]
+__all__ = ["FINAL_STATUSES", "Op", "SharedRankOp"]
 
 _now: Final = time.time
 
@@ -107,8 +107,16 @@ class Op:
         self.alerts_dropped: dict[str, int] = {}
         self._services: list[Any] = []
 
+    #: False on a rank other than 0 of a shared run (:class:`SharedRankOp`): rank 0 logs the user's values.
+    primary: bool = True
+
     def __repr__(self) -> str:
         return f"<mlop.Run {self.project}/{self.name} id={self.id} status={self.status}>"
+
+    @property
+    def step(self) -> int:
+        """The step of the last values logged; -1 before the first ``log()``."""
+        return self._step - 1
 
     # -- logging: the hot path ------------------------------------------------------------------------
 
@@ -441,16 +449,17 @@ class Op:
             self._sink.close()
             self.status = status
             now = time.time()
-            self._writer.add(
-                "status",
-                (now, status, metadata),
-                meta={
-                    "status": status,
-                    "statusMetadata": metadata,
-                    "finished_at": now,
-                    "last_step": self._step - 1,
-                },
-            )
+            if self.primary:  # a shared run's status and last step are rank 0's
+                self._writer.add(
+                    "status",
+                    (now, status, metadata),
+                    meta={
+                        "status": status,
+                        "statusMetadata": metadata,
+                        "finished_at": now,
+                        "last_step": self._step - 1,
+                    },
+                )
             self._writer.close()
             _hooks.run_finished(self, status)
             if self._uploader is not None:
@@ -475,3 +484,28 @@ class Op:
             self._end("TERMINATED", error_metadata(exc_type, exc, tb))
         else:
             self._end("FAILED", error_metadata(exc_type, exc, tb))
+
+
+class SharedRankOp(Op):
+    """A rank other than 0 of a shared run (``shared=True``): it records its own system metrics into the
+    run, while the user's values, config, tags, alerts and the run's status are rank 0's to record."""
+
+    primary = False
+
+    def log(
+        self,
+        data: Mapping[str, Any],
+        step: int | None = None,
+        commit: bool | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Does nothing: rank 0 logs what the user logs."""
+
+    def update_config(self, config: Mapping[str, Any]) -> None:
+        """Does nothing: rank 0 records the config."""
+
+    def _set_tags(self, tags: list[str]) -> None:
+        """Does nothing: rank 0 records the tags."""
+
+    def alert(self, *args: Any, **kwargs: Any) -> None:
+        """Does nothing: rank 0 sends alerts."""

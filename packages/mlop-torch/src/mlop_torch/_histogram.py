@@ -1,0 +1,128 @@
+"""Histograms of tensors, counted on the tensors' own device.
+
+The counts are ``torch.histc`` over the finite values, between their smallest and largest value (widened
+by half a unit either side when all values are equal), so a user can check them with ``torch.histc``.
+Non-finite values are left out and counted apart, NaN and infinities separately, because a NaN gradient is
+what a user most needs to see.
+
+A batch of tensors costs two device-to-host copies per device, whatever its size: one for every tensor's
+range, one for every tensor's counts. A tensor that holds a NaN or an infinity costs one copy more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import torch
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+__all__ = ["TensorHistogram", "flat_values", "histograms"]
+
+logger = logging.getLogger(__name__)
+
+_EXACT: Final = (torch.float32, torch.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorHistogram:
+    """The counts of one tensor's finite values, its bin edges, and how many values were left out."""
+
+    counts: npt.NDArray[Any]
+    edges: npt.NDArray[Any]
+    nan: int
+    inf: int
+
+    @property
+    def nonfinite(self) -> int:
+        """NaN and infinite values together."""
+        return self.nan + self.inf
+
+
+def flat_values(tensor: Any) -> Any:
+    """The values of ``tensor`` as a detached, one-dimensional float32 or float64 tensor on its device.
+
+    A distributed tensor gives its local shard, a sparse tensor its stored values.
+    """
+    value = tensor.detach()
+    if hasattr(value, "to_local"):  # a DTensor (FSDP2, tensor parallel): this rank's shard
+        value = value.to_local()
+    if value.is_sparse:
+        value = value.coalesce().values()
+    if value.dtype not in _EXACT:
+        value = value.to(torch.float32)
+    return value.reshape(-1)
+
+
+def _edges(low: float, high: float, bins: int) -> npt.NDArray[Any]:
+    import numpy as np
+
+    return np.linspace(low, high, bins + 1, dtype=np.float64)
+
+
+def _range(low: float, high: float) -> tuple[float, float]:
+    return (low - 0.5, high + 0.5) if low == high else (low, high)
+
+
+def histograms(tensors: Sequence[Any], bins: int) -> list[TensorHistogram | None]:
+    """Count each tensor's values into ``bins`` equal bins between its finite extremes.
+
+    Args:
+        tensors: torch tensors of any shape, dtype and device.
+        bins: the number of bins.
+
+    Returns:
+        One histogram per tensor, in order; None for an empty tensor.
+    """
+    flats = [flat_values(t) for t in tensors]
+    out: list[TensorHistogram | None] = [None] * len(flats)
+    by_device: dict[Any, list[int]] = {}
+    for index, flat in enumerate(flats):
+        if flat.numel():
+            by_device.setdefault(flat.device, []).append(index)
+    for indices in by_device.values():
+        for index, result in zip(indices, _count_device([flats[i] for i in indices], bins), strict=True):
+            out[index] = result
+    return out
+
+
+def _count_device(flats: list[Any], bins: int) -> list[TensorHistogram]:
+    """Histograms of non-empty flat tensors that share one device."""
+    extremes = torch.stack([torch.stack(torch.aminmax(f)).to(torch.float64) for f in flats])
+    ranges: list[list[float]] = extremes.cpu().tolist()  # the first device-to-host copy
+    values = list(flats)
+    nan = [0] * len(flats)
+    inf = [0] * len(flats)
+    for index, (low, high) in enumerate(ranges):
+        if low - low != 0.0 or high - high != 0.0:  # NaN propagates into both; an infinity into one
+            values[index], ranges[index], nan[index], inf[index] = _finite(flats[index])
+    counts = torch.stack(
+        [torch.histc(v, bins, *_range(low, high)) for v, (low, high) in zip(values, ranges, strict=True)]
+    )
+    host = counts.cpu().numpy()  # the second device-to-host copy
+    import numpy as np
+
+    return [
+        TensorHistogram(
+            counts=np.rint(host[i]).astype(np.int64),
+            edges=_edges(*_range(*ranges[i]), bins),
+            nan=nan[i],
+            inf=inf[i],
+        )
+        for i in range(len(flats))
+    ]
+
+
+def _finite(flat: Any) -> tuple[Any, list[float], int, int]:
+    """The finite values of ``flat``, their range, and the NaN and infinite values left out."""
+    finite = flat[torch.isfinite(flat)]
+    left = torch.stack([torch.isnan(flat).sum(), torch.isinf(flat).sum()]).to(torch.float64)
+    if finite.numel():
+        stats = torch.cat([left, torch.stack(torch.aminmax(finite)).to(torch.float64)]).cpu().tolist()
+    else:
+        stats = [*left.cpu().tolist(), 0.0, 0.0]
+    return finite, stats[2:], int(stats[0]), int(stats[1])
