@@ -253,6 +253,27 @@ def test_alerts_go_to_a_webhook_without_the_key_or_stay_local(tmp_path: Path) ->
     assert recorder.bodies("/api/runs/alert") and not with_setting.bodies("/api/runs/alert")
 
 
+@pytest.mark.parametrize(("status", "failed"), [(409, False), (401, True)])
+def test_upload_put_already_there_or_refused(tmp_path: Path, status: int, failed: bool) -> None:
+    run = mlop.init(project="files", dir=tmp_path, mode="offline", disable_console=True)
+    run.log({"story": mlop.Text("once upon a time"), "x": 1})
+    run.finish()
+    recorder = Recorder()
+    recorder.fault = lambda r: httpx.Response(status) if r.url.path.startswith("/s3/") else None
+    assert _upload(Path(run.dir), recorder)
+    puts = [r for r in recorder.requests if r.method == "PUT"]
+    assert len(puts) == 1 and puts[0].headers["Content-Type"] == "text/plain"
+    assert "Authorization" not in puts[0].headers
+    (entry,) = recorder.bodies("/files")[0]["files"]
+    assert entry["logName"] == "story" and entry["fileType"] == "txt" and entry["fileSize"] == 16
+    store = Store(run.dir)
+    try:
+        assert bool(store.failures()) is failed
+    finally:
+        store.close()
+    assert recorder.bodies("/api/runs/status/update")[-1]["status"] == "COMPLETED"
+
+
 def test_server_interface_keeps_the_key_out_of_reprs_and_errors() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"error": "Unauthorized", "message": "unknown key"})

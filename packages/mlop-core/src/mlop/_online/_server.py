@@ -227,6 +227,9 @@ class ServerInterface:
     def put_file(self, url: str, path: Path, timeout: float | None = None) -> None:
         """One ``PUT`` of a file to an upload URL, streamed from disk (no auth header: the URL is the key).
 
+        A 409 (the file is there already, from an attempt whose reply was lost) counts as success; a 401
+        or 403 means the URL was refused (it expired) and is permanent for that file.
+
         Raises:
             Transient: a fault worth retrying.
             ServerError: a permanent refusal, or a file that is gone.
@@ -250,6 +253,10 @@ class ServerInterface:
                 )
             except httpx.TransportError as exc:
                 raise Transient(f"PUT {path.name}: {type(exc).__name__}: {exc}") from None
+        if response.status_code == 409:  # uploaded already: an earlier attempt whose reply was lost
+            return
+        if response.status_code in (401, 403):  # the URL itself is refused (expired): retrying cannot help
+            raise ServerError(f"PUT {path.name}: HTTP {response.status_code}: {_reason(response)}", 401)
         self._answer("PUT", path.name, response)
 
     def post_webhook(self, url: str, body: Mapping[str, Any]) -> None:
