@@ -274,6 +274,19 @@ def test_upload_put_already_there_or_refused(tmp_path: Path, status: int, failed
     assert recorder.bodies("/api/runs/status/update")[-1]["status"] == "COMPLETED"
 
 
+def test_batches_are_bounded_in_bytes(tmp_path: Path) -> None:
+    run = mlop.init(project="wide", dir=tmp_path, mode="offline", disable_console=True)
+    keys = [f"layer_{k}/grad_norm" for k in range(1000)]
+    for step in range(300):
+        run.log(dict.fromkeys(keys, step * 0.5))
+    run.finish()
+    recorder = Recorder()
+    assert _upload(Path(run.dir), recorder)
+    bodies = [r.content for r in recorder.requests if r.url.path == "/ingest/metrics"]
+    assert len(bodies) > 1 and max(len(b) for b in bodies) < 6 << 20
+    assert [line["step"] for line in recorder.lines("/ingest/metrics")] == list(range(300))
+
+
 def test_server_interface_keeps_the_key_out_of_reprs_and_errors() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"error": "Unauthorized", "message": "unknown key"})

@@ -104,6 +104,7 @@ class Stream:
     name: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]] = ()
     max_items: ClassVar[int] = 20_000
+    max_bytes: ClassVar[int] = 4 << 20  # about, by :meth:`weight`: below the body limits of servers
 
     def __init__(self, uploader: Uploader) -> None:
         self.up = uploader
@@ -135,6 +136,7 @@ class Stream:
         items: list[tuple[int, str, Any]] = []
         end = self.cursor
         full = False
+        size = 0
         for seq, kind, records in self.store.records(self.kinds, after_seq=a_seq - 1):
             first = a_n if seq == a_seq else 0
             for index in range(first, len(records)):
@@ -142,9 +144,11 @@ class Stream:
                     if (seq, index) >= limit:
                         full = True
                         break
-                elif len(items) >= self.max_items:
+                elif items and (len(items) >= self.max_items or size >= self.max_bytes):
                     full = True
                     break
+                else:
+                    size += self.weight(records[index])
                 items.append((seq, kind, records[index]))
                 end = (seq, index + 1)
             if full:
@@ -156,6 +160,10 @@ class Stream:
             full = True
         start, self.cursor = self.cursor, end
         return Batch(start, end, items, full)
+
+    def weight(self, item: Any) -> int:
+        """About how many bytes an item takes on the wire (for the batch's size bound)."""
+        return 100
 
     def key(self, batch: Batch) -> str:
         (s0, n0), (s1, n1) = batch.start, batch.end
@@ -243,6 +251,9 @@ class MetricsStream(Stream):
     name = "metrics"
     kinds = ("metrics", "system")
 
+    def weight(self, item: Any) -> int:
+        return 48 + 32 * len(item[2])
+
     def prepare(self, batch: Batch) -> Any:
         names: dict[str, list[str]] = {}
         return names, _metric_lines(batch.items, names, self.up.known("METRIC"))
@@ -274,6 +285,10 @@ class DataStream(Stream):
     kinds = ("data",)
     max_items = 2_000
 
+    def weight(self, item: Any) -> int:
+        value = item[4]
+        return 120 + (len(value) if isinstance(value, str) else len(repr(value)))
+
     def prepare(self, batch: Batch) -> Any:
         names: dict[str, dict[str, None]] = {}
         out: list[str] = []
@@ -298,6 +313,9 @@ class LogsStream(Stream):
 
     name = "logs"
     kinds = ("logs",)
+
+    def weight(self, item: Any) -> int:
+        return 96 + len(str(item[3]))
 
     def prepare(self, batch: Batch) -> Any:
         out = [
