@@ -11,7 +11,8 @@ of one core at interval T is (CPU seconds per sample) / T. Two figures, both per
 Target (issue 4): at most 0.5% of one core at the default interval. No GPU is sampled on a machine
 without one; NVML reads add to the figure where there are GPUs.
 
-It also times one ``print`` of a line with and without console capture (wrapping), to /dev/null.
+It also times one ``print`` of a line with and without console capture (wrapping), to /dev/null, and what
+starting the services (the environment, the monitor, console capture) adds to ``init()``.
 
 Run: .venv/bin/python bench/system_monitor.py [--seconds 10] [--interval 0.05] [--prints 100000]
 Prints one JSON document; bench/README.md holds the latest figures.
@@ -95,6 +96,34 @@ def _print_cost(root: str, prints: int) -> dict[str, float]:
     return {"print_median_us": round(plain, 2), "captured_print_median_us": round(captured, 2)}
 
 
+def _start_cost(root: str, runs: int = 20) -> dict[str, float]:
+    """What starting the services adds to ``init()``: the first time in the process, then the median."""
+    import statistics
+
+    from mlop import _init
+
+    real = _init.start_services
+    took: list[float] = []
+
+    def timed(op: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return real(op)
+        finally:
+            took.append(time.perf_counter() - start)
+
+    _init.start_services = timed
+    try:
+        for _ in range(runs):
+            mlop.init(project="bench", dir=root, mode="offline").finish()
+    finally:
+        _init.start_services = real
+    return {
+        "services_start_first_ms": round(took[0] * 1000, 1),
+        "services_start_median_ms": round(statistics.median(took[1:]) * 1000, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -102,6 +131,7 @@ def main() -> None:
     parser.add_argument("--prints", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
+        start = _start_cost(root)  # first: it measures the cold start
         _one(root, 0.5, args.interval)  # warm up: imports, NVML, the first store
         baseline = _one(root, args.seconds, None)
         monitored = _one(root, args.seconds, args.interval)
@@ -124,6 +154,7 @@ def main() -> None:
         "target_percent": TARGET_PERCENT,
         "within_target": 100 * worst / DEFAULT_INTERVAL <= TARGET_PERCENT,
         **prints,
+        **start,
     }
     print(json.dumps(result, indent=2))
 

@@ -226,20 +226,39 @@ def _gpus(nvml: _gpu.Nvml | None) -> list[dict[str, Any]]:
         own.close()
 
 
-def _git(cwd: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"},
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
+def _git(cwd: Path, *commands: list[str]) -> list[str | None]:
+    """Run git commands side by side (a fork of a large process is slow); the output of each, or None."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+    running: list[subprocess.Popen[str] | None] = []
+    for args in commands:
+        try:
+            running.append(
+                subprocess.Popen(
+                    ["git", *args],
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    env=env,
+                )
+            )
+        except OSError:  # no git
+            running.append(None)
+    out: list[str | None] = []
+    for proc in running:
+        if proc is None:
+            out.append(None)
+            continue
+        try:
+            stdout, _ = proc.communicate(timeout=_GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:  # a huge checkout or a hung filesystem: leave the field out
+            proc.kill()
+            proc.communicate()
+            out.append(None)
+            continue
+        out.append(stdout if proc.returncode == 0 else None)
+    return out
 
 
 def git_info(where: Path, redactor: Redactor, *, diff: bool = False) -> dict[str, Any] | None:
@@ -247,15 +266,20 @@ def git_info(where: Path, redactor: Redactor, *, diff: bool = False) -> dict[str
 
     The remote URL loses any credentials it carries (``https://user:token@host/...``).
     """
-    head = _git(where, "rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD")
-    if head is None:
-        return None
-    lines = head.splitlines()
+    if "GIT_DIR" not in os.environ and not any((p / ".git").exists() for p in (where, *where.parents)):
+        return None  # not a checkout: no need to start git at all
+    commands = [
+        ["rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"],
+        ["status", "--porcelain", "--untracked-files=no"],
+        ["config", "--get", "remote.origin.url"],
+    ]
+    if diff:
+        commands.append(["diff", "HEAD"])
+    head, status, remote, *rest = _git(where, *commands)
+    lines = head.splitlines() if head is not None else []
     if len(lines) < 3:
         return None
     root, commit, branch = lines[0], lines[1], lines[2]
-    status = _git(where, "status", "--porcelain", "--untracked-files=no")
-    remote = _git(where, "config", "--get", "remote.origin.url")
     out: dict[str, Any] = {
         "root": root,
         "commit": commit,
@@ -263,9 +287,8 @@ def git_info(where: Path, redactor: Redactor, *, diff: bool = False) -> dict[str
         "dirty": None if status is None else bool(status.strip()),
         "remote": redactor.url(remote.strip()) if remote else None,
     }
-    if diff:
-        text = _git(where, "diff", "HEAD")
-        if text is not None:
-            out["diff_truncated"] = len(text) > _MAX_DIFF
-            out["diff"] = "\n".join(redactor.text(line) for line in text[:_MAX_DIFF].split("\n"))
+    if rest and rest[0] is not None:
+        text = rest[0]
+        out["diff_truncated"] = len(text) > _MAX_DIFF
+        out["diff"] = "\n".join(redactor.text(line) for line in text[:_MAX_DIFF].split("\n"))
     return out
