@@ -9,10 +9,12 @@ first. Field names that the original mlop client also sends (``process``, ``plat
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,6 +70,7 @@ FRAMEWORKS: Final = (
     "xgboost",
 )
 _GIT_TIMEOUT: Final = 3.0
+_SEPARATORS: Final = re.compile(r"[-_.]+")
 _MAX_DIFF: Final = 256 * 1024
 
 
@@ -141,6 +144,12 @@ def collect(
 
 
 def packages() -> dict[str, str]:
+    """See :func:`_packages`: read once per ``sys.path``."""
+    return dict(_packages(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _packages(path: tuple[str, ...]) -> dict[str, str]:
     """The installed versions of the distributions in :data:`FRAMEWORKS`.
 
     Read from the names of the ``<name>-<version>.dist-info`` folders on ``sys.path`` (first one wins, as
@@ -150,7 +159,7 @@ def packages() -> dict[str, str]:
     wanted = set(FRAMEWORKS)
     found: dict[str, str] = {}
     eggs = False
-    for entry in sys.path:
+    for entry in path:
         try:
             names = os.listdir(entry or ".")
         except OSError:  # a zip file, a missing folder
@@ -160,7 +169,7 @@ def packages() -> dict[str, str]:
                 eggs = eggs or name.endswith((".egg-info", ".egg"))
                 continue
             project, _, version = name[: -len(".dist-info")].partition("-")
-            key = re.sub(r"[-_.]+", "-", project).lower()
+            key = _SEPARATORS.sub("-", project).lower()
             if key in wanted and key not in found and version:
                 found[key] = version
     if eggs and len(found) < len(wanted):
@@ -227,15 +236,23 @@ def _gpus(nvml: _gpu.Nvml | None) -> list[dict[str, Any]]:
 
 
 def _git(cwd: Path, *commands: list[str]) -> list[str | None]:
-    """Run git commands side by side (a fork of a large process is slow); the output of each, or None."""
+    """Run git commands side by side; the output of each, or None.
+
+    Forking a training process (gigabytes mapped) takes milliseconds per child: the commands run at once,
+    and with an absolute executable, no ``cwd`` and ``close_fds=False`` subprocess may use posix_spawn
+    instead (Python's own descriptors are not inheritable, so nothing leaks into git).
+    """
+    git = shutil.which("git")
+    if git is None:
+        return [None] * len(commands)
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
     running: list[subprocess.Popen[str] | None] = []
     for args in commands:
         try:
             running.append(
                 subprocess.Popen(
-                    ["git", *args],
-                    cwd=cwd,
+                    [git, "-C", str(cwd), *args],
+                    close_fds=False,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
