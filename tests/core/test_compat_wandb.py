@@ -174,8 +174,8 @@ def test_resume_modes(tmp_path: Path) -> None:
     with pytest.raises(wandb.Error, match="must"):
         wandb.init(project="p", id="unknown", dir=tmp_path, mode="offline", resume="must")
     again = wandb.init(project="p", id="run-1", dir=tmp_path, mode="offline", resume="allow", config={"b": 2})
-    assert again.resumed and again.id == "run-1"
-    again.log({"x": 2.0}, step=1)
+    assert again.resumed and again.id == "run-1" and again.step == 1  # goes on after the last step
+    again.log({"x": 2.0})
     again.finish()
     reader = _read(tmp_path)
     assert reader.config == {"a": 1, "b": 2}

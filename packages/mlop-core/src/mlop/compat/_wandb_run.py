@@ -131,7 +131,9 @@ class Run:
         self.config = Config(op)
         self.summary = Summary(self)
         self._metrics = MetricRules()
-        self._step = 0
+        # A resumed run goes on after its last step, as wandb's does.
+        start = getattr(op, "_step", 0)
+        self._step = start if isinstance(start, int) else 0
         self._saved: list[tuple[str, str | None]] = []
         self._artifacts: list[Artifact] = []
         self._finished = False
@@ -324,7 +326,9 @@ class Run:
             else:
                 artifact.add_file(path)
         self._artifacts.append(artifact)
-        log_at(self._op, {f"artifacts/{artifact.name}": artifact.to_mlop(aliases)}, max(self._step - 1, 0))
+        log_at(
+            self._op, {f"artifacts/{artifact.name}": artifact.to_mlop(aliases, tags)}, max(self._step - 1, 0)
+        )
         return artifact
 
     def use_artifact(self, *args: Any, **kwargs: Any) -> Any:

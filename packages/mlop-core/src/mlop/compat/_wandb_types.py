@@ -241,7 +241,9 @@ class Artifact:
     def add(self, obj: Any, name: str) -> None:
         raise _unsupported("wandb.Artifact.add", "log the object with run.log instead")
 
-    def to_mlop(self, aliases: Sequence[str] | None = None) -> mlop.Artifact:
+    def to_mlop(
+        self, aliases: Sequence[str] | None = None, tags: Sequence[str] | None = None
+    ) -> mlop.Artifact:
         """The :class:`mlop.Artifact` that holds the files added so far.
 
         Raises:
@@ -255,6 +257,7 @@ class Artifact:
             "description": self.description,
             "metadata": jsonable(self.metadata),
             "aliases": list(aliases or []),
+            "tags": list(tags or []),
         }
         return mlop.Artifact(self._staging, caption=self.name, metadata=metadata)
 

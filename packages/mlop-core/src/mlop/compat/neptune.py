@@ -420,6 +420,12 @@ def _autoenable() -> None:
             enable()
         except ImportError:
             logger.warning("mlop.compat.neptune: %s is set but neptune-scale is not installed", COMPAT_ENV)
+    elif value not in ("", "0", "false", "no", "off"):
+        logger.warning(
+            "mlop.compat.neptune: %s=%r is not understood (use 1 or mlop-only); Neptune is not patched",
+            COMPAT_ENV,
+            value,
+        )
 
 
 _autoenable()
