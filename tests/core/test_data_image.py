@@ -224,3 +224,15 @@ def test_import_mlop_loads_neither_numpy_nor_pillow() -> None:
     code = "import sys, mlop; print(sorted({'numpy', 'PIL'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_torch_tensors_without_their_plugin(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    chw = torch.rand(3, 8, 10, requires_grad=True)
+    half = torch.linspace(0, 1, 16, dtype=torch.bfloat16).reshape(4, 4)
+    _run, rows = _log(tmp_path, {"chw": mlop.Image(chw), "bf16": mlop.Image(half)})
+    by_key = {r["key"]: r for r in rows}
+    expected = np.rint(chw.detach().numpy().astype(np.float64).transpose(1, 2, 0) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(_pixels(by_key["chw"]["path"]), expected)
+    assert _pixels(by_key["bf16"]["path"]).shape == (4, 4)
+    assert sum(mlop.Histogram(torch.arange(10.0), bins=2).to_dict()["freq"]) == 10

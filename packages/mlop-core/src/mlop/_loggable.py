@@ -42,7 +42,7 @@ class MediaSink:
         run_dir: the run directory; files go under its ``media`` folder.
         add: how items reach the store (the writer's ``add``).
         max_pending: the bytes of deferred work allowed to wait in memory.
-        workers: background threads encoding media.
+        workers: background threads encoding media (by default 2, or 4 with 8 cores or more).
     """
 
     def __init__(
@@ -50,13 +50,14 @@ class MediaSink:
         run_dir: Path,
         add: Callable[[str, Any], None],
         max_pending: int = DEFAULT_MAX_PENDING,
-        workers: int = 2,
+        workers: int | None = None,
     ) -> None:
         self.media_dir = run_dir / "media"
         self.run_dir = run_dir
         self.add = add
         self.max_pending = max_pending
-        self._workers = workers
+        # Two threads, four on machines with eight cores or more: encoding must not crowd out training.
+        self._workers = workers or max(2, min(4, (os.cpu_count() or 2) // 2))
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)

@@ -97,6 +97,15 @@ def as_array(data: Any, what: str) -> npt.NDArray[Any]:
         converted = _hooks.convert(data)
         if isinstance(converted, np.ndarray):
             return converted
+    if all(hasattr(data, name) for name in ("detach", "cpu", "numpy")):  # a tensor, without its plugin
+        try:
+            tensor = data.detach().cpu()
+            try:
+                return np.asarray(tensor.numpy())
+            except TypeError:  # a dtype numpy lacks (bfloat16): widen it first
+                return np.asarray(tensor.float().numpy())
+        except Exception as exc:  # broad: a foreign tensor type may raise anything
+            raise TypeError(f"{what} could not turn a {type(data).__name__} into an array: {exc}") from exc
     if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
         try:
             return np.asarray(data)
