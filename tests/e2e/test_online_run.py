@@ -264,3 +264,26 @@ def test_an_online_run_in_this_process_leaves_nothing_open(online: Any, tmp_path
     server_run = online.server_run("inproc")
     assert online.steps(server_run["id"], "x") == list(range(100))
     assert server_run["status"] == "COMPLETED"
+
+
+def test_resume_from_another_directory_by_external_id_or_number(online: Any, tmp_path: Path) -> None:
+    first = """
+        run = mlop.init(project="resumes", run_id="rs-1", dir=sys.argv[1])
+        run.log({"x": 0.0}, step=0)
+        run.finish()
+    """
+    online.run(first)
+    run_id = online.server_run("resumes")["id"]
+    for index, (rid, step) in enumerate((("rs-1", 100), (str(run_id), 200))):
+        elsewhere = tmp_path / f"machine{index}"
+        body = f"""
+            run = mlop.init(project="resumes", run_id={rid!r}, resume=True, dir={str(elsewhere)!r})
+            run.log({{"x": {step}.0}}, step={step})
+            run.finish()
+            print("URL", run.url)
+        """
+        out = online.run(body)
+        assert out.stdout.strip().endswith(f"/api/runs/{run_id}")
+    run = online.server_run("resumes")
+    assert online.steps(run_id, "x") == [0, 100, 200]
+    assert run["status"] == "COMPLETED" and run["externalId"] == "rs-1"
