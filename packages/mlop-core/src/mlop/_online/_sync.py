@@ -124,6 +124,8 @@ def sync_run(run_dir: Path, options: Options, out: IO[str] = sys.stderr, transpo
             return True
         with _Progress(label, uploader.store_path, out):
             complete = uploader.run()
+        if uploader.failures:
+            out.write(f"{label}: the server refused {uploader.failures} part(s) for good (table failures)\n")
         url = (uploader.store.meta().get("server") or {}).get("url")
         if complete:
             out.write(f"{label}: sent{f' ({url})' if url else ''}\n")

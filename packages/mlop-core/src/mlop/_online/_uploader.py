@@ -226,7 +226,7 @@ class Uploader:
             "projectName": self.server.project,
         }
         self.store.set_meta({"server": info})
-        self.notify({"event": "run", **info, "resumed": bool(answer.get("resumed")), "answer": answer})
+        self.notify({"event": "run", **info, "resumed": bool(answer.get("resumed"))})
         return True
 
     def _resume(self, deadline: float | None) -> Any:
@@ -311,7 +311,12 @@ class Uploader:
         self.cancelled = True
         logger.warning("mlop: run %s was cancelled on the server; stopping", self.server.run_name)
         self.stop.set()
-        metadata = {"type": "Cancelled", "message": "the run was cancelled on the server", "frames": []}
+        metadata = {
+            "type": "Cancelled",
+            "message": "the run was cancelled on the server",
+            "frames": [],
+            "trace": "",
+        }
         try:
             self.server.status(
                 "CANCELLED", metadata, f"{self.upload_id}-cancel", deadline=time.monotonic() + 10.0
@@ -520,6 +525,13 @@ def main(argv: list[str] | None = None) -> int:
     except Busy as exc:
         logger.error("mlop: %s", exc)
     finally:
+        if uploader.failures > 1:
+            logger.error(
+                "mlop: the server refused %d parts of run %s in all; see the failures table of %s",
+                uploader.failures,
+                uploader.server.run_name,
+                uploader.store_path,
+            )
         _emit({"event": "done", "complete": complete, "cancelled": uploader.cancelled})
         uploader.close()
     return 0
