@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import mlop
+from mlop._loggable import MediaSink
 
 
 def _data(tmp_path: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,3 +115,25 @@ def test_bad_input_fails_when_the_value_is_made(
 ) -> None:
     with pytest.raises(error, match=message):
         mlop.Histogram(*args)
+
+
+FIXTURE = Path(__file__).parents[1] / "server" / "fixtures" / "original-client-session.jsonl"
+
+
+def test_the_original_clients_data_lines_are_what_these_types_make(tmp_path: Path) -> None:
+    """The histogram and table of the recorded session (protocol.md, "A real session"), rebuilt."""
+    requests = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    lines = [
+        json.loads(line)
+        for request in requests
+        if request["path"] == "/ingest/data"
+        for line in request["body"].splitlines()
+    ]
+    by_type = {line["dataType"]: json.loads(line["data"]) for line in lines}
+    histogram = mlop.Histogram([1, 2, 2, 3, 3, 3], bins=3)
+    table = mlop.Table([[1, "cat"], [2, "dog"]], columns=["id", "label"])
+    assert by_type == {"HISTOGRAM": histogram.to_dict(), "TABLE": table.to_dict()}
+    sink = MediaSink(tmp_path, lambda kind, item: None)
+    for value, data_type in ((histogram, "HISTOGRAM"), (table, "TABLE")):
+        [(kind, (_step, _time, _key, stored_type, payload))] = value.mlop_items(sink, "k", 0, 0.0, None)
+        assert (kind, stored_type, payload) == ("data", data_type, value.to_dict())
