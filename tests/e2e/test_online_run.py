@@ -39,6 +39,8 @@ print("err line", file=sys.stderr)
 run.add_tags(["second", "group:ablation"])
 run.update_config({"model": {"width": 64}, "epochs": 3})
 run.alert("loss plateaued", title="plateau", level="warning")
+run.log_graph({"format": "torch", "nodes": {".": {"type": "Net", "depth": 0},
+                                            "fc": {"type": "Linear", "depth": 1, "params": {"weight": [2, 3]}}}})
 time.sleep(0.6)
 run.finish()
 print("STATUS", run.status, run.url)
@@ -55,6 +57,7 @@ def test_a_complete_online_run_arrives_value_for_value(online: Any) -> None:
     assert run["config"] == {"lr": 0.001, "model": {"depth": 4, "width": 64}, "epochs": 3}
     assert run["systemMetadata"]["python"]["version"]
     assert run["externalId"] == online.run_dir("full").name
+    assert run["graph"]["nodes"]["fc"] == {"type": "Linear", "depth": 1, "params": {"weight": [2, 3]}}
 
     loss = online.api.get(f"/api/runs/{run_id}/metrics", params={"key": "train/loss"}).json()
     assert [p["step"] for p in loss] == list(range(40))
