@@ -39,8 +39,8 @@ print("err line", file=sys.stderr)
 run.add_tags(["second", "group:ablation"])
 run.update_config({"model": {"width": 64}, "epochs": 3})
 run.alert("loss plateaued", title="plateau", level="warning")
-run.log_graph({"format": "torch", "nodes": {".": {"type": "Net", "depth": 0},
-                                            "fc": {"type": "Linear", "depth": 1, "params": {"weight": [2, 3]}}}})
+fc = {"type": "Linear", "depth": 1, "params": {"weight": [2, 3]}}
+run.log_graph({"format": "torch", "nodes": {".": {"type": "Net", "depth": 0}, "fc": fc}})
 time.sleep(0.6)
 run.finish()
 print("STATUS", run.status, run.url)
