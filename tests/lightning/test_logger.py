@@ -331,3 +331,22 @@ def test_pytorch_lightning_namespace(tmp_path: Path) -> None:
     assert run.status == "COMPLETED" and run.config == {"width": 4}
     assert [step for step, _ in _series(run, "loss")] == [0, 1, 2, 3]
     assert len(list(run.media("model"))) == 1
+
+
+def test_lightning_logs_the_model_graph_once_and_watch_delegates_to_the_run(
+    tmp_path: Path, tiny: Any, data: Callable[..., Any], trainer_for: Callable[..., Any]
+) -> None:
+    logger = MlopLogger(project="graph", dir=tmp_path)
+    model = tiny()
+    assert logger.watch(model, log="all", log_freq=1, log_graph=False) is not None
+    trainer = trainer_for(logger, max_epochs=1)
+    trainer.fit(model, data())  # Lightning calls log_graph(model) at the start of each stage
+    trainer.test(model, data(batches=1))
+
+    graph = mlop.open_run(logger.log_dir).graph
+    assert graph is not None and graph["format"] == "torch"
+    assert graph["nodes"]["."]["type"] == "TinyModule"
+    assert graph["nodes"]["layer"]["params"] == {"weight": [1, 4], "bias": [1]}
+    histograms = {(d["key"], d["step"]) for d in mlop.open_run(logger.log_dir).data()}
+    assert {key for key, _ in histograms} >= {"grad/layer.weight", "param/layer.weight"}
+    assert {step for _, step in histograms} <= set(range(4))  # at the training steps of the one epoch
