@@ -4,6 +4,7 @@ TensorBoard's own reader (EventAccumulator) value for value."""
 from __future__ import annotations
 
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,29 @@ def test_no_event_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "no TensorBoard event files" in capsys.readouterr().out
     assert main(["import", "tensorboard", str(tmp_path / "missing")]) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_hparams_become_config_and_the_rest_is_reported(tmp_path: Path) -> None:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "logs" / "run"))
+    writer.add_hparams({"lr": 0.1, "batch": 32, "opt": "adam", "nesterov": True}, {"hparam/acc": 0.9})
+    with warnings.catch_warnings():  # add_graph traces with torch.jit.trace, which torch now deprecates
+        warnings.simplefilter("ignore", DeprecationWarning)
+        writer.add_graph(torch.nn.Linear(2, 2), torch.zeros(1, 2))
+    writer.close()
+
+    results = {r.name: r for r in import_tensorboard(tmp_path / "logs", project="tb", dir=tmp_path / "out")}
+    assert results["run"].skipped["graph"] == 1
+    (hparams_run,) = [r for name, r in results.items() if name != "run"]  # add_hparams writes a sub-run
+    assert hparams_run.counts == {"hparams": 1, "scalar": 1}
+    run = _run_for(tmp_path / "out", hparams_run.name)
+    config = run.config
+    assert {k: config[k] for k in ("lr", "batch", "opt", "nesterov")} == {
+        "lr": 0.1,
+        "batch": 32,
+        "opt": "adam",
+        "nesterov": True,
+    }
+    assert [m["value"] for m in run.metrics("hparam/acc")] == pytest.approx([0.9])

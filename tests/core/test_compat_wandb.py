@@ -257,3 +257,28 @@ def test_all_lists_the_public_names(name: str) -> None:
         and v.__module__.startswith("mlop.compat")
     }
     assert defined <= set(module.__all__), sorted(defined - set(module.__all__))
+
+
+def test_media_types_take_wandbs_arguments(tmp_path: Path) -> None:
+    import numpy as np
+
+    run = wandb.init(project="p", dir=tmp_path, mode="offline")
+    frames = np.zeros((4, 3, 8, 8), dtype=np.uint8)  # wandb's (T, C, H, W)
+    counts, edges = np.histogram(np.arange(100), bins=4)
+    wandb.log(
+        {
+            "clip": wandb.Video(frames, caption="clip", format="gif"),
+            "tone": wandb.Audio(np.zeros(800, dtype=np.float32), sample_rate=8000, caption="hush"),
+            "gray": wandb.Image(np.full((4, 4), 200, dtype=np.uint8), mode="L"),
+            "dist": wandb.Histogram(np_histogram=(counts, edges)),
+            "frame": wandb.Table(data=[[1, 2.5]], columns=["a", "b"]),
+        }
+    )
+    run.finish()
+    reader = _read(tmp_path)
+    types = {m["key"]: (m["type"], Path(m["path"]).suffix) for m in reader.media()}
+    assert types == {"clip": ("VIDEO", ".gif"), "tone": ("AUDIO", ".wav"), "gray": ("IMAGE", ".png")}
+    (dist,) = reader.data("dist")
+    assert dist["value"]["freq"] == [25, 25, 25, 25]
+    (frame,) = reader.data("frame")
+    assert frame["value"]["table"] == [[1, 2.5]]

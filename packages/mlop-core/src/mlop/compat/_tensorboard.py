@@ -102,7 +102,7 @@ class _Converter:
 
         kind = value.kind
         try:
-            if kind == "scalar":
+            if kind in ("scalar", "hparams"):
                 return value.value
             if kind == "histogram":
                 return mlop.Histogram(value.value)
@@ -151,7 +151,10 @@ def _log_file(
             converted = converter.convert(value)
             if converted is None:
                 continue
-            data[value.tag] = converted
+            if value.kind == "hparams":
+                run.update_config(converted)
+            else:
+                data[value.tag] = converted
             result.counts[value.kind] += 1
         if not data:
             continue

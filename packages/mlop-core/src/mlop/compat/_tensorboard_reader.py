@@ -212,7 +212,8 @@ class EventValue:
 
     ``kind`` is ``scalar`` (a float), ``histogram`` (``(counts, edges)``), ``images`` (a list of encoded
     images), ``audio`` (a list of encoded sounds; ``extra`` holds the sample rate), ``text`` (a string, or a
-    list of rows of strings) or ``other`` (a value the importer skips; ``extra`` says what it was).
+    list of rows of strings), ``hparams`` (a dict of hyperparameters) or ``other`` (a value the importer
+    skips; ``extra`` says what it was).
     """
 
     tag: str
@@ -282,7 +283,7 @@ def _text(tensor: Tensor) -> Any:
 def _value(buf: memoryview, plugins: dict[str, str]) -> EventValue | None:
     tag = ""
     plugin = None
-    simple = histo = image = audio = tensor = None
+    simple = histo = image = audio = tensor = content = None
     for number, _wire, value in _fields(buf):
         if number == 1:
             tag = bytes(value).decode("utf-8", "replace")
@@ -299,9 +300,11 @@ def _value(buf: memoryview, plugins: dict[str, str]) -> EventValue | None:
         elif number == 9:
             for n, _w, data in _fields(value):
                 if n == 1:
-                    plugin = next(
-                        (bytes(v).decode("utf-8", "replace") for f, _, v in _fields(data) if f == 1), None
-                    )
+                    for f, _, v in _fields(data):
+                        if f == 1:
+                            plugin = bytes(v).decode("utf-8", "replace")
+                        elif f == 2:
+                            content = v
     if plugin:
         plugins[tag] = plugin
     plugin = plugins.get(tag, plugin)
@@ -323,8 +326,48 @@ def _value(buf: memoryview, plugins: dict[str, str]) -> EventValue | None:
             elif f == 4:
                 encoded = bytes(v)
         return EventValue(tag, "audio", [encoded], rate)
+    if plugin == "hparams" and content is not None:
+        hparams = _hparams(content)
+        if hparams is not None:
+            return EventValue(tag, "hparams", hparams)
     if tensor is not None:
         return _tensor_value(tag, plugin, _tensor(tensor))
+    if plugin and plugin != "hparams":
+        return EventValue(tag, "other", None, f"{plugin} data")
+    return None
+
+
+def _struct_value(buf: memoryview) -> Any:
+    """A ``google.protobuf.Value``: a number, string, bool or None (lists and structs as None)."""
+    for number, _wire, value in _fields(buf):
+        if number == 2:
+            number_value = struct.unpack("<d", value)[0]
+            return (
+                int(number_value) if number_value.is_integer() and abs(number_value) < 2**53 else number_value
+            )
+        if number == 3:
+            return bytes(value).decode("utf-8", "replace")
+        if number == 4:
+            return bool(value)
+    return None
+
+
+def _hparams(content: memoryview) -> dict[str, Any] | None:
+    """The hyperparameters of an hparams plugin's ``session_start_info`` (what ``add_hparams`` writes)."""
+    for number, _wire, value in _fields(content):
+        if number != 3:  # session_start_info; the experiment (2) and session_end_info (4) hold no values
+            continue
+        out: dict[str, Any] = {}
+        for n, _w, entry in _fields(value):
+            if n == 1:  # map<string, Value> hparams
+                key, item = "", None
+                for f, _, v in _fields(entry):
+                    if f == 1:
+                        key = bytes(v).decode("utf-8", "replace")
+                    elif f == 2:
+                        item = _struct_value(v)
+                out[key] = item
+        return out
     return None
 
 
@@ -343,6 +386,10 @@ def _tensor_value(tag: str, plugin: str | None, tensor: Tensor) -> EventValue:
     if plugin in (None, "scalars") and tensor.dtype != DT_STRING and len(tensor.values) == 1:
         return EventValue(tag, "scalar", float(tensor.values[0]))
     return EventValue(tag, "other", None, f"{plugin or 'tensor'} data")
+
+
+#: Event fields that hold something other than a summary: reported as skipped.
+_NOT_SUMMARIES: Final = {4: "graph", 8: "run metadata", 9: "meta graph"}
 
 
 def parse_event(record: bytes, plugins: dict[str, str]) -> TensorBoardEvent | None:
@@ -365,6 +412,8 @@ def parse_event(record: bytes, plugins: dict[str, str]) -> TensorBoardEvent | No
                     decoded = _value(data, plugins)
                     if decoded is not None:
                         values.append(decoded)
+        elif number in _NOT_SUMMARIES:
+            values.append(EventValue("", "other", None, _NOT_SUMMARIES[number]))
     return TensorBoardEvent(wall_time, step, values) if values else None
 
 
