@@ -282,3 +282,19 @@ def test_media_types_take_wandbs_arguments(tmp_path: Path) -> None:
     assert dist["value"]["freq"] == [25, 25, 25, 25]
     (frame,) = reader.data("frame")
     assert frame["value"]["table"] == [[1, 2.5]]
+
+
+def test_define_metric_summaries(tmp_path: Path) -> None:
+    run = wandb.init(project="p", dir=tmp_path, mode="offline")
+    run.define_metric("loss", summary="min,mean,first,last")
+    run.define_metric("acc", summary="best", goal="maximize")
+    with pytest.raises(ValueError, match="median"):
+        run.define_metric("x", summary="median")
+    for value in (3.0, 1.0, 2.0):
+        run.log({"loss": value, "acc": -value})
+    assert run.summary["loss"] == 2.0  # the last value, as in wandb
+    run.finish()
+    assert _read(tmp_path).config["summary"] == {
+        "loss": {"min": 1.0, "mean": 2.0, "first": 3.0, "last": 2.0},
+        "acc": {"max": -1.0},
+    }

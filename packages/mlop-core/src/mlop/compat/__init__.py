@@ -44,10 +44,10 @@ def log_at(run: Any, data: Mapping[str, Any], step: int, timestamp: float | None
     """
     counter = getattr(run, "_step", None)
     if not isinstance(counter, int):  # a run that does nothing (disabled mode, another rank)
-        run.log(dict(data), step=step, timestamp=timestamp)
+        run.log(data if type(data) is dict else dict(data), step=step, timestamp=timestamp)
         return
     run._step = min(counter, step)
     try:
-        run.log(dict(data), step=step, timestamp=timestamp)
+        run.log(data if type(data) is dict else dict(data), step=step, timestamp=timestamp)
     finally:
         run._step = max(counter, step + 1)

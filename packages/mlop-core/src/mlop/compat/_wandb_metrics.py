@@ -63,6 +63,7 @@ class MetricRules:
         self._rules: dict[str, Metric] = {}
         self._last: dict[str, float] = {}
         self._stats: dict[str, _Stats] = {}
+        self._step_metrics: set[str] = set()
 
     def define(
         self,
@@ -88,6 +89,8 @@ class MetricRules:
         step = step_metric.name if isinstance(step_metric, Metric) else step_metric
         metric = Metric(name, step, kinds, goal, hidden)
         self._rules[name] = metric
+        if step:
+            self._step_metrics.add(step)
         return metric
 
     def _rule(self, key: str) -> Metric | None:
@@ -99,9 +102,16 @@ class MetricRules:
                 return candidate
         return None
 
-    def observe(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Remember the numbers of a log call (for step metrics and aggregates); returns the call's values."""
+    @property
+    def active(self) -> bool:
+        """Whether any rule was defined (without one, a log call needs no work here)."""
+        return bool(self._rules)
+
+    def observe(self, values: Mapping[str, Any]) -> None:
+        """Remember the numbers of a log call that step metrics and aggregates need."""
         for key, value in values.items():
+            if key not in self._step_metrics and self._rule(key) is None:
+                continue
             number = _number(value)
             if number is None:
                 continue
@@ -113,7 +123,6 @@ class MetricRules:
                     self._stats[key] = _Stats(number, number, number, number, number, 1)
                 else:
                     stats.add(number)
-        return dict(values)
 
     def split(self, values: Mapping[str, Any], step: int) -> dict[int, dict[str, Any]]:
         """Group a log call's values by the step each is stored at.

@@ -245,12 +245,15 @@ class Run:
         else:
             target = self._step
             advance = commit is not False
-        values = dict(data)
-        self.summary._observe(self._metrics.observe(values))
-        by_step = self._metrics.split(values, target)
-        for at, part in by_step.items():
-            if part:
-                log_at(self._op, part, at)
+        values = data if type(data) is dict else dict(data)
+        self.summary._observe(values)
+        if self._metrics.active:
+            self._metrics.observe(values)
+            for at, part in self._metrics.split(values, target).items():
+                if part:
+                    log_at(self._op, part, at)
+        else:
+            log_at(self._op, values, target)
         if advance and target >= self._step:
             self._step = target + 1
 
