@@ -94,3 +94,35 @@ def test_a_value_that_fails_to_encode_is_skipped_and_the_rest_stored(tmp_path: P
     sink.close()
     assert added == ["ok"]
     assert sink.pending_bytes == 0
+
+
+def test_items_reach_the_store_in_the_order_they_were_logged(tmp_path: Path) -> None:
+    added: list[Any] = []
+    sink = MediaSink(tmp_path, lambda kind, item: added.append(item), workers=2)
+    first_may_finish = threading.Event()
+
+    def first() -> Items:
+        first_may_finish.wait(10)
+        return [("data", 0)]
+
+    sink.defer(first)
+    for number in range(1, 6):
+        sink.defer(lambda number=number: [("data", number)])
+    time.sleep(0.3)
+    assert added == []  # done, but waiting behind the first
+    first_may_finish.set()
+    sink.close()
+    assert added == [0, 1, 2, 3, 4, 5]
+
+
+def test_media_rows_read_back_in_logging_order(tmp_path: Path) -> None:
+    run = mlop.init(dir=tmp_path, mode="offline", disable_system_metrics=True, disable_console=True)
+    big = np.random.default_rng(0).integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
+    run.log({"slow": mlop.Video(big, format="gif"), "fast": mlop.Text("quick")})
+    for step in range(1, 6):
+        run.log({"img": mlop.Image(np.full((4, 4), step, dtype=np.uint8))})
+    run.finish()
+    reader = mlop.open_run(run.dir)
+    rows = [(r["key"], r["step"]) for r in reader.media()]
+    reader.close()
+    assert rows == [("slow", 0), ("fast", 0)] + [("img", s) for s in range(1, 6)]

@@ -36,7 +36,8 @@ class MediaSink:
     Heavy work (encoding an image or a video) goes through :meth:`defer`, so that the training thread
     pays only for a copy of the data. The copies waiting for a worker are bounded by ``max_pending``
     bytes: past that, :meth:`defer` waits for the workers (back-pressure), so a loop that logs media
-    faster than it can be encoded slows down instead of filling memory.
+    faster than it can be encoded slows down instead of filling memory. Items reach the store in the
+    order their work was deferred, whichever worker finishes first.
 
     Args:
         run_dir: the run directory; files go under its ``media`` folder.
@@ -63,6 +64,11 @@ class MediaSink:
         self._room = threading.Condition(self._lock)
         self._pending = 0
         self._warned = False
+        # In-order delivery: work gets a ticket; finished items wait in _done until their turn.
+        self._tickets = 0
+        self._turn = 0
+        self._done: dict[int, Items] = {}
+        self._emit_lock = threading.Lock()
 
     def defer(self, work: Callable[[], Items], size: int = 0) -> None:
         """Run ``work`` on a background thread and add the items it returns.
@@ -83,26 +89,41 @@ class MediaSink:
                 while self._pending and self._pending + size > self.max_pending:
                     self._room.wait()
             self._pending += size
+            ticket = self._tickets
+            self._tickets += 1
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="mlop-media")
             pool = self._pool
-        pool.submit(self._run, work, size)
+        pool.submit(self._run, work, size, ticket)
 
     @property
     def pending_bytes(self) -> int:
         """The bytes of deferred work not run yet."""
         return self._pending
 
-    def _run(self, work: Callable[[], Items], size: int) -> None:
+    def _run(self, work: Callable[[], Items], size: int, ticket: int) -> None:
+        items: Items = []
         try:
-            for kind, item in work():
-                self.add(kind, item)
+            items = work()
         except Exception:  # broad: a value that fails to encode is reported and skipped, never raised
             logger.exception("mlop could not encode a logged value; it was skipped")
         finally:
             with self._room:
                 self._pending -= size
                 self._room.notify_all()
+            self._deliver(ticket, items)
+
+    def _deliver(self, ticket: int, items: Items) -> None:
+        """Add the items of every finished ticket whose predecessors are all in, in ticket order."""
+        with self._emit_lock:
+            self._done[ticket] = items
+            while self._turn in self._done:
+                for kind, item in self._done.pop(self._turn):
+                    try:
+                        self.add(kind, item)
+                    except Exception:  # broad: one item the store refuses must not hold back the rest
+                        logger.exception("mlop could not store a logged value; it was skipped")
+                self._turn += 1
 
     def close(self) -> None:
         """Wait for deferred work to finish."""

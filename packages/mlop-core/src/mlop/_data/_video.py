@@ -132,7 +132,8 @@ class Video(Media):
         rate: frames per second (default 30). Also taken as ``fps``.
         caption: shown with the video; also names the uploaded file.
         format: ``"gif"`` or ``"mp4"`` for frames; by default MP4 when the optional encoder
-            (imageio-ffmpeg, in ``mlop-core[media]``) is installed, else GIF.
+            (imageio-ffmpeg, in ``mlop-core[media]``) is installed, else GIF. A GIF shows identical
+            consecutive frames as one frame of their summed duration (pillow merges them).
 
     Raises:
         FileNotFoundError: ``data`` is a path with no file.
