@@ -119,6 +119,8 @@ class UploaderHandle:
                 "trace": "",
             }
             self._op._end("CANCELLED", metadata)
+        elif kind == "log":
+            logger.log(int(event.get("level", logging.WARNING)), "%s", event.get("message", ""))
         elif kind == "done":
             self.outcome = event
 

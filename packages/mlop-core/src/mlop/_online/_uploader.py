@@ -126,7 +126,7 @@ class Uploader:
         options: Options,
         *,
         once: bool = False,
-        notify: Callable[[dict[str, Any]], None] | None = None,
+        notify: Callable[[dict[str, Any]], object] | None = None,
         transport: Any = None,
     ) -> None:
         self.run_dir = Path(run_dir)
@@ -468,12 +468,30 @@ class Uploader:
 # -- the process --------------------------------------------------------------------------------------
 
 
-def _emit(event: dict[str, Any]) -> None:
-    try:
-        sys.stdout.write(json.dumps(event) + "\n")
-        sys.stdout.flush()
-    except (OSError, ValueError):  # the training process is gone: nobody to tell
-        pass
+_emit_lock = threading.Lock()
+
+
+def _emit(event: dict[str, Any]) -> bool:
+    """Send an event to the training process; False when it is gone."""
+    line = json.dumps(event) + "\n"
+    with _emit_lock:
+        try:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        except (OSError, ValueError):  # the training process is gone: nobody to tell
+            return False
+    return True
+
+
+class _Relay(logging.Handler):
+    """Hands the uploader's messages to the training process, which logs them where its user looks (a
+    notebook's cell, say); writes them to stderr itself once that process is gone."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if not _emit({"event": "log", "level": record.levelno, "message": message}):
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(message + "\n")
 
 
 def _watch_parent(uploader: Uploader, parent: int) -> None:
@@ -511,7 +529,10 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(_NICE)  # when CPUs are short, the training loop goes first; the uploader catches up
     parent = os.getppid()
     options = Options.from_json(sys.stdin.readline())
-    logging.basicConfig(level=options.debug_level, format="%(message)s", stream=sys.stderr)
+    relay = _Relay()
+    relay.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(relay)
+    logging.getLogger().setLevel(options.debug_level)
     for noisy in ("httpx", "httpcore", "hpack", "h2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     uploader = Uploader(args[0], options, notify=_emit)
