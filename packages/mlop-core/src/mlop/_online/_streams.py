@@ -473,16 +473,17 @@ STREAMS: Final[tuple[type[Stream], ...]] = (MetricsStream, DataStream, LogsStrea
 def pending_items(store: Store) -> tuple[int, int]:
     """How many items of the uploaded kinds the store holds, and how many of them are acknowledged."""
     acks = store.acks()
+    db = store._db  # aggregate queries the Store class has no method for
     total = done = 0
     for stream in STREAMS:
         a_seq, a_n = acks.get(stream.name, (0, 0))
         marks = ",".join("?" * len(stream.kinds))
-        for seq, count in store._db.execute(
-            f"SELECT seq, count FROM records WHERE kind IN ({marks})", stream.kinds
-        ):
-            total += count
-            if seq < a_seq:
-                done += count
-            elif seq == a_seq:
-                done += min(a_n, count)
-    return total, done
+        where = f"FROM records WHERE kind IN ({marks})"
+        total += db.execute(f"SELECT COALESCE(SUM(count), 0) {where}", stream.kinds).fetchone()[0]
+        done += db.execute(
+            f"SELECT COALESCE(SUM(count), 0) {where} AND seq < ?", (*stream.kinds, a_seq)
+        ).fetchone()[0]
+        row = db.execute(f"SELECT count {where} AND seq = ?", (*stream.kinds, a_seq)).fetchone()
+        if row is not None:
+            done += min(a_n, row[0])
+    return int(total), int(done)
