@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mlop_server.testing import ServerProcess
@@ -290,3 +291,32 @@ def test_resume_from_another_directory_by_external_id_or_number(online: Any, tmp
     run = online.server_run("resumes")
     assert online.steps(run_id, "x") == [0, 100, 200]
     assert run["status"] == "COMPLETED" and run["externalId"] == "rs-1"
+
+
+def test_the_heartbeat_keeps_a_quiet_run_alive(online: Any, tmp_path: Path) -> None:
+    from mlop_server.testing import ServerProcess as Server
+
+    strict = ["--heartbeat-timeout", "1.5", "--reap-interval", "0.2"]
+    with Server(tmp_path / "strict", extra_args=strict) as server:
+        body = """
+            run = mlop.init(project="quiet", dir=sys.argv[1])
+            run.log({"x": 1.0})
+            print("STARTED", flush=True)
+            while not os.path.exists("go"):
+                time.sleep(0.05)
+            run.finish()
+        """
+        proc = online.spawn(body, env=online.env(server.url, MLOP_API_TOKEN=server.key))
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("STARTED")
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as api:
+            (run,) = api.get("/api/runs", params={"project": "quiet"}).json()
+            first_seen = api.get(f"/api/runs/{run['id']}").json()["lastSeen"]
+            deadline = time.monotonic() + 30
+            while api.get(f"/api/runs/{run['id']}").json()["lastSeen"] < first_seen + 3000:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)  # twice the server's silence limit, with no data logged
+            assert api.get(f"/api/runs/{run['id']}").json()["status"] == "RUNNING"
+            (online.tmp / "go").touch()
+            proc.communicate(timeout=60)
+            assert api.get(f"/api/runs/{run['id']}").json()["status"] == "COMPLETED"
