@@ -57,7 +57,7 @@ def test_concurrent_clients(
 ) -> None:
     shared = new_run(project="concurrent")
     own = [new_run(project="concurrent") for _ in range(4)]
-    batches = 20
+    batches = 10
     start = threading.Barrier(8)
 
     def writer(worker: int, run_id: int, key: str) -> None:

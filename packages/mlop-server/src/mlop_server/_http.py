@@ -13,12 +13,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mlop_server._config import ServerConfig
-from mlop_server._errors import BadRequest, Problem, Timeout, TooLarge, Unauthorized, Unsupported
+from mlop_server._errors import BadRequest, NotFound, Problem, Timeout, TooLarge, Unauthorized, Unsupported
 from mlop_server._files import FileStore
 from mlop_server._keys import hash_key
 from mlop_server._storage import ApiKey, Storage
 
-__all__ = ["Context", "Handler", "body", "error_response", "guarded", "json_response", "stream"]
+__all__ = [
+    "Context",
+    "Handler",
+    "body",
+    "content_length",
+    "error_response",
+    "guarded",
+    "json_response",
+    "path_id",
+    "stream",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +110,14 @@ async def stream(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
             raise Timeout(f"the body did not arrive within {idle_timeout:g} s") from None
         if chunk:
             yield chunk
+
+
+def path_id(request: Request, name: str) -> int:
+    """An id from the path (digits by the route's pattern); one too large to exist is a 404."""
+    value: int = request.path_params[name]
+    if value > 2**63 - 1:
+        raise NotFound(f"no {name.replace('_id', '')} {value}")
+    return value
 
 
 def content_length(request: Request) -> int | None:

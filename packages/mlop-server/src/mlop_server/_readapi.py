@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from mlop_server._errors import BadRequest, Forbidden, NotFound
-from mlop_server._http import Context, guarded, json_response
+from mlop_server._http import Context, guarded, json_response, path_id
 from mlop_server._storage import FileRow, Series
 from mlop_server._version import __version__
 
@@ -83,7 +83,7 @@ def read_routes(ctx: Context) -> list[Route]:
 
     async def run_of(request: Request) -> int:
         ctx.authenticate(request)
-        run_id: int = request.path_params["run_id"]
+        run_id = path_id(request, "run_id")
         if await ctx.storage.get_run(run_id) is None:
             raise NotFound(f"run {run_id} does not exist")
         return run_id
@@ -100,7 +100,7 @@ def read_routes(ctx: Context) -> list[Route]:
 
     async def run(request: Request) -> Response:
         ctx.authenticate(request)
-        run_id: int = request.path_params["run_id"]
+        run_id = path_id(request, "run_id")
         found = await ctx.storage.get_run(run_id, detail=True)
         if found is None:
             raise NotFound(f"run {run_id} does not exist")
@@ -161,7 +161,7 @@ def read_routes(ctx: Context) -> list[Route]:
 
     async def content(request: Request) -> Response:
         run_id = await run_of(request)
-        file_id: int = request.path_params["file_id"]
+        file_id = path_id(request, "file_id")
         row = await ctx.storage.get_file(file_id)
         if row is None or row.run_id != run_id or not row.uploaded:
             raise NotFound(f"run {run_id} has no uploaded file {file_id}")
@@ -177,7 +177,7 @@ def read_routes(ctx: Context) -> list[Route]:
         key = ctx.authenticate(request)
         if not key.admin:
             raise Forbidden("cancelling a run needs an admin key")
-        run_id: int = request.path_params["run_id"]
+        run_id = path_id(request, "run_id")
         await ctx.storage.request_cancel(run_id)
         return json_response({"success": True})
 

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from mlop_server import _protocol
 from mlop_server._errors import BadRequest, Conflict, TooLarge, TooMany, Unauthorized
-from mlop_server._http import Context, body, content_length, guarded, json_response, stream
+from mlop_server._http import Context, body, content_length, guarded, json_response, path_id, stream
 from mlop_server._keys import sign_upload, verify_upload
 from mlop_server._ops import Op
 
@@ -121,7 +121,7 @@ def protocol_routes(ctx: Context) -> list[Route]:
             ctx.uploads -= 1
 
     async def _upload(request: Request) -> Response:
-        file_id: int = request.path_params["file_id"]
+        file_id = path_id(request, "file_id")
         query = request.query_params
         try:
             run_id, expires = int(query["run"]), int(query["expires"])

@@ -149,7 +149,13 @@ class _Writer(threading.Thread):
                         stop = True
                         break
                     jobs.append(more)
-                self._commit(conn, jobs)
+                try:
+                    self._commit(conn, jobs)
+                except Exception as exc:  # broad: the writer must outlive any one batch, or every write hangs
+                    logger.exception("the writer failed on a batch of %d requests", len(jobs))
+                    for pending in jobs:
+                        if not pending.future.done():
+                            pending.future.set_exception(exc)
                 with self._lock:
                     self._pending -= len(jobs)
                 if stop:
