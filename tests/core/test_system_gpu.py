@@ -30,8 +30,11 @@ class NVMLError(Exception):
         self.value = value
 
 
-def _fake_nvml(fail_device_1_after: int) -> types.ModuleType:
-    """A stand-in for pynvml: two identical 80 GiB GPUs; device 1 falls off the bus after N readings."""
+def _fake_nvml(fail_device_1_after: int, device_1_is_mig: bool = False) -> types.ModuleType:
+    """A stand-in for pynvml: two identical 80 GiB GPUs; device 1 falls off the bus after N readings.
+
+    With ``device_1_is_mig``, device 1 answers NOT_SUPPORTED for its utilisation, as a MIG-enabled board does.
+    """
     nvml = types.ModuleType("pynvml")
     state: dict[str, Any] = {"reads": 0, "init": 0, "shutdown": 0}
     lock = threading.Lock()
@@ -49,6 +52,8 @@ def _fake_nvml(fail_device_1_after: int) -> types.ModuleType:
         state["shutdown"] += 1
 
     def utilization(handle: int) -> Any:
+        if handle == 1 and device_1_is_mig:
+            raise NVMLError(3)
         if handle == 1:
             with lock:
                 state["reads"] += 1
@@ -100,9 +105,9 @@ def _gpu_rows(run: Any) -> dict[str, list[tuple[int, float]]]:
 
 
 def _run_with_fake_gpus(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_after: int, samples: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_after: int, samples: int, mig: bool = False
 ) -> tuple[Any, types.ModuleType]:
-    fake = _fake_nvml(fail_after)
+    fake = _fake_nvml(fail_after, mig)
     monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
     run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=0.05)
     deadline = time.monotonic() + 30
@@ -159,3 +164,14 @@ def test_a_gpu_that_fails_mid_run_is_warned_about_once_and_skipped(
     assert [step for step, _v in rows["sys/gpu.memory.used.1"]] == device_0[:2]
     warnings = [r for r in caplog.records if "GPU 1" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+def test_a_reading_a_device_does_not_support_is_left_out_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    run, _fake = _run_with_fake_gpus(tmp_path, monkeypatch, fail_after=10**9, samples=3, mig=True)
+    rows = _gpu_rows(run)
+    assert "sys/gpu.utilization.1" not in rows and len(rows["sys/gpu.utilization.0"]) >= 3
+    assert [s for s, _v in rows["sys/gpu.memory.used.1"]] == [s for s, _v in rows["sys/gpu.memory.used.0"]]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -126,36 +126,40 @@ class Nvml:
         return out
 
     def _sample_device(self, index: int, out: dict[str, float]) -> None:
-        nvml = self._nvml
+        """Every reading of one device; any error but NOT_SUPPORTED propagates (the device is gone)."""
         handle = self._handle(index)
-        # The two readings every device has: a failure here means the device is gone.
-        util = nvml.nvmlDeviceGetUtilizationRates(handle)
-        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
         suffix = f".{index}"
-        out["sys/gpu.utilization" + suffix] = float(util.gpu)
-        out["sys/gpu.memory.used" + suffix] = float(memory.used)
-        out["sys/gpu.memory.total" + suffix] = float(memory.total)
-        if memory.total:
-            out["sys/gpu.memory.percentage" + suffix] = 100.0 * memory.used / memory.total
-        self._optional(index, "sys/gpu.temperature", out, self._temperature, handle)
-        self._optional(index, "sys/gpu.power", out, self._power, handle)
-        self._optional(index, "sys/gpu.power.limit", out, self._power_limit, handle)
-        self._optional(index, "sys/gpu.clock.sm", out, self._sm_clock, handle)
-        self._optional(index, "sys/gpu.process.memory.used", out, self._process_memory, handle)
+        util = self._read(index, "utilization", self._nvml.nvmlDeviceGetUtilizationRates, handle)
+        if util is not None:
+            out["sys/gpu.utilization" + suffix] = float(util.gpu)
+        memory = self._read(index, "memory", self._nvml.nvmlDeviceGetMemoryInfo, handle)
+        if memory is not None:
+            out["sys/gpu.memory.used" + suffix] = float(memory.used)
+            out["sys/gpu.memory.total" + suffix] = float(memory.total)
+            if memory.total:
+                out["sys/gpu.memory.percentage" + suffix] = 100.0 * memory.used / memory.total
+        for key, read in (
+            ("sys/gpu.temperature", self._temperature),
+            ("sys/gpu.power", self._power),
+            ("sys/gpu.power.limit", self._power_limit),
+            ("sys/gpu.clock.sm", self._sm_clock),
+            ("sys/gpu.process.memory.used", self._process_memory),
+        ):
+            value = self._read(index, key, read, handle)
+            if value is not None:
+                out[key + suffix] = float(value)
 
-    def _optional(self, index: int, key: str, out: dict[str, float], read: Any, handle: Any) -> None:
-        """Read one value that some devices lack; NOT_SUPPORTED leaves it out for the rest of the run."""
-        if (index, key) in self._unsupported:
-            return
+    def _read(self, index: int, name: str, read: Any, handle: Any) -> Any:
+        """One reading; a device that does not support it (NOT_SUPPORTED) is not asked again: None."""
+        if (index, name) in self._unsupported:
+            return None
         try:
-            value = read(handle)
+            return read(handle)
         except Exception as exc:
             if self._is_not_supported(exc):
-                self._unsupported.add((index, key))
-                return
+                self._unsupported.add((index, name))
+                return None
             raise
-        if value is not None:
-            out[f"{key}.{index}"] = float(value)
 
     def _temperature(self, handle: Any) -> float:
         sensor = getattr(self._nvml, "NVML_TEMPERATURE_GPU", 0)
