@@ -298,3 +298,36 @@ def test_define_metric_summaries(tmp_path: Path) -> None:
         "loss": {"min": 1.0, "mean": 2.0, "first": 3.0, "last": 2.0},
         "acc": {"max": -1.0},
     }
+
+
+@pytest.mark.parametrize("ending", ["", "raise SystemExit(0)", "raise RuntimeError('boom')"])
+def test_a_script_that_never_calls_finish(tmp_path: Path, ending: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        import mlop.compat.wandb as wandb
+        wandb.init(project="p", mode="offline")
+        wandb.define_metric("loss", summary="min")
+        wandb.save("out.txt")
+        for value in (3.0, 1.0, 2.0):
+            wandb.log({{"loss": value}})
+        with open("out.txt", "w") as f:
+            f.write("written after save()")
+        {ending}
+        """
+    )
+    (tmp_path / "train.py").write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOP_", "WANDB_"))}
+    done = subprocess.run(
+        [sys.executable, "train.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    run = _read(tmp_path)
+    assert [m["value"] for m in run.metrics("loss")] == [3.0, 1.0, 2.0]
+    if "boom" in ending:
+        assert done.returncode == 1 and run.status == "FAILED"
+        assert "is finished" not in done.stderr  # no warning from logging into the ended run
+    else:
+        assert done.returncode == 0, done.stderr
+        assert run.status == "COMPLETED"
+        assert run.config["summary"] == {"loss": {"min": 1.0}}
+        (saved,) = run.media("files/out.txt")
+        assert Path(saved["path"]).read_bytes() == b"written after save()"

@@ -365,18 +365,22 @@ class Run:
 
     def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
         """``wandb.finish``: store what ``save`` and ``run.dir`` collected, then finish the run."""
+        self._end(lambda: self._op.finish(exit_code))
+
+    def _end(self, end_op: Callable[[], None]) -> None:
         if self._finished:
             return
         self._finished = True
-        try:
-            for pattern, base in self._saved:
-                self._store_files(pattern, base)
-            if self._files_dir is not None and any(self._files_dir.rglob("*")):
-                self._store_files(str(self._files_dir / "**" / "*"), str(self._files_dir))
-            self._store_summary(self._metrics.aggregates())
-        except Exception:  # broad: storing the extras must not keep the run from finishing
-            logger.exception("mlop.compat.wandb could not store the run's files or summary")
-        self._op.finish(exit_code)
+        if not getattr(self._op, "_closed", False):  # ended already (an unhandled exception): nothing to add
+            try:
+                for pattern, base in self._saved:
+                    self._store_files(pattern, base)
+                if self._files_dir is not None and any(self._files_dir.rglob("*")):
+                    self._store_files(str(self._files_dir / "**" / "*"), str(self._files_dir))
+                self._store_summary(self._metrics.aggregates())
+            except Exception:  # broad: storing the extras must not keep the run from finishing
+                logger.exception("mlop.compat.wandb could not store the run's files or summary")
+        end_op()
         for artifact in self._artifacts:
             artifact.cleanup()
         if self.on_finish is not None:
@@ -388,15 +392,13 @@ class Run:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is None:
+        if exc_type is None or exc is None:
             self.finish()
             return
         from mlop._op import error_metadata
 
-        assert exc_type is not None
         status = "TERMINATED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-        self._op._end(status, error_metadata(exc_type, exc, tb))
-        self.finish()
+        self._end(lambda: self._op._end(status, error_metadata(exc_type, exc, tb)))
 
 
 class NoRun:

@@ -21,8 +21,10 @@ What maps to what (see ``docs/migration.md``):
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -91,6 +93,7 @@ _IGNORED_INIT: Final = frozenset(
 
 
 run: Run | None = None
+_exit_hook = False
 config: Any = _NoRun("wandb.config")
 summary: Any = _NoRun("wandb.summary")
 
@@ -191,9 +194,20 @@ def init(
 
 
 def _activate(new: Run) -> None:
-    global run, config, summary
+    global run, config, summary, _exit_hook
     run, config, summary = new, new.config, new.summary
     new.on_finish = _deactivate
+    if not _exit_hook:
+        # A script that never calls finish() still gets its saved files, run.dir and summary aggregates
+        # stored. That must happen before the interpreter's shutdown starts, because from then on thread
+        # pools refuse new work (mlop stores media on one): threading's own exit hooks run before that,
+        # as concurrent.futures uses them. atexit (after mlop's handler, so run first) is the fallback.
+        _exit_hook = True
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            register(finish) if register is not None else atexit.register(finish)
+        except RuntimeError:  # the interpreter is shutting down already
+            atexit.register(finish)
 
 
 def _deactivate(old: Run) -> None:
