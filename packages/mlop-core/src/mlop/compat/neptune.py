@@ -7,8 +7,8 @@
 >>> run.log_metrics({"loss": 0.5}, step=0)
 >>> run.close()
 
-``enable()`` patches ``neptune_scale.Run`` in place, so runs made before and after, whatever name the
-script imported the class under, carry an mlop run:
+``enable()`` patches ``neptune_scale.Run`` in place, so every run made after it carries an mlop run,
+whatever name the script imported the class under:
 
 - ``log_metrics`` → metrics at the same step and time (a fractional step is stored at its floor;
   previews, which Neptune later replaces, are not mirrored); ``log_configs`` (and the legacy ``log``) →
