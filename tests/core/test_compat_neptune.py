@@ -234,3 +234,14 @@ def test_disable_restores_neptune(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     run.log_metrics({"loss": 1.0}, step=0)
     run.close()
     assert mlop.list_runs(tmp_path) == []
+
+
+def test_the_mlop_run_takes_neptunes_generated_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEPTUNE_PROJECT", "acme/from-env")
+    compat.enable()
+    run = neptune_scale.Run(mode="offline", enable_console_log_capture=False, source_tracking_config=None)
+    run.log_metrics({"loss": 1.0}, step=0)
+    run.close()
+    reader = _run(tmp_path)
+    assert (reader.project, reader.id, reader.name) == ("from-env", run._run_id, run._run_id)

@@ -399,7 +399,10 @@ def _patched_init(original: Any) -> Any:
                 kwargs["project"] = "mlop/" + (os.environ.get("MLOP_PROJECT") or "default")
         original(self, *args, **kwargs)
         try:
-            bound = inspect.signature(original).bind(self, *args, **kwargs).arguments
+            bound = dict(inspect.signature(original).bind(self, *args, **kwargs).arguments)
+            # What Neptune settled on: the id it generated, the project from NEPTUNE_PROJECT.
+            bound["run_id"] = getattr(self, "_run_id", None) or bound.get("run_id")
+            bound["project"] = getattr(self, "_project", None) or bound.get("project")
             self.__dict__[_BRIDGE] = _Bridge(bound, mlop_only)
         except Exception as exc:
             if mlop_only:  # mlop is the only destination: losing it silently is not an option
