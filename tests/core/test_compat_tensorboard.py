@@ -225,12 +225,23 @@ def test_cut_and_damaged_files(tmp_path: Path) -> None:
     assert [m["step"] for m in _run_for(tmp_path / "out", "exp", "dmg").metrics("train/loss")] == [0, 1]
 
 
+def test_a_run_without_import_record_is_not_imported_twice(tmp_path: Path) -> None:
+    _write_torch_run(tmp_path / "logs" / "exp", steps=5)
+    (first,) = import_tensorboard(tmp_path / "logs", project="tb", dir=tmp_path / "out")
+    (first.run_dir / "tensorboard-import.json").unlink()
+    (again,) = import_tensorboard(tmp_path / "logs", project="tb", dir=tmp_path / "out")
+    assert again.status == "skipped" and "tensorboard-import.json" in (again.error or "")
+    assert len(list(_run_for(tmp_path / "out", "exp").metrics("train/loss"))) == 5
+
+
 def test_no_event_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["import", "tensorboard", str(tmp_path / "empty")]) == 1
     assert "no TensorBoard event files" in capsys.readouterr().out
     assert main(["import", "tensorboard", str(tmp_path / "missing")]) == 1
     assert "no such folder" in capsys.readouterr().err
+    assert main(["import", "tensorboard", str(tmp_path / "empty"), "--project", "a/b"]) == 1
+    assert "project 'a/b'" in capsys.readouterr().err
 
 
 def test_hparams_become_config_and_the_rest_is_reported(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ class ImportResult:
     """What importing one TensorBoard run did.
 
     ``status`` is ``imported`` (a new run), ``updated`` (new events added to a run imported before),
-    ``unchanged`` (nothing new) or ``failed`` (``error`` says why; what was read before stays).
+    ``unchanged`` (nothing new), ``skipped`` (a run of that id exists but was not made by this importer) or
+    ``failed`` (``error`` says why; what was read before stays).
     """
 
     source: Path
@@ -180,7 +181,14 @@ def _import_one(
     run_dir = run_directory(dir, project, run_id)
     result = ImportResult(folder, name, run_id, run_dir)
     exists = (run_dir / STORE_FILE).exists()
-    state = (_load_state(run_dir) if exists else None) or {"source": str(folder.resolve()), "files": {}}
+    state = _load_state(run_dir) if exists else None
+    if exists and state is None:
+        # Without the record of what was read, importing again would store every value twice.
+        result.status = "skipped"
+        result.error = f"{run_dir} exists without {STATE_FILE}; remove the run to import it again"
+        progress(0)
+        return result
+    state = state or {"source": str(folder.resolve()), "files": {}}
     offsets: dict[str, int] = state.setdefault("files", {})
     todo = [(f, int(offsets.get(f.name, 0))) for f in files if f.stat().st_size > int(offsets.get(f.name, 0))]
     if not todo:
@@ -236,13 +244,16 @@ def import_tensorboard(
 
     Raises:
         FileNotFoundError: ``logdir`` is not a folder.
+        ConfigError: the project name is not one mlop takes.
     """
+    from mlop._init import _check_name
     from mlop._settings import resolve_settings
 
     root = Path(logdir).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
     settings = resolve_settings({"project": project, "dir": os.fspath(dir) if dir else None}, None)
+    _check_name("project", settings.project)
     folders = find_runs(root)
     total = 0
     for folder in folders:
@@ -306,10 +317,12 @@ def _describe(result: ImportResult) -> str:
 
 
 def _command(args: argparse.Namespace) -> int:
+    from mlop._exceptions import ConfigError
+
     bar = _Bar()
     try:
         results = import_tensorboard(args.logdir, project=args.project, dir=args.dir, progress=bar)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConfigError) as exc:
         print(f"mlop import tensorboard: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -323,7 +336,7 @@ def _command(args: argparse.Namespace) -> int:
     print(
         ", ".join(f"{n} {status}" for status, n in sorted(states.items())) + ". Upload with: mlop sync --all"
     )
-    return 1 if states["failed"] else 0
+    return 1 if states["failed"] or states["skipped"] else 0
 
 
 def add_import_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
