@@ -437,7 +437,7 @@ class Uploader:
         try:
             while not self.stop.is_set():
                 try:
-                    item = outbox.get(timeout=_POLL)
+                    item = outbox.get(timeout=1.0)  # woken at once by a batch or the end (None)
                 except queue.Empty:
                     continue
                 if item is None:
