@@ -55,6 +55,7 @@ def make_trainer(model: Any = None, callbacks: list[Any] | None = None, **kwargs
         "disable_tqdm": True,
         "dataloader_pin_memory": False,
         "seed": 0,
+        "use_cpu": True,  # also what makes torchrun on CPUs a DDP job (gloo)
     }
     defaults.update(kwargs)
     return Trainer(

@@ -5,17 +5,20 @@ Neither library lets another package add a tracker name, so mlop-hf adds it to t
 ``TrainingArguments(report_to="mlop")``) and accelerate's tracker registry (for
 ``Accelerator(log_with="mlop")``).
 
-A ``.pth`` file that the wheel installs into ``site-packages`` runs :func:`install` at interpreter start. It
-puts a finder at the front of ``sys.meta_path`` that ignores every module but the two above; when one of them
-is loaded, the finder lets the normal loader run it and then patches the fresh module. A process that never
-imports transformers or accelerate pays for this module and one set lookup per import, nothing more.
+A ``.pth`` file that the wheel (and the editable install) puts into ``site-packages`` runs at every
+interpreter start. It imports nothing: it defines a stub finder in place, at the front of ``sys.meta_path``,
+which ignores every module but the two above, so that a process that never imports transformers or
+accelerate pays for one string comparison per import and never loads this package. The first time one of
+the two modules is looked up, the stub removes itself and calls :func:`install`, which puts
+:class:`MlopImportHook` in its place: that finder lets the normal loader run the module and then patches
+the fresh module.
 
-This module runs at every interpreter start, so it imports nothing that ``python -c pass`` does not already
-load (``typing`` costs milliseconds), and it never raises: a broken mlop install must not break
+This module is imported only then, or by ``import mlop_hf``; it still imports nothing heavy (``typing``
+only for the type checker), and it never raises: a broken mlop install must not break
 ``import transformers``.
 
-``MLOP_HF_DISABLE_AUTOLOAD=1`` turns the start-up hook off: the ``.pth`` file reads it before it imports
-anything. An explicit ``import mlop_hf`` still registers the names.
+``MLOP_HF_DISABLE_AUTOLOAD=1`` turns the start-up hook off: the ``.pth`` file then defines nothing. An
+explicit ``import mlop_hf`` still registers the names.
 """
 
 from __future__ import annotations
