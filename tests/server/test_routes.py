@@ -451,6 +451,7 @@ ROUTES = [
     ("GET", "/api/runs/1/files?key=a"),
     ("GET", "/api/runs/1/files/1/content"),
     ("POST", "/api/runs/1/cancel"),
+    ("GET", "/openapi.json"),
 ]
 
 
@@ -480,16 +481,19 @@ def test_revoked_key(server: ServerProcess, client: httpx.Client) -> None:
     assert client.post("/api/slug").status_code == 200
 
 
-def test_health_and_openapi_need_no_key(server: ServerProcess) -> None:
+def test_health_needs_no_key_and_openapi_lists_every_route(
+    server: ServerProcess, client: httpx.Client
+) -> None:
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
-    doc = httpx.get(f"{server.url}/openapi.json").json()
+    bad(httpx.get(f"{server.url}/openapi.json"), 401)
+    doc = client.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     served = {
         (m, p.split("?")[0].replace("/1/files/1/", "/{runId}/files/{fileId}/").replace("/1", "/{runId}"))
         for m, p in ROUTES
     }
-    served |= {("GET", "/health"), ("GET", "/openapi.json"), ("PUT", "/uploads/{fileId}")}
+    served |= {("GET", "/health"), ("PUT", "/uploads/{fileId}")}
     assert documented == served
 
 

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from mlop_server._config import ServerConfig
 from mlop_server._files import FileStore
-from mlop_server._http import Context, json_response
+from mlop_server._http import Context, guarded, json_response
 from mlop_server._openapi import openapi_document
 from mlop_server._readapi import read_routes
 from mlop_server._routes import protocol_routes
@@ -85,7 +85,8 @@ def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlett
     routes = [*protocol_routes(ctx), *read_routes(ctx)]
 
     async def openapi(request: Request) -> Response:
+        ctx.authenticate(request)
         return json_response(openapi_document())
 
-    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    routes.append(Route("/openapi.json", guarded(openapi), methods=["GET"]))
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

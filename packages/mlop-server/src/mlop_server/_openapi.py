@@ -306,7 +306,7 @@ def openapi_document() -> dict[str, Any]:
                 params=[_path("runId")],
             )
         },
-        "/openapi.json": {"get": _op("This document", auth=False)},
+        "/openapi.json": {"get": _op("This document")},
     }
     return {
         "openapi": "3.1.0",
