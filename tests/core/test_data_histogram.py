@@ -137,3 +137,14 @@ def test_the_original_clients_data_lines_are_what_these_types_make(tmp_path: Pat
     for value, data_type in ((histogram, "HISTOGRAM"), (table, "TABLE")):
         [(kind, (_step, _time, _key, stored_type, payload))] = value.mlop_items(sink, "k", 0, 0.0, None)
         assert (kind, stored_type, payload) == ("data", data_type, value.to_dict())
+
+
+def test_integer_boolean_and_float32_values() -> None:
+    ints = mlop.Histogram(np.array([1, 1, 2, 9], dtype=np.int64), bins=2).to_dict()
+    assert ints["freq"] == [3, 1] and ints["bins"] == {"min": 1.0, "max": 9.0, "num": 2}
+    flags = mlop.Histogram(np.array([True, False, True]), bins=2).to_dict()
+    assert flags["freq"] == [1, 2]
+    source = np.array([0.5, np.nan, 1.5], dtype=np.float32)
+    histogram = mlop.Histogram(source, bins=1)
+    source[:] = 100.0  # the histogram counts the values as they were when it was made
+    assert histogram.to_dict()["freq"] == [2] and histogram.nonfinite == 1

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from mlop._data._buffers import copy_array
 from mlop._data._common import as_array, numpy
 from mlop._loggable import Items, Loggable, MediaSink
 
@@ -21,7 +22,7 @@ DATA_TYPE: Final = "HISTOGRAM"
 #: The most bins a histogram may have.
 MAX_BINS: Final = 4096
 #: Inputs up to this many values are counted at once; larger ones on a background thread.
-_INLINE: Final = 1 << 16
+_INLINE: Final = 1 << 12
 _warned_nonfinite = False
 
 
@@ -85,7 +86,8 @@ class Histogram(Loggable):
             edges = np.asarray(as_array(bins, _WHAT), dtype=np.float64).ravel()
             self._check_edges(edges)
             self._bins = edges
-        self._values = np.array(values, dtype=np.float64).ravel()
+        # A copy in the caller's dtype (a float32 gradient stays float32); counting converts what it must.
+        self._values = copy_array(values).ravel()
 
     @staticmethod
     def _check_edges(edges: npt.NDArray[Any]) -> None:
@@ -103,7 +105,9 @@ class Histogram(Loggable):
         values, self._values = self._values, None
         if values is None:
             return
-        finite = values[np.isfinite(values)]
+        if values.dtype.kind == "b":
+            values = values.astype(np.uint8)
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
         self.nonfinite = int(values.size - finite.size)
         if self.nonfinite and not _warned_nonfinite:
             _warned_nonfinite = True
