@@ -5,7 +5,8 @@ Run: .venv/bin/python bench/server_read.py [--points 1000000] [--repeat 20]
 Starts a real server process, ingests one key with ``--points`` points (batches of 10,000 lines), then
 times ``GET /api/runs/{id}/metrics?key=K&max_points=2000`` from a client on 127.0.0.1 (whole request:
 HTTP, read, downsample, JSON). Baselines in the same run: ``GET /health`` (the HTTP floor) and the same
-request on a 2,000-point series (no downsampling work). Prints one JSON document.
+request on a 2,000-point series (no downsampling work). Besides wall times, the server's CPU time per
+request (psutil), which a loaded machine does not inflate. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -19,23 +20,31 @@ import time
 from typing import Any
 
 import httpx
+import psutil
 
 from mlop_server.testing import ServerProcess
 
 T0 = 1_795_870_984_866
 
 
-def timed(client: httpx.Client, url: str, params: dict[str, Any], repeat: int) -> dict[str, Any]:
+def timed(
+    client: httpx.Client, url: str, params: dict[str, Any], repeat: int, server: psutil.Process
+) -> dict[str, Any]:
     samples = []
     size = 0
+    cpu = server.cpu_times()
     for _ in range(repeat):
         start = time.perf_counter()
         answer = client.get(url, params=params)
         samples.append((time.perf_counter() - start) * 1000)
         assert answer.status_code == 200, answer.text
         size = len(answer.json()) if isinstance(answer.json(), list) else 1
+    after = server.cpu_times()
     samples.sort()
     return {
+        "server_cpu_ms_per_request": round(
+            (after.user + after.system - cpu.user - cpu.system) * 1000 / repeat, 1
+        ),
         "median_ms": round(statistics.median(samples), 2),
         "p90_ms": round(samples[int(len(samples) * 0.9)], 2),
         "min_ms": round(samples[0], 2),
@@ -71,12 +80,14 @@ def main() -> None:
             result["ingest_s"] = round(time.perf_counter() - start, 2)
             url = f"/api/runs/{run_id}/metrics"
             c.get(url, params={"key": "big", "max_points": 2000})  # warm the reader thread's connection
-            result["health_baseline"] = timed(c, "/health", {}, args.repeat)
-            result["small_2000_points_baseline"] = timed(
-                c, url, {"key": "small", "max_points": 2000}, args.repeat
+            proc = psutil.Process(server.pid)
+            result["health_baseline"] = timed(c, "/health", {}, args.repeat, proc)
+            small = {"key": "small", "max_points": 2000}
+            result["small_2000_points_baseline"] = timed(c, url, small, args.repeat, proc)
+            result["big_max_points_2000"] = timed(
+                c, url, {"key": "big", "max_points": 2000}, args.repeat, proc
             )
-            result["big_max_points_2000"] = timed(c, url, {"key": "big", "max_points": 2000}, args.repeat)
-            result["big_full_read"] = timed(c, url, {"key": "big"}, 2)
+            result["big_full_read"] = timed(c, url, {"key": "big"}, 2, proc)
     result["load_avg_after"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
 
