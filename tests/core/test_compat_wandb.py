@@ -331,3 +331,18 @@ def test_a_script_that_never_calls_finish(tmp_path: Path, ending: str) -> None:
         assert run.config["summary"] == {"loss": {"min": 1.0}}
         (saved,) = run.media("files/out.txt")
         assert Path(saved["path"]).read_bytes() == b"written after save()"
+
+
+def test_sequences_of_numbers_become_histograms(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    run = wandb.init(project="p", dir=tmp_path, mode="offline")
+    run.log(
+        {"list": [1, 2, 2, 3], "array": np.arange(8.0), "tensor": torch.ones(5), "scalar": np.float64(2.5)}
+    )
+    run.finish()
+    reader = _read(tmp_path)
+    hists = {d["key"]: sum(d["value"]["freq"]) for d in reader.data()}
+    assert hists == {"list": 4, "array": 8, "tensor": 5}
+    assert [m["value"] for m in reader.metrics("scalar")] == [2.5]

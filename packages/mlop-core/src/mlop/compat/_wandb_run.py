@@ -8,17 +8,43 @@ import os
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import mlop
 from mlop._exceptions import MlopError
 from mlop.compat import UnsupportedError, UnsupportedFeatureError, log_at
 from mlop.compat._wandb_metrics import Metric, MetricRules
-from mlop.compat._wandb_types import AlertLevel, Artifact, wait_seconds
+from mlop.compat._wandb_types import AlertLevel, Artifact, Histogram, wait_seconds
 
 __all__ = ["Config", "Error", "NoRun", "Run", "Summary", "missing"]
 
 logger = logging.getLogger("mlop.compat.wandb")
+
+
+_PLAIN: Final = frozenset({int, float, str, bool, dict})
+
+
+def _is_series(value: Any) -> bool:
+    """Whether wandb would log ``value`` as a histogram: several numbers in a list, tuple or array."""
+    if isinstance(value, (list, tuple)):
+        return len(value) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ndim, size = getattr(value, "ndim", None), getattr(value, "size", None)
+    if callable(size):  # a torch tensor: size() is its shape
+        size = getattr(value, "numel", lambda: 0)()
+    return (
+        isinstance(ndim, int) and ndim >= 1 and isinstance(size, int) and size > 1 and hasattr(value, "dtype")
+    )
+
+
+def _histograms(series: Mapping[str, Any]) -> dict[str, Any]:
+    """wandb logs several numbers under one key as a histogram; what cannot be one is left to mlop."""
+    out: dict[str, Any] = {}
+    for key, value in series.items():
+        try:
+            out[key] = Histogram(value)
+        except (TypeError, ValueError, ImportError):
+            out[key] = value  # mlop warns once about the key and skips it
+    return out
 
 
 class Error(MlopError):
@@ -246,6 +272,9 @@ class Run:
             target = self._step
             advance = commit is not False
         values = data if type(data) is dict else dict(data)
+        series = {k: v for k, v in values.items() if type(v) not in _PLAIN and _is_series(v)}
+        if series:
+            values = {**values, **_histograms(series)}
         self.summary._observe(values)
         if self._metrics.active:
             self._metrics.observe(values)
