@@ -37,10 +37,14 @@ _STOP_WAIT: Final = 5.0
 
 
 def announce(text: str) -> None:
-    """Tell the user something the issue asks to print (the run's URL, the `mlop sync` command)."""
+    """Tell the user something the issue asks to print (the run's URL, the `mlop sync` command).
+
+    Written past console capture when it wraps sys.stderr: mlop's own notices are not the run's output.
+    """
+    stream = getattr(sys.stderr, "_mlop_stream", sys.stderr)
     try:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
+        stream.write(text + "\n")
+        stream.flush()
     except (OSError, ValueError):  # a closed stderr: nothing to tell
         pass
 
