@@ -48,6 +48,16 @@ def test_silent_runs_fail_and_live_ones_do_not(client: httpx.Client, new_run: Ca
     assert status(client, silent) == "RUNNING"
 
 
+def test_server_downtime_is_not_a_runs_silence(server: ServerProcess, new_run: Callable[..., int]) -> None:
+    run_id = new_run()
+    server.stop()
+    time.sleep(2.5)  # longer than the heartbeat timeout, while no client could reach the server
+    server.start()
+    time.sleep(0.6)  # a few reaper passes
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as client:
+        assert status(client, run_id) == "RUNNING"
+
+
 T0 = 1_795_870_984_866
 
 

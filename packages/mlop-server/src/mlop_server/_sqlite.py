@@ -300,6 +300,8 @@ class SqliteStorage(Storage):
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        with self._lock:
+            self._conn.execute("UPDATE runs SET last_seen = ? WHERE status = 'RUNNING'", (now_ms(),))
         self._writer.start()
 
     def close(self) -> None:

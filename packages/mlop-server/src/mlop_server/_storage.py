@@ -105,7 +105,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def start(self) -> None:
-        """Start background work (the writer); called once before the first write."""
+        """Start background work (the writer); called once before the first write.
+
+        RUNNING runs get a fresh heartbeat here: while the server was down their clients could not reach
+        it, which is no sign that they died.
+        """
 
     @abc.abstractmethod
     def close(self) -> None:
