@@ -335,8 +335,8 @@ def test_a_script_that_never_calls_finish(tmp_path: Path, ending: str) -> None:
 
 def test_sequences_of_numbers_become_histograms(tmp_path: Path) -> None:
     import numpy as np
-    import torch
 
+    torch = pytest.importorskip("torch")
     run = wandb.init(project="p", dir=tmp_path, mode="offline")
     run.log(
         {"list": [1, 2, 2, 3], "array": np.arange(8.0), "tensor": torch.ones(5), "scalar": np.float64(2.5)}
