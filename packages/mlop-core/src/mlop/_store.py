@@ -12,6 +12,7 @@ takes the interpreter lock) small; see DESIGN.md, "The data path".
 Item shapes by kind (times are float seconds since the epoch; readers convert to ms):
 
 - ``metrics``: ``(step, time, {key: number})``
+- ``system``: ``(sample_index, time, {"sys/...": number})``: system metrics, with their own step counter
 - ``data``: ``(step, time, key, data_type, value)``; ``value`` is a str for a string series, else a dict
 - ``files``: ``(step, time, key, info)``; ``info`` is a dict describing one file in the run directory
 - ``logs``: ``(time, line_number, log_type, message)``
