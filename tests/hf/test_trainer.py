@@ -36,6 +36,31 @@ def test_prefixes_are_those_of_transformers_trackers() -> None:
     }
 
 
+def test_credentials_are_masked_at_any_depth() -> None:
+    from mlop_hf._config import REDACTED, redact
+
+    values = {
+        "hub_token": "<HUB_TOKEN>",
+        "api_key": "k-123",
+        "nested": {"db_password": "pw", "secret": "s", "tokenizer_name": "bert"},
+        "push_to_hub_token": None,
+        "max_tokens": 5,
+    }
+    assert redact(values) == {
+        "hub_token": "<HUB_TOKEN>",
+        "api_key": REDACTED,
+        "nested": {"db_password": REDACTED, "secret": REDACTED, "tokenizer_name": "bert"},
+        "push_to_hub_token": None,
+        "max_tokens": 5,
+    }
+
+
+def test_report_to_all_includes_mlop(make_trainer: Callable[..., Any]) -> None:
+    trainer = make_trainer(report_to="all")
+    assert "mlop" in trainer.args.report_to
+    assert any(isinstance(cb, MlopCallback) for cb in trainer.callback_handler.callbacks)
+
+
 def test_report_to_mlop_logs_train_and_eval_at_global_steps(
     make_trainer: Callable[..., Any], tmp_path: Path
 ) -> None:
