@@ -266,3 +266,39 @@ def test_histograms_of_half_precision_and_a_constant_tensor() -> None:
     assert out[2] is None
     assert out[3] is not None and (out[3].nan, out[3].inf) == (0, 2) and out[3].counts.sum() == 2
     np.testing.assert_allclose(out[3].edges[[0, -1]], [1.0, 3.0])
+
+
+@pytest.mark.parametrize("bins", [1, 7, 64, 100, 255, 256, 300])
+def test_cpu_counts_equal_histc_bin_for_bin(bins: int) -> None:
+    from mlop_torch._histogram import histograms
+
+    generator = torch.Generator().manual_seed(bins)
+    tensors = [
+        torch.randn(50_000, generator=generator) * 1e-20,
+        torch.randn(50_000, generator=generator) * 1e20,
+        torch.linspace(-1, 1, 10_001),  # values on bin edges
+        torch.randint(-5, 6, (50_000,), generator=generator).float() * 0.1,  # many ties
+        torch.rand(50_000, generator=generator) * 3 + 1e6,  # coarse float32 spacing
+        torch.randn(50_000, generator=generator, dtype=torch.float64),
+    ]
+    for tensor, result in zip(tensors, histograms(tensors, bins), strict=True):
+        assert result is not None
+        expected = torch.histc(tensor, bins, float(result.edges[0]), float(result.edges[-1]))
+        assert result.counts.tolist() == [int(c) for c in expected]
+        assert result.counts.sum() == tensor.numel()
+
+
+def test_logging_before_the_optimizer_step_keeps_histograms_at_that_step(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = mlop.init(project="t", dir=tmp_path, disable_system_metrics=True, disable_console=True)
+    run.watch(model, log_freq=2, log_graph=False)
+    for step in range(5):
+        loss = model(torch.randn(4, 3)).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        run.log({"loss": loss.item()}, step=10 + step)  # logged before the optimizer step, explicit steps
+        optimizer.step()
+    run.finish()
+    assert [r["step"] for r in data(run.dir, "grad/weight")] == [10, 12, 14]
+    assert [r["step"] for r in mlop.open_run(run.dir).metrics("loss")] == [10, 11, 12, 13, 14]

@@ -18,14 +18,16 @@ def convert_tensor(value: Any) -> Any | None:
     """A tensor as a Python number (one element) or a numpy array on the host (any other shape).
 
     ``run.log`` takes the number; ``mlop.Histogram``, ``mlop.Image``, ``mlop.Audio`` and ``mlop.Video`` take
-    the array. A tensor on a GPU, one that requires grad, a sparse one or a distributed one (its full value)
-    are all copied to the host once. Returns None for anything that is not a tensor.
+    the array. A tensor on a GPU, one that requires grad, a sparse one or a distributed one (this rank's
+    shard: gathering the whole value would be a collective) are all copied to the host once.
+
+    Returns None for anything that is not a tensor.
     """
     if not isinstance(value, torch.Tensor):
         return None
     tensor = value.detach()
-    if hasattr(tensor, "full_tensor"):  # a DTensor: the whole value, as every rank sees it
-        tensor = tensor.full_tensor()
+    if hasattr(tensor, "to_local"):  # a DTensor: this rank's shard (the whole value is a collective)
+        tensor = tensor.to_local()
     if tensor.is_sparse:
         tensor = tensor.to_dense()
     if tensor.numel() == 1:
