@@ -12,9 +12,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from mlop_server._config import ServerConfig
+from mlop_server._dashboard import dashboard_routes
 from mlop_server._files import FileStore
 from mlop_server._http import Context, guarded, json_response
 from mlop_server._openapi import openapi_document
@@ -82,7 +83,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlett
                 await reaper
             store.close()
 
-    routes = [*protocol_routes(ctx), *read_routes(ctx)]
+    routes: list[BaseRoute] = [*protocol_routes(ctx), *read_routes(ctx), *dashboard_routes(ctx)]
 
     async def openapi(request: Request) -> Response:
         ctx.authenticate(request)

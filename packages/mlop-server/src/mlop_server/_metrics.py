@@ -17,13 +17,13 @@ import numpy.typing as npt
 
 from mlop_server._errors import BadRequest
 from mlop_server._ops import MetricBatch
+from mlop_server._protocol import INT64_MAX, check_fields, ndjson
 
 __all__ = ["parse_metrics"]
 
 logger = logging.getLogger(__name__)
 
 MAX_KEY: Final = 512
-_INT64_MAX: Final = 2**63 - 1
 _FIELDS: Final = frozenset({"time", "step", "data"})
 _NUMBERS: Final = frozenset({int, float})
 _NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -43,13 +43,6 @@ def _value(value: Any, line: int, key: str) -> float | int:
     if kind is bool:
         raise BadRequest("is a boolean; send 0 or 1", line=line, field=f"data.{key}")
     raise BadRequest('must be a number or "NaN", "Infinity", "-Infinity"', line=line, field=f"data.{key}")
-
-
-def _bad_fields(obj: dict[str, Any], line: int) -> BadRequest:
-    for name in obj:
-        if name not in _FIELDS:
-            return BadRequest("unknown field", line=line, field=name)
-    return BadRequest("missing", line=line, field=sorted(_FIELDS - obj.keys())[0])
 
 
 def _columns(groups: dict[tuple[str, ...], _Group]) -> dict[str, tuple[bytes, bytes, bytes]]:
@@ -74,11 +67,11 @@ def _columns(groups: dict[tuple[str, ...], _Group]) -> dict[str, tuple[bytes, by
     return out
 
 
-def parse_metrics(lines: list[tuple[int, dict[str, Any]]], run_id: int) -> MetricBatch:
-    """Check every metrics line and pack the values by key.
+def parse_metrics(body: bytes, run_id: int) -> MetricBatch:
+    """``POST /ingest/metrics``: check every line and pack the values by key.
 
     Args:
-        lines: ``(line number, object)`` of each NDJSON line.
+        body: The NDJSON body.
         run_id: The run the batch belongs to.
 
     Raises:
@@ -86,13 +79,13 @@ def parse_metrics(lines: list[tuple[int, dict[str, Any]]], run_id: int) -> Metri
     """
     groups: dict[tuple[str, ...], _Group] = {}
     count = 0
-    for line, obj in lines:
+    for line, obj in ndjson(body):
         if obj.keys() != _FIELDS:
-            raise _bad_fields(obj, line)
+            check_fields(obj, _FIELDS, frozenset(), line)
         time, step, data = obj["time"], obj["step"], obj["data"]
-        if type(time) is not int or not 0 <= time <= _INT64_MAX:
+        if type(time) is not int or not 0 <= time <= INT64_MAX:
             raise BadRequest("must be a non-negative integer (ms since the epoch)", line=line, field="time")
-        if type(step) is not int or not 0 <= step <= _INT64_MAX:
+        if type(step) is not int or not 0 <= step <= INT64_MAX:
             raise BadRequest("must be a non-negative integer", line=line, field="step")
         if type(data) is not dict:
             raise BadRequest("must be an object of key: number", line=line, field="data")

@@ -306,6 +306,15 @@ def openapi_document() -> dict[str, Any]:
                 params=[_path("runId")],
             )
         },
+        "/api/projects": {
+            "get": _op(
+                "Every project with runs, most recently updated first (the dashboard's start page)",
+                answer={
+                    "type": "array",
+                    "items": _obj({"name": _STR, "runs": _INT, "updated": _INT}),
+                },
+            )
+        },
         "/openapi.json": {"get": _op("This document")},
     }
     return {

@@ -12,7 +12,6 @@ from typing import Any, Final
 
 import orjson
 
-from mlop_server import _metrics
 from mlop_server._errors import BadRequest
 from mlop_server._ops import (
     DATA_TYPES,
@@ -27,7 +26,6 @@ from mlop_server._ops import (
     GraphUpdate,
     LogBatch,
     LogNamesAdd,
-    MetricBatch,
     ResumeRun,
     StatusUpdate,
     TagsUpdate,
@@ -35,6 +33,9 @@ from mlop_server._ops import (
 
 __all__ = [
     "CONSOLE_LOG_TYPES",
+    "INT64_MAX",
+    "check_fields",
+    "ndjson",
     "parse_alert",
     "parse_config_update",
     "parse_create",
@@ -43,7 +44,6 @@ __all__ = [
     "parse_graph",
     "parse_log_names",
     "parse_logs",
-    "parse_metrics",
     "parse_resume",
     "parse_slug",
     "parse_status",
@@ -61,13 +61,14 @@ _DATA_FIELDS: Final = frozenset({"time", "step", "logName", "dataType", "data"})
 _LOG_FIELDS: Final = frozenset({"time", "message", "lineNumber", "logType"})
 _FILE_REQUIRED: Final = frozenset({"fileName", "fileSize", "fileType", "time", "logName", "step"})
 _FILE_OPTIONAL: Final = frozenset({"sampleIndex", "caption"})
-_INT64_MAX: Final = 2**63 - 1
+INT64_MAX: Final = 2**63 - 1
+_NONE: Final[frozenset[str]] = frozenset()
 
 
 # -- field checks ----------------------------------------------------------------------------------------
 
 
-def _fields(
+def check_fields(
     obj: dict[str, Any], required: frozenset[str], optional: frozenset[str], line: int | None = None
 ) -> None:
     """Reject unknown fields and missing required ones, naming the first at fault."""
@@ -82,7 +83,7 @@ def _fields(
 def _int(value: Any, name: str, line: int | None = None, *, minimum: int = 0) -> int:
     if type(value) is not int:
         raise BadRequest("must be an integer", line=line, field=name)
-    if value < minimum or value > _INT64_MAX:
+    if value < minimum or value > INT64_MAX:
         raise BadRequest(f"must be an integer from {minimum} to 2**63-1", line=line, field=name)
     return value
 
@@ -146,7 +147,7 @@ def _run_id(obj: dict[str, Any]) -> int:
     return _int(obj["runId"], "runId", minimum=1)
 
 
-def _ndjson(body: bytes) -> list[tuple[int, dict[str, Any]]]:
+def ndjson(body: bytes) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` of every non-blank NDJSON line; an empty body is refused."""
     out = []
     for number, raw in enumerate(body.split(b"\n"), 1):
@@ -169,7 +170,7 @@ def parse_slug(body: bytes) -> None:
 def parse_create(body: bytes) -> CreateRun:
     """``POST /api/runs/create``."""
     obj = _object(body)
-    _fields(
+    check_fields(
         obj,
         frozenset({"runName", "projectName"}),
         frozenset(
@@ -192,7 +193,7 @@ def parse_create(body: bytes) -> CreateRun:
 def parse_resume(body: bytes) -> ResumeRun:
     """``POST /api/runs/resume``: by ``runId``, ``displayId`` or ``externalId`` with ``projectName``."""
     obj = _object(body)
-    _fields(obj, frozenset(), frozenset({"runId", "displayId", "externalId", "projectName"}))
+    check_fields(obj, frozenset(), frozenset({"runId", "displayId", "externalId", "projectName"}))
     op = ResumeRun(
         run_id=None if obj.get("runId") is None else _run_id(obj),
         display_id=_opt_str(obj.get("displayId"), "displayId", limit=MAX_NAME) or None,
@@ -209,7 +210,7 @@ def parse_resume(body: bytes) -> ResumeRun:
 def parse_status(body: bytes) -> StatusUpdate:
     """``POST /api/runs/status/update``."""
     obj = _object(body)
-    _fields(obj, frozenset({"runId", "status"}), frozenset({"statusMetadata"}))
+    check_fields(obj, frozenset({"runId", "status"}), frozenset({"statusMetadata"}))
     status = obj["status"]
     if type(status) is not str or status not in RUN_STATUSES:
         raise BadRequest(f"must be one of {', '.join(sorted(RUN_STATUSES))}", field="status")
@@ -219,7 +220,7 @@ def parse_status(body: bytes) -> StatusUpdate:
 def parse_log_names(body: bytes) -> LogNamesAdd:
     """``POST /api/runs/logName/add``."""
     obj = _object(body)
-    _fields(obj, frozenset({"runId", "logType", "logName"}), frozenset())
+    check_fields(obj, frozenset({"runId", "logType", "logName"}), frozenset())
     log_type = obj["logType"]
     if type(log_type) is not str or log_type not in LOG_TYPES:
         raise BadRequest(f"must be one of {', '.join(sorted(LOG_TYPES))}", field="logType")
@@ -236,7 +237,7 @@ def parse_log_names(body: bytes) -> LogNamesAdd:
 def parse_tags(body: bytes) -> TagsUpdate:
     """``POST /api/runs/tags/update``."""
     obj = _object(body)
-    _fields(obj, frozenset({"runId", "tags"}), frozenset())
+    check_fields(obj, frozenset({"runId", "tags"}), frozenset())
     if obj["tags"] is None:
         raise BadRequest("must be a list of strings", field="tags")
     return TagsUpdate(_run_id(obj), _tags(obj["tags"]))
@@ -245,7 +246,7 @@ def parse_tags(body: bytes) -> TagsUpdate:
 def parse_config_update(body: bytes) -> ConfigUpdate:
     """``POST /api/runs/config/update``: ``config`` is a JSON-encoded object."""
     obj = _object(body)
-    _fields(obj, frozenset({"runId", "config"}), frozenset())
+    check_fields(obj, frozenset({"runId", "config"}), frozenset())
     text = _json_text(_str(obj["config"], "config"), "config")
     assert text is not None  # _str rejected None
     return ConfigUpdate(_run_id(obj), orjson.loads(text))
@@ -254,7 +255,7 @@ def parse_config_update(body: bytes) -> ConfigUpdate:
 def _check_graph(graph: Any) -> None:
     if not isinstance(graph, dict):
         raise BadRequest("must be an object", field="graph")
-    _fields(graph, frozenset({"format", "nodes"}), frozenset(), None)
+    check_fields(graph, frozenset({"format", "nodes"}), frozenset(), None)
     _str(graph["format"], "graph.format", limit=64)
     nodes = graph["nodes"]
     if not isinstance(nodes, dict):
@@ -287,7 +288,7 @@ def _check_graph(graph: Any) -> None:
 def parse_graph(body: bytes) -> GraphUpdate:
     """``POST /api/runs/modelGraph/create``."""
     obj = _object(body)
-    _fields(obj, frozenset({"runId", "graph"}), frozenset())
+    check_fields(obj, frozenset({"runId", "graph"}), frozenset())
     _check_graph(obj["graph"])
     return GraphUpdate(_run_id(obj), orjson.dumps(obj["graph"]).decode())
 
@@ -295,14 +296,14 @@ def parse_graph(body: bytes) -> GraphUpdate:
 def parse_trigger(body: bytes) -> int:
     """``POST /api/runs/trigger``: the heartbeat; returns the run id."""
     obj = _object(body)
-    _fields(obj, frozenset({"runId"}), frozenset())
+    check_fields(obj, frozenset({"runId"}), frozenset())
     return _run_id(obj)
 
 
 def parse_alert(body: bytes) -> Alert:
     """``POST /api/runs/alert``."""
     obj = _object(body)
-    _fields(obj, frozenset({"runId", "alert"}), frozenset())
+    check_fields(obj, frozenset({"runId", "alert"}), frozenset())
     alert = obj["alert"]
     if not isinstance(alert, dict):
         raise BadRequest("must be an object", field="alert")
@@ -332,7 +333,7 @@ def parse_alert(body: bytes) -> Alert:
 def parse_files(body: bytes, run_id: int, key_id: int, max_file_size: int) -> FilesRequest:
     """``POST /files``: upload requests for ``run_id``, each file at most ``max_file_size`` bytes."""
     obj = _object(body)
-    _fields(obj, frozenset({"files"}), frozenset())
+    check_fields(obj, frozenset({"files"}), frozenset())
     entries = obj["files"]
     if not isinstance(entries, list) or not entries:
         raise BadRequest("must be a non-empty list", field="files")
@@ -378,25 +379,12 @@ def parse_files(body: bytes, run_id: int, key_id: int, max_file_size: int) -> Fi
 # -- ingest routes ---------------------------------------------------------------------------------------
 
 
-def _bad_fields(obj: dict[str, Any], expected: frozenset[str], line: int) -> BadRequest:
-    for name in obj:
-        if name not in expected:
-            return BadRequest("unknown field", line=line, field=name)
-    missing = sorted(expected - obj.keys())
-    return BadRequest("missing", line=line, field=missing[0])
-
-
-def parse_metrics(body: bytes, run_id: int) -> MetricBatch:
-    """``POST /ingest/metrics``: every line checked, the values grouped by key into packed columns."""
-    return _metrics.parse_metrics(_ndjson(body), run_id)
-
-
 def parse_data(body: bytes, run_id: int) -> DataBatch:
     """``POST /ingest/data``: histograms, tables, graphs and string series."""
     rows = []
-    for line, obj in _ndjson(body):
+    for line, obj in ndjson(body):
         if obj.keys() != _DATA_FIELDS:
-            raise _bad_fields(obj, _DATA_FIELDS, line)
+            check_fields(obj, _DATA_FIELDS, _NONE, line)
         data_type = obj["dataType"]
         if type(data_type) is not str or data_type not in DATA_TYPES:
             raise BadRequest(f"must be one of {', '.join(sorted(DATA_TYPES))}", line=line, field="dataType")
@@ -413,7 +401,7 @@ def parse_data(body: bytes, run_id: int) -> DataBatch:
             if not isinstance(decoded, dict):
                 raise BadRequest("must be a JSON-encoded object", line=line, field="data")
         step = obj["step"]
-        if type(step) is not int or not 0 <= step <= _INT64_MAX:
+        if type(step) is not int or not 0 <= step <= INT64_MAX:
             raise BadRequest("must be a non-negative integer", line=line, field="step")
         rows.append(
             (
@@ -430,9 +418,9 @@ def parse_data(body: bytes, run_id: int) -> DataBatch:
 def parse_logs(body: bytes, run_id: int) -> LogBatch:
     """``POST /ingest/logs``: console lines."""
     rows = []
-    for line, obj in _ndjson(body):
+    for line, obj in ndjson(body):
         if obj.keys() != _LOG_FIELDS:
-            raise _bad_fields(obj, _LOG_FIELDS, line)
+            check_fields(obj, _LOG_FIELDS, _NONE, line)
         log_type = obj["logType"]
         if type(log_type) is not str or log_type not in CONSOLE_LOG_TYPES:
             raise BadRequest(

@@ -16,6 +16,7 @@ from mlop_server import _protocol
 from mlop_server._errors import BadRequest, Conflict, TooLarge, TooMany, Unauthorized
 from mlop_server._http import Context, body, content_length, guarded, json_response, path_id, stream
 from mlop_server._keys import sign_upload, verify_upload
+from mlop_server._metrics import parse_metrics
 from mlop_server._ops import Op
 
 __all__ = ["protocol_routes"]
@@ -158,7 +159,7 @@ def protocol_routes(ctx: Context) -> list[Route]:
         Route("/api/runs/modelGraph/create", guarded(api(_protocol.parse_graph)), methods=["POST"]),
         Route("/api/runs/alert", guarded(api(_protocol.parse_alert)), methods=["POST"]),
         Route("/api/runs/trigger", guarded(trigger), methods=["POST"]),
-        Route("/ingest/metrics", guarded(ingest(_protocol.parse_metrics)), methods=["POST"]),
+        Route("/ingest/metrics", guarded(ingest(parse_metrics)), methods=["POST"]),
         Route("/ingest/data", guarded(ingest(_protocol.parse_data)), methods=["POST"]),
         Route("/ingest/logs", guarded(ingest(_protocol.parse_logs)), methods=["POST"]),
         Route("/files", guarded(files), methods=["POST"]),

@@ -386,6 +386,15 @@ class SqliteStorage(Storage):
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await anyio.to_thread.run_sync(lambda: fn(self._reader()))
 
+    async def list_projects(self) -> list[dict[str, Any]]:
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT project, COUNT(*), MAX(updated) FROM runs GROUP BY project ORDER BY 3 DESC"
+            ).fetchall()
+            return [{"name": name, "runs": count, "updated": updated} for name, count, updated in rows]
+
+        return await self._read(read)
+
     async def list_runs(self, project: str) -> list[dict[str, Any]]:
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(

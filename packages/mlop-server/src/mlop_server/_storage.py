@@ -158,6 +158,10 @@ class Storage(abc.ABC):
     # -- reads -------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
+    async def list_projects(self) -> list[dict[str, Any]]:
+        """Every project with runs: ``[{"name", "runs", "updated"}]``, most recently updated first."""
+
+    @abc.abstractmethod
     async def list_runs(self, project: str) -> list[dict[str, Any]]:
         """The runs of a project, newest first, as read-API summaries."""
 
