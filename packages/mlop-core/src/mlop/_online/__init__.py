@@ -4,3 +4,5 @@ Nothing here is imported by ``import mlop``: the training process only loads :mo
 when a run is online, and httpx is imported by the modules that talk to the server, which run in the
 uploader process or the CLI.
 """
+
+from __future__ import annotations

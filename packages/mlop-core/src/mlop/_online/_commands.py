@@ -15,7 +15,7 @@ __all__ = ["add_online_commands"]
 
 def _login(args: argparse.Namespace) -> int:
     from mlop._online._server import ServerInterface
-    from mlop._settings import Settings
+    from mlop._settings import resolve_settings
 
     key = args.key or os.environ.get("MLOP_API_TOKEN") or os.environ.get("MLOP_API_KEY")
     if not key:
@@ -27,7 +27,8 @@ def _login(args: argparse.Namespace) -> int:
     if not key:
         print("mlop login: no key given", file=sys.stderr)
         return 1
-    settings = Settings(host=args.host)
+    # --host, else MLOP_HOST or the host of the key stored before, else the hosted service
+    settings = resolve_settings({"host": args.host} if args.host else {}, None)
     urls = settings.urls()
     with ServerInterface(urls, key, verify=not args.insecure) as server:
         try:
@@ -38,7 +39,7 @@ def _login(args: argparse.Namespace) -> int:
         except ServerError as exc:
             print(f"mlop login: could not check the key with {urls['url_api']}: {exc}", file=sys.stderr)
             return 1
-    path = save(Credentials(key, args.host))
+    path = save(Credentials(key, settings.host))
     print(f"Logged in to {urls['url_api']} (organization {slug}).")
     print(f"Key stored in {path} (only you can read it).")
     return 0
