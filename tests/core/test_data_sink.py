@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image as PILImage
 
 import mlop
@@ -126,3 +127,36 @@ def test_media_rows_read_back_in_logging_order(tmp_path: Path) -> None:
     rows = [(r["key"], r["step"]) for r in reader.media()]
     reader.close()
     assert rows == [("slow", 0), ("fast", 0)] + [("img", s) for s in range(1, 6)]
+
+
+def test_close_with_a_timeout_drops_what_has_not_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    added: list[Any] = []
+    sink = MediaSink(tmp_path, lambda kind, item: added.append(item), workers=1)
+    started = threading.Event()
+
+    def slow() -> Items:
+        started.set()
+        time.sleep(0.5)
+        return [("data", "slow")]
+
+    sink.defer(slow, size=10)
+    started.wait(5)
+    for number in range(3):
+        sink.defer(lambda number=number: [("data", number)], size=10)
+    began = time.monotonic()
+    assert sink.close(timeout=0.1) == 3
+    assert time.monotonic() - began < 5
+    assert added == ["slow"]  # the running value finished; the queued ones were dropped
+    assert sink.pending_bytes == 0
+    assert "3 logged media values were dropped" in caplog.text
+
+
+def test_close_without_a_timeout_stores_everything(tmp_path: Path) -> None:
+    added: list[Any] = []
+    sink = MediaSink(tmp_path, lambda kind, item: added.append(item), workers=1)
+    for number in range(20):
+        sink.defer(lambda number=number: [("data", number)], size=10)
+    assert sink.close() == 0
+    assert added == list(range(20))

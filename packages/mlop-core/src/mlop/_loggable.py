@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -69,6 +70,8 @@ class MediaSink:
         self._turn = 0
         self._done: dict[int, Items] = {}
         self._emit_lock = threading.Lock()
+        self._waiting: dict[int, int] = {}  # ticket: size, for work not finished yet
+        self._futures: dict[int, Future[None]] = {}
 
     def defer(self, work: Callable[[], Items], size: int = 0) -> None:
         """Run ``work`` on a background thread and add the items it returns.
@@ -93,8 +96,9 @@ class MediaSink:
             self._tickets += 1
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="mlop-media")
-            pool = self._pool
-        pool.submit(self._run, work, size, ticket)
+            self._waiting[ticket] = size
+            # Under the lock, so the work's own clean-up (which takes it) comes after this entry.
+            self._futures[ticket] = self._pool.submit(self._run, work, size, ticket)
 
     @property
     def pending_bytes(self) -> int:
@@ -110,6 +114,8 @@ class MediaSink:
         finally:
             with self._room:
                 self._pending -= size
+                self._waiting.pop(ticket, None)
+                self._futures.pop(ticket, None)
                 self._room.notify_all()
             self._deliver(ticket, items)
 
@@ -125,12 +131,41 @@ class MediaSink:
                         logger.exception("mlop could not store a logged value; it was skipped")
                 self._turn += 1
 
-    def close(self) -> None:
-        """Wait for deferred work to finish."""
+    def close(self, timeout: float | None = None) -> int:
+        """Wait for deferred work to finish.
+
+        Args:
+            timeout: seconds to wait for work that has not started; past them it is dropped (work that
+                has started still finishes). None waits for everything.
+
+        Returns:
+            How many deferred values were dropped.
+        """
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        if pool is None:
+            return 0
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            with self._room:
+                while self._waiting and (left := deadline - time.monotonic()) > 0:
+                    self._room.wait(left)
+        pool.shutdown(wait=True, cancel_futures=timeout is not None)
+        dropped = 0
+        with self._room:
+            futures = sorted(self._futures.items())
+        for ticket, future in futures:
+            if future.cancelled():
+                dropped += 1
+                with self._room:
+                    self._pending -= self._waiting.pop(ticket, 0)
+                self._deliver(ticket, [])
+        self._futures.clear()
+        if dropped:
+            logger.warning(
+                "mlop: %d logged media values were dropped: the run ended before they were stored", dropped
+            )
+        return dropped
 
 
 class Loggable:
