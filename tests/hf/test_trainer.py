@@ -55,6 +55,13 @@ def test_credentials_are_masked_at_any_depth() -> None:
     }
 
 
+def test_wrong_arguments_raise_when_the_callback_is_made() -> None:
+    with pytest.raises(ValueError, match="log_model"):
+        MlopCallback(log_model="always")
+    with pytest.raises(ValueError, match="watch"):
+        MlopCallback(watch="everything")
+
+
 def test_report_to_all_includes_mlop(make_trainer: Callable[..., Any]) -> None:
     trainer = make_trainer(report_to="all")
     assert "mlop" in trainer.args.report_to

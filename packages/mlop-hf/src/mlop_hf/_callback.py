@@ -73,8 +73,7 @@ class MlopCallback(TrainerCallback):
     trackers, together with ``train/global_step``. The run is finished at the end of training, unless it
     is the user's: one passed as ``run``, or one the user started with ``mlop.init()`` before training.
     ``trainer.evaluate()`` and ``trainer.predict()`` after training reopen the run for their metrics and
-    finish it again. In a
-    hyperparameter search each trial gets a fresh run, named after the trial.
+    finish it again. In a hyperparameter search each trial gets a fresh run, named after the trial.
 
     Args:
         run: a run to log into; the user finishes it.
@@ -94,12 +93,13 @@ class MlopCallback(TrainerCallback):
     ) -> None:
         self._run: Any = run
         self._owned = False
-        self._user_run = run is not None
         self._project = project
         self._log_model = log_model if log_model is not None else _env_choice("MLOP_LOG_MODEL", _LOG_MODEL)
         if self._log_model not in (None, "checkpoint", "end"):
             raise ValueError(f"log_model must be 'checkpoint', 'end' or None, got {log_model!r}")
         self._watch = watch if watch is not None else _env_choice("MLOP_WATCH", _WATCH)
+        if self._watch not in (None, *_WATCH):
+            raise ValueError(f"watch must be 'gradients', 'parameters', 'all' or None, got {watch!r}")
         self._init_kwargs = init_kwargs
         self._reopened = False  # the run was reopened after training, for an evaluate() or predict()
         self._watched: Any = None  # the run that watches the model
@@ -118,7 +118,7 @@ class MlopCallback(TrainerCallback):
         if self._run is None:
             active = mlop.ops[-1] if mlop.ops else None
             if active is not None and not state.is_hyper_param_search and not _cleanup.is_ours(active):
-                self._run, self._owned, self._user_run = active, False, True
+                self._run, self._owned = active, False
             else:
                 self._run, self._owned = self._new_run(args, state), True
         try:
