@@ -46,10 +46,13 @@ SCRIPT = textwrap.dedent(
 
 
     if __name__ == "__main__":
-        out, strategy = sys.argv[1], sys.argv[2]
+        out, strategy, shared = sys.argv[1], sys.argv[2], sys.argv[3] == "shared"
         x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
         data = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=8)
-        logger = MlopLogger(project="ddp", dir=out, log_model=True, disable_system_metrics=True)
+        logger = MlopLogger(
+            project="ddp", dir=out, log_model=True, shared=shared, x_sys_sampling_interval=0.2,
+            disable_system_metrics=not shared,
+        )
         trainer = Trainer(
             accelerator="cpu",
             devices=2,
@@ -62,18 +65,18 @@ SCRIPT = textwrap.dedent(
             default_root_dir=out,
         )
         trainer.fit(Tiny(), data)
-        if trainer.is_global_zero:  # in ddp_spawn, the main process: its trainer did not train
-            print("VERSION", logger.version)
+        # In ddp_spawn this is the main process, whose trainer did not train; in ddp, each rank prints.
+        print("VERSION", logger.version)
     """
 )
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
-def test_two_cpu_processes_make_one_run(tmp_path: Path, strategy: str) -> None:
+@pytest.mark.parametrize(("strategy", "shared"), [("ddp", False), ("ddp_spawn", False), ("ddp", True)])
+def test_two_cpu_processes_make_one_run(tmp_path: Path, strategy: str, shared: bool) -> None:
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)
     out = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), strategy],
+        [sys.executable, str(script), str(tmp_path), strategy, "shared" if shared else "rank0"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -81,7 +84,9 @@ def test_two_cpu_processes_make_one_run(tmp_path: Path, strategy: str) -> None:
     )
     assert out.returncode == 0, out.stderr[-4000:]
     words = out.stdout.split()
-    version = words[words.index("VERSION") + 1]
+    versions = {words[i + 1] for i, word in enumerate(words) if word == "VERSION"}
+    assert len(versions) == 1  # every rank's logger names the same run
+    (version,) = versions
     global_step = 8  # 64 samples, 2 ranks, batches of 8, 2 epochs
 
     (run,) = mlop.list_runs(tmp_path)
@@ -92,3 +97,8 @@ def test_two_cpu_processes_make_one_run(tmp_path: Path, strategy: str) -> None:
     assert {m["value"] for m in run.metrics("rank")} == {0}
     (checkpoint,) = run.media("model")
     assert checkpoint["metadata"]["step"] == global_step
+    system_keys = {m["key"] for m in run.metrics() if m["key"].startswith("sys/")}
+    if shared:  # each rank attached to the run and sampled its own system metrics
+        assert any(key.startswith("sys/rank1/") for key in system_keys), sorted(system_keys)
+    else:
+        assert system_keys == set()

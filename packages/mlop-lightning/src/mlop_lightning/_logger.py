@@ -24,12 +24,26 @@ __all__ = ["MLOPLogger", "MlopLogger"]
 logger = logging.getLogger(__name__)
 
 _ID_ALPHABET: Final = string.ascii_lowercase + string.digits
+#: The run id a Lightning ``ddp`` launcher process hands to the copies of the script it starts for the other
+#: local ranks (they inherit its environment), so every rank's logger names the same run.
+RUN_ID_VARIABLE: Final = "MLOP_LIGHTNING_RUN_ID"
 _COMPLETED: Final = frozenset({"success"})
 _FAILED: Final = frozenset({"failed"})
 
 
 def _new_run_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+
+
+def _launched_rank() -> bool:
+    """Whether this process is a local rank other than 0, started by a launcher (Lightning, torchrun)."""
+    local = os.environ.get("LOCAL_RANK", "").strip()
+    return local not in ("", "0")
+
+
+def _records(run: Any) -> bool:
+    """Whether ``run`` records the user's values: a real run, and not another rank of a shared run."""
+    return isinstance(run, mlop.Run) and bool(getattr(run, "primary", True))
 
 
 def _lightning_status(status: str) -> tuple[str, dict[str, Any] | None]:
@@ -78,8 +92,9 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
 
     The run is created on first use, on global rank 0 only, so the logger can be pickled before it exists
     (``ddp_spawn``) and other ranks never create one; there :attr:`experiment` is an object whose methods do
-    nothing. Each ``fit``, ``validate`` or ``test`` ends the run (Lightning calls :meth:`finalize`) with
-    its status; the next one continues the same run.
+    nothing. With the ``shared=True`` setting every rank attaches to the one run (for its own system
+    metrics) while rank 0 records what is logged. Each ``fit``, ``validate`` or ``test`` ends the run
+    (Lightning calls :meth:`finalize`) with its status; the next one continues the same run.
 
     Args:
         project: the mlop project; Lightning's :attr:`name`.
@@ -90,8 +105,9 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
             working directory). Checkpoints go to ``<run directory>/checkpoints`` unless the
             ``ModelCheckpoint`` has its own ``dirpath``.
         settings: a :class:`mlop.Settings` or a dict of settings.
-        run_id: the run's id (its external id on the server); by default a new random one, fixed when
-            the logger is made so every copy of the logger names the same run.
+        run_id: the run's id (its external id on the server); by default a new random one, drawn when
+            the logger is made, so every copy of the logger (``ddp_spawn``) and every rank Lightning's
+            ``ddp`` launcher starts names the same run.
         log_model: log checkpoints as artifacts: ``True`` the final ones when training ends, ``"all"``
             each one when it is saved, ``False`` none.
         prefix: put before every metric key, joined with ``/``.
@@ -134,9 +150,16 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         self._project: str = resolved.project
         self._run_name = name
         self._root = Path(resolved.dir).expanduser() if resolved.dir else Path.cwd()
-        self._run_id: str = resolved.run_id or _new_run_id()
-        # A random id is this logger's own: if its run exists, a copy of this logger made it (ddp_spawn).
+        # A drawn id is this logger's own: if its run exists, a copy of this logger made it (ddp_spawn).
         self._own_id = resolved.run_id is None
+        if resolved.run_id is not None:
+            self._run_id: str = resolved.run_id
+        elif _launched_rank():
+            self._run_id = os.environ.get(RUN_ID_VARIABLE) or _new_run_id()
+        else:
+            self._run_id = _new_run_id()
+            os.environ[RUN_ID_VARIABLE] = self._run_id
+        self._shared = resolved.shared
         self._disabled = resolved.run_mode == "disabled"
         self._config = to_config(config) if config is not None else None
         self._tags = [tags] if isinstance(tags, str) else None if tags is None else [str(t) for t in tags]
@@ -191,13 +214,16 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
 
     @property
     def experiment(self) -> Any:
-        """The :class:`mlop.Run` on global rank 0, created on first use; elsewhere a no-op object."""
+        """The :class:`mlop.Run` on global rank 0, created on first use; elsewhere a no-op object.
+
+        With ``shared=True``, other ranks get their attachment to the same run (core's shared mode).
+        """
         run = self._run
         if run is not None and not self._finalized:
             return run
         if self._noop is not None:
             return self._noop
-        if global_rank() != 0:
+        if global_rank() != 0 and not self._shared:
             self._noop = NoopRun()
             return self._noop
         self._run = mlop.init(
@@ -248,7 +274,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
             input_array: unused: mlop's graph is read from the module tree, not traced.
         """
         run = self.experiment
-        if not isinstance(run, mlop.Run) or id(model) in self._graphs:
+        if not _records(run) or id(model) in self._graphs:
             return
         try:
             graph = _hooks.graph(model)
@@ -263,7 +289,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Note a checkpoint save; with ``log_model="all"`` log the new files now."""
-        if not self._log_model or not isinstance(self.experiment, mlop.Run):
+        if not self._log_model or not _records(self.experiment):
             return
         self._checkpoints.saved(checkpoint_callback, self._step)
         if self._log_model == "all":
@@ -358,7 +384,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         make: Callable[[Any, dict[str, Any]], Any],
     ) -> None:
         run = self.experiment
-        if not isinstance(run, mlop.Run):
+        if not _records(run):
             return
         values = _as_list(items)
         count = len(values)
@@ -375,7 +401,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
 
     def _log_checkpoints(self, callback: Any) -> None:
         run = self.experiment
-        if not isinstance(run, mlop.Run):
+        if not _records(run):
             return
         for checkpoint in self._checkpoints.pending(callback):
             try:
