@@ -125,6 +125,13 @@ def test_ctrl_c_ends_the_run_terminated(tmp_path: Path) -> None:
         logger.finalize("failed")  # what Lightning does in its handler of the interrupt
     assert mlop.open_run(logger.log_dir).status == "TERMINATED"
 
+    requeued = MlopLogger(project="stop", dir=tmp_path)
+    requeued.log_metrics({"loss": 1.0}, step=0)
+    requeued.finalize("finished")  # Lightning's status on a SLURM requeue signal: the process stops early
+    run = mlop.open_run(requeued.log_dir)
+    assert run.status == "TERMINATED" and run.status_metadata is not None
+    assert run.status_metadata["message"] == "Lightning finalized the logger with status 'finished'"
+
 
 def test_hyperparameters_of_every_shape_reach_the_config(tmp_path: Path) -> None:
     omegaconf = pytest.importorskip("omegaconf")
@@ -166,6 +173,7 @@ def test_media_helpers_log_at_the_last_lightning_step(tmp_path: Path) -> None:
     logger.log_audio("tone", torch.sin(torch.linspace(0, 100, 800)), sample_rate=8000, caption="sine")
     logger.log_text("generated", ["first text", "second text"], step=6)
     logger.log_table("preds", columns=["id", "label"], data=[[1, "cat"], [2, "dog"]])
+    logger.log_video("clip", torch.rand(4, 3, 8, 8), fps=4, format="gif")
     notes = tmp_path / "notes.txt"
     notes.write_text("kept with the run")
     logger.log_file("notes", notes)
@@ -187,6 +195,8 @@ def test_media_helpers_log_at_the_last_lightning_step(tmp_path: Path) -> None:
     ]
     (table,) = run.data("preds")
     assert table["step"] == 5 and "cat" in str(table["value"])
+    (clip,) = run.media("clip")
+    assert (clip["step"], clip["type"], Path(clip["path"]).suffix) == (5, "VIDEO", ".gif")
     (note,) = run.media("notes")
     assert note["type"] == "FILE" and Path(note["path"]).read_text() == "kept with the run"
 
@@ -200,6 +210,17 @@ def test_properties_name_the_run_directory(tmp_path: Path) -> None:
     assert not (tmp_path / ".mlop").exists()  # nothing is made before first use
     assert logger.experiment.dir == Path(logger.log_dir)
     assert MLOPLogger is MlopLogger
+
+
+def test_ranks_started_by_the_ddp_launcher_take_its_run_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launcher = MlopLogger(project="ids", dir=tmp_path)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning's launcher sets for the copy it starts
+    assert MlopLogger(project="ids", dir=tmp_path).version == launcher.version
+    assert MlopLogger(project="ids", dir=tmp_path, run_id="given").version == "given"
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert MlopLogger(project="ids", dir=tmp_path).version != launcher.version
 
 
 def test_bad_arguments_raise_when_the_logger_is_made(tmp_path: Path) -> None:
