@@ -73,6 +73,16 @@ def test_a_numpy_matrix_and_numpy_scalars() -> None:
     assert [c["dtype"] for c in scalars["col"]] == ["bool", "int", "float", "str"]
 
 
+def test_a_dict_of_columns() -> None:
+    payload = mlop.Table({"epoch": [1, 2], "acc": np.array([0.5, 0.75])}).to_dict()
+    assert payload["table"] == [[1, 0.5], [2, 0.75]]
+    assert payload["col"] == [{"name": "epoch", "dtype": "int"}, {"name": "acc", "dtype": "float"}]
+    with pytest.raises(ValueError, match="different lengths"):
+        mlop.Table({"a": [1, 2], "b": [1]})
+    with pytest.raises(TypeError, match="not a list of cells"):
+        mlop.Table({"a": 1})
+
+
 def test_rows_as_dicts_and_default_column_names() -> None:
     by_name = mlop.Table([{"a": 1, "b": "x"}, {"b": "y", "c": 2.5}]).to_dict()
     assert [c["name"] for c in by_name["col"]] == ["a", "b", "c"]

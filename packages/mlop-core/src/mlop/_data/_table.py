@@ -86,8 +86,8 @@ class Table(Loggable):
     """A table, sent to the server as data (the protocol's ``TABLE`` type).
 
     Args:
-        data: a list of rows (each a sequence of cells, or a mapping from column name to cell), or a
-            pandas DataFrame.
+        data: a list of rows (each a sequence of cells, or a mapping from column name to cell), a dict
+            of columns (name to a list of cells), or a pandas DataFrame.
         columns: the column names; by default the DataFrame's, the mappings' keys, or "0", "1", ...
         rows: row labels, one per row (a DataFrame's index is used when it is not the default 0..n-1).
         dataframe: a pandas DataFrame, as a keyword.
@@ -127,9 +127,21 @@ class Table(Loggable):
             cells = [list(row) for row in data.itertuples(index=False, name=None)]
             if rows is None and not _default_index(data.index):
                 rows = list(data.index)
-        elif isinstance(data, (str, bytes)) or (
-            not isinstance(data, (Sequence, Mapping)) and not hasattr(data, "__iter__")
-        ):
+        elif isinstance(data, Mapping):
+            names = [str(c) for c in data] if columns is None else [str(c) for c in columns]
+            if len(names) != len(data):
+                raise ValueError(f"{_WHAT}: {len(names)} column names for {len(data)} columns")
+            values = []
+            for name, column in zip(names, data.values(), strict=True):
+                if isinstance(column, (str, bytes)) or not hasattr(column, "__iter__"):
+                    raise TypeError(f"{_WHAT}: the column {name!r} is not a list of cells")
+                values.append(list(column))
+            if len({len(v) for v in values}) > 1:
+                lengths = ", ".join(f"{n}: {len(v)}" for n, v in zip(names, values, strict=True))
+                raise ValueError(f"{_WHAT}: columns of different lengths ({lengths})")
+            cells = [list(row) for row in zip(*values, strict=True)]
+            dtypes = [None] * len(names)
+        elif isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
             raise TypeError(f"{_WHAT} takes a list of rows or a pandas DataFrame, not {type(data).__name__}")
         else:
             cells, names = _rows(list(data), columns)
