@@ -1,8 +1,8 @@
 """A transformers Trainer that reports to mlop by name: ``report_to="mlop"``, nothing imported from mlop.
 
 Trains a tiny BERT built from a config (no download) on a made-up task for a few steps on the CPU, evaluates
-it, then reads the run back and prints what it holds. Runs offline in seconds (plus the import of
-transformers)::
+it, then reads the run back (from ./.mlop) and prints what it holds. Runs offline in seconds (plus the
+import of transformers)::
 
     python examples/hf_trainer_tiny.py
 """
@@ -45,6 +45,7 @@ def main() -> None:
             output_dir=out,
             report_to="mlop",  # resolved by name: mlop-hf registered it when transformers was imported
             run_name="tiny-bert",
+            learning_rate=1e-3,
             max_steps=12,
             per_device_train_batch_size=8,
             logging_steps=2,
