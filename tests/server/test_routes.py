@@ -27,9 +27,9 @@ def keys_cli(server: ServerProcess, *args: str) -> str:
         [sys.executable, "-m", "mlop_server", "keys", *args, "--data", str(server.data_dir)],
         capture_output=True,
         text=True,
-        timeout=60,
-        check=True,
+        timeout=120,
     )
+    assert out.returncode == 0, out.stderr
     return out.stdout
 
 
@@ -451,6 +451,7 @@ ROUTES = [
     ("GET", "/api/runs/1/files?key=a"),
     ("GET", "/api/runs/1/files/1/content"),
     ("POST", "/api/runs/1/cancel"),
+    ("GET", "/api/projects"),
     ("GET", "/openapi.json"),
 ]
 
