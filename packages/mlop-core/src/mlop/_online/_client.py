@@ -122,7 +122,10 @@ class UploaderHandle:
                 "frames": [],
                 "trace": "",
             }
-            self._op._end("CANCELLED", metadata)
+            # On its own thread, so that this one goes on reading what the uploader says while it ends.
+            threading.Thread(
+                target=self._op._end, args=("CANCELLED", metadata), name="mlop-cancel", daemon=False
+            ).start()
         elif kind == "log":
             logger.log(int(event.get("level", logging.WARNING)), "%s", event.get("message", ""))
         elif kind == "done":
