@@ -82,7 +82,7 @@ def _offline_run(tmp_path: Path, steps: int = 50) -> Path:
     for i in range(steps):
         run.log({"loss": 1.0 / (i + 1), "inf": float("inf") if i == 3 else 0.0, "note": f"n{i}"})
     run.update_config({"depth": 2})
-    run.add_tags("b")
+    run.add_tags(["b", "group:x", "group:y"])
     run.alert("hello", title="t", level="warning")
     run.finish()
     return Path(run.dir)
@@ -143,7 +143,8 @@ def test_an_offline_run_is_sent_in_the_protocols_shapes(tmp_path: Path) -> None:
     }
     names = {(b["logType"], n) for b in recorder.bodies("/api/runs/logName/add") for n in b["logName"]}
     assert {("METRIC", "loss"), ("METRIC", "inf"), ("DATA", "note")} <= names
-    assert recorder.bodies("/api/runs/tags/update")[-1] == {"runId": 7, "tags": ["a", "b"]}
+    # at most one group:* tag, as the protocol says
+    assert recorder.bodies("/api/runs/tags/update")[-1] == {"runId": 7, "tags": ["a", "b", "group:x"]}
     (alert,) = recorder.bodies("/api/runs/alert")
     assert alert["alert"]["level"] == "WARNING" and alert["alert"]["body"] == "hello"
     assert set(alert["alert"]) == {"timestamp", "level", "title", "body", "email", "url"}

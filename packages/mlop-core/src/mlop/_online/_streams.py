@@ -27,11 +27,12 @@ from mlop._store import Store
 if TYPE_CHECKING:
     from mlop._online._uploader import Uploader
 
-__all__ = ["STREAMS", "Batch", "Stream"]
+__all__ = ["STREAMS", "Batch", "Stream", "pending_items", "protocol_tags"]
 
 logger = logging.getLogger(__name__)
 
 Position = tuple[int, int]
+_MAX_TAGS: Final = 50
 FINAL: Final = frozenset({"COMPLETED", "FAILED", "TERMINATED", "CANCELLED"})
 _LOG_TYPES: Final = frozenset(
     {"METRIC", "IMAGE", "VIDEO", "AUDIO", "FILE", "TEXT", "ARTIFACT", "HISTOGRAM", "TABLE", "DATA"}
@@ -272,6 +273,19 @@ class MetricsStream(Stream):
             self.server.ingest("metrics", lines, self.key(batch), stop=self.up.stop)
 
 
+def protocol_tags(tags: list[str]) -> list[str]:
+    """At most 50 tags and at most one ``group:*`` tag, as the protocol allows."""
+    out: list[str] = []
+    group = False
+    for tag in tags:
+        if tag.startswith("group:"):
+            if group:
+                continue
+            group = True
+        out.append(tag)
+    return out[:_MAX_TAGS]
+
+
 def data_log_type(data_type: str) -> str:
     """The ``logType`` a data line's key is registered with."""
     upper = str(data_type).upper()
@@ -421,7 +435,8 @@ class ControlStream(Stream):
 
     def _tags(self, seq: int, item: Any, key: str) -> None:
         _when, tags = item
-        self.call("/api/runs/tags/update", {"runId": self.server.run_id, "tags": list(tags)}, key)
+        body = {"runId": self.server.run_id, "tags": protocol_tags([str(t) for t in tags])}
+        self.call("/api/runs/tags/update", body, key)
 
     def _graph(self, seq: int, item: Any, key: str) -> None:
         _when, graph = item

@@ -29,7 +29,7 @@ from typing import Any, Final
 from mlop._exceptions import MlopError, ServerError
 from mlop._online._options import Options
 from mlop._online._server import Abandoned, ServerInterface, Transient
-from mlop._online._streams import FINAL, STREAMS, Batch, Stream, pending_items
+from mlop._online._streams import FINAL, STREAMS, Batch, Stream, pending_items, protocol_tags
 from mlop._store import Store
 from mlop._version import __version__
 
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 LOCK_FILE: Final = "upload.lock"
 _POLL: Final = 0.05
 _NICE: Final = 5
-_MAX_TAGS: Final = 50
 
 
 class Busy(MlopError):
@@ -49,19 +48,6 @@ class Busy(MlopError):
 
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
-
-
-def _tags(tags: list[str]) -> list[str]:
-    """At most 50 tags and at most one ``group:*`` tag, as the protocol allows."""
-    out: list[str] = []
-    group = False
-    for tag in tags:
-        if tag.startswith("group:"):
-            if group:
-                continue
-            group = True
-        out.append(tag)
-    return out[:_MAX_TAGS]
 
 
 def last_status(store: Store) -> tuple[int, str] | None:
@@ -186,7 +172,7 @@ class Uploader:
             "config": json.dumps(meta.get("config") or {}),
             "loggerSettings": json.dumps({"client": "mlop-core", "version": __version__, "mode": "online"}),
             "systemMetadata": None if system is None else json.dumps(system),
-            "tags": _tags([str(t) for t in meta.get("tags") or []]),
+            "tags": protocol_tags([str(t) for t in meta.get("tags") or []]),
             "externalId": str(meta.get("id") or self.run_dir.name),
             "createdAt": _ms(meta.get("created_at")),
             "updatedAt": _ms(finished if finished is not None else time.time()),
