@@ -89,6 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_body=int(args.max_body_mb * MIB),
         max_file_size=int(args.max_file_mb * MIB),
         max_uploads=args.max_uploads,
+        max_pending_writes=args.max_pending_writes,
         upload_ttl=args.upload_ttl,
     )
     storage = SqliteStorage(config.database, max_pending=config.max_pending_writes)
@@ -194,6 +195,7 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-file-mb", type=float, default=5120.0, help="largest upload in MiB")
     parser.add_argument("--max-uploads", type=int, default=16, help="uploads at once before 429")
     parser.add_argument("--max-connections", type=int, default=512, help="connections at once before 503")
+    parser.add_argument("--max-pending-writes", type=int, default=1024, help="writes waiting before 503")
     parser.add_argument("--upload-ttl", type=int, default=3600, help="seconds an upload URL is valid")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=_serve)

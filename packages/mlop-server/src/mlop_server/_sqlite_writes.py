@@ -147,8 +147,11 @@ def _resume(conn: sqlite3.Connection, op: ResumeRun) -> dict[str, Any]:
         ).fetchone()
     else:
         row = None
-        for run_id, project, number in conn.execute(
-            "SELECT id, project, number FROM runs WHERE (? IS NULL OR project = ?)", (op.project, op.project)
+        digits = (op.display_id or "").rpartition("-")[2]
+        number = int(digits) if digits.isdigit() and len(digits) < 19 else -1
+        for run_id, project in conn.execute(
+            "SELECT id, project FROM runs WHERE number = ? AND (? IS NULL OR project = ?)",
+            (number, op.project, op.project),
         ):
             if display_id(project, number) == op.display_id:
                 row = (run_id,)

@@ -1,0 +1,99 @@
+// Shared helpers of the dashboard: the key, the read API, escaping, formatting. Exposes window.mlop.
+"use strict";
+(function () {
+  const KEY = "mlop.key";
+  const mlop = (window.mlop = window.mlop || {});
+  mlop.charts = {};
+  mlop.timers = [];
+
+  // The key arrives in the URL fragment (#key=…, never sent to the server); keep it in sessionStorage
+  // and drop it from the address bar and the history.
+  mlop.takeKeyFromHash = function () {
+    const hash = location.hash;
+    const match = hash.match(/[#&?]key=([^&]+)/);
+    if (!match) return;
+    sessionStorage.setItem(KEY, decodeURIComponent(match[1]));
+    let rest = hash.replace(/[&?]?key=[^&]+/, "").replace(/^#&/, "#");
+    if (rest === "#" || rest === "") rest = "#/";
+    history.replaceState(null, "", location.pathname + location.search + rest);
+  };
+  mlop.key = () => sessionStorage.getItem(KEY);
+  mlop.setKey = (key) => sessionStorage.setItem(KEY, key);
+  mlop.forgetKey = () => sessionStorage.removeItem(KEY);
+
+  class Unauthorized extends Error {}
+  mlop.Unauthorized = Unauthorized;
+
+  async function request(path, init) {
+    const key = mlop.key();
+    if (!key) throw new Unauthorized("no key");
+    const headers = Object.assign({ Authorization: "Bearer " + key }, (init && init.headers) || {});
+    const answer = await fetch(path, Object.assign({}, init || {}, { headers, cache: "no-store" }));
+    if (answer.status === 401) throw new Unauthorized("the key was refused");
+    if (!answer.ok) {
+      let message = answer.statusText;
+      try { message = (await answer.json()).message || message; } catch (e) { /* not JSON */ }
+      throw new Error(`${answer.status} ${path}: ${message}`);
+    }
+    return answer;
+  }
+  mlop.api = async (path) => (await request(path)).json();
+  mlop.post = async (path, body) => (await request(path, {
+    method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" },
+  })).json();
+  // A file of the read API as a blob: URL (img/audio/video cannot send the Authorization header).
+  mlop.blobUrl = async (url) => URL.createObjectURL(await (await request(url)).blob());
+
+  mlop.q = (v) => encodeURIComponent(v);
+  mlop.esc = (v) => String(v == null ? "" : v).replace(/[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  mlop.el = function (tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null || v === false) continue;
+      if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (k === "text") node.textContent = v;
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const child of children.flat()) {
+      if (child == null) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  };
+  mlop.when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-");
+  mlop.duration = function (ms) {
+    if (ms == null || ms < 0) return "-";
+    const s = Math.round(ms / 1000);
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
+    return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
+  };
+  // How long a run ran: until its last update when it ended, until now while it runs.
+  mlop.runDuration = (run) => (run.status === "RUNNING" ? Date.now() : run.updated) - run.created;
+  mlop.number = function (v) {
+    if (v == null) return "-";
+    if (typeof v === "string") return v;
+    const a = Math.abs(v);
+    if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
+    return String(Math.round(v * 1e4) / 1e4);
+  };
+  // The read API sends non-finite values as strings; charts draw them as gaps.
+  mlop.finite = (v) => (typeof v === "number" ? v : null);
+  mlop.every = function (ms, fn) {
+    const id = setInterval(fn, ms);
+    mlop.timers.push(id);
+    return id;
+  };
+  mlop.stopTimers = function () {
+    mlop.timers.forEach(clearInterval);
+    mlop.timers = [];
+  };
+  mlop.setStatus = function (text) {
+    document.getElementById("status").textContent = text || "";
+  };
+  mlop.crumbs = function (...parts) {
+    const nav = document.getElementById("crumbs");
+    nav.replaceChildren(...parts.flatMap((p) => [" / ", typeof p === "string" ? p : p]));
+  };
+})();
