@@ -160,6 +160,22 @@ def test_a_second_upload_sends_nothing(tmp_path: Path) -> None:
     assert again.requests == []
 
 
+def test_a_server_that_lost_the_run_gets_all_of_it_again(tmp_path: Path) -> None:
+    run_dir = _offline_run(tmp_path)
+    assert _upload(run_dir, Recorder())
+    store = Store(run_dir)
+    store.write([("metrics", [(50, 1.0, {"loss": 0.0})])])
+    store.close()
+    wiped = Recorder()
+    wiped.fault = lambda r: (
+        httpx.Response(404, json={"error": "NotFound"}) if "trigger" in r.url.path else None
+    )
+    assert _upload(run_dir, wiped)
+    assert "/api/runs/create" in wiped.paths()
+    assert [line["step"] for line in wiped.lines("/ingest/metrics")] == list(range(51))
+    assert wiped.bodies("/api/runs/status/update")[-1]["status"] == "COMPLETED"
+
+
 def test_transient_faults_are_retried_and_nothing_is_sent_twice(tmp_path: Path) -> None:
     run_dir = _offline_run(tmp_path)
     recorder = Recorder()

@@ -184,8 +184,9 @@ class Uploader:
         known = self.meta.get("server") or {}
         if known.get("api") == self.server.urls.get("api") and known.get("runId") is not None:
             self.server.attach(known)
-            self.notify({"event": "run", **known, "resumed": True})
-            return True
+            if self._still_there(deadline):
+                self.notify({"event": "run", **known, "resumed": True})
+                return True
         answer: Any = None
         if self.options.resume:
             answer = self._resume(deadline)
@@ -214,6 +215,31 @@ class Uploader:
         self.store.set_meta({"server": info})
         self.notify({"event": "run", **info, "resumed": bool(answer.get("resumed"))})
         return True
+
+    def _still_there(self, deadline: float | None) -> bool:
+        """Whether the server still has the run this store was sent to (one heartbeat).
+
+        A server that lost it (its data wiped) gets the whole run again, as a new run: the store forgets
+        what that server had acknowledged.
+        """
+        try:
+            self.server.retry(lambda: self.server.trigger(timeout=10.0), stop=self.stop, deadline=deadline)
+        except ServerError as exc:
+            if exc.status_code != 404:
+                raise
+        else:
+            return True
+        logger.warning(
+            "mlop: the server no longer has run %s (%s); sending all of it again as a new run",
+            self.server.run_name,
+            self.server.run_id,
+        )
+        self.server.run_id = None
+        self.store._db.execute("DELETE FROM acks")  # the Store class has no method for this
+        self.upload_id = os.urandom(6).hex()
+        self._known = {}
+        self.store.set_meta({"upload_id": self.upload_id, "upload_lognames": {}, "server": None})
+        return False
 
     def _resume(self, deadline: float | None) -> Any:
         external = str(self.meta.get("id") or self.run_dir.name)
