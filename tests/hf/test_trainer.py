@@ -165,20 +165,26 @@ def test_each_train_call_gets_a_fresh_run(make_trainer: Callable[..., Any], tmp_
 
 
 def test_peft_config_is_stored(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
+    import enum
+
     from hf_tiny import tiny_model
 
+    class PeftType(str, enum.Enum):
+        LORA = "LORA"
+
     class LoraConfig:
-        """Stands in for peft's config (peft is not installed here): it has ``to_dict``."""
+        """Stands in for peft's config (peft is not installed here): ``to_dict`` with a str enum and a set."""
 
         def to_dict(self) -> dict[str, Any]:
-            return {"peft_type": "LORA", "r": 4, "target_modules": ["query", "value"]}
+            return {"peft_type": PeftType.LORA, "r": 4, "target_modules": {"query", "value"}}
 
     model = tiny_model()
     model.peft_config = {"default": LoraConfig()}
     make_trainer(model=model, max_steps=2).train()
-    assert only_run(tmp_path).config["peft_config"] == {
-        "default": {"peft_type": "LORA", "r": 4, "target_modules": ["query", "value"]}
-    }
+    stored = only_run(tmp_path).config["peft_config"]
+    assert list(stored) == ["default"]
+    assert stored["default"]["peft_type"] == "LORA" and stored["default"]["r"] == 4
+    assert sorted(stored["default"]["target_modules"]) == ["query", "value"]
 
 
 def test_checkpoints_are_stored_as_artifacts(

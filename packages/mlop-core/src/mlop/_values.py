@@ -44,14 +44,14 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     """
     if _depth > 32:
         return repr(value)
+    if isinstance(value, enum.Enum):  # first: a str or int enum (peft's PeftType) must not stay an enum
+        return jsonable(value.value, _depth + 1)
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
         return float(value)
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value, _depth + 1)
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
