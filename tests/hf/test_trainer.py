@@ -209,12 +209,11 @@ def test_checkpoints_are_stored_as_artifacts(
 def test_the_final_model_is_stored_at_the_end(
     make_trainer: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MLOP_LOG_MODEL", "end")
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
     import tempfile
 
-    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setenv("MLOP_LOG_MODEL", "end")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     trainer = make_trainer(max_steps=2)
     trainer.train()
 
@@ -225,6 +224,23 @@ def test_the_final_model_is_stored_at_the_end(
     assert list(run.media("model/checkpoint")) == []
     assert run.status == "COMPLETED"
     assert os.listdir(tmp_path / "tmp") == []  # the staging folder is gone
+
+
+def test_the_final_model_of_a_users_run_is_kept_until_the_run_finishes(
+    make_trainer: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setenv("MLOP_LOG_MODEL", "end")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    run = mlop.init(project="mine")
+    make_trainer(max_steps=2).train()
+    assert len(os.listdir(tmp_path / "tmp")) == 1  # staged until the run, which is the user's, finishes
+    run.finish()  # the mlop_run_finished hook of mlop_hf.plugin deletes it
+    assert os.listdir(tmp_path / "tmp") == []
+    stored = {f["artifactPath"]: Path(f["path"]) for f in only_run(tmp_path).media("model/final")}
+    assert stored["config.json"].read_bytes().startswith(b"{")
 
 
 def test_watch_when_mlop_watch_asks(
