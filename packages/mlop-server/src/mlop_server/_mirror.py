@@ -1,0 +1,149 @@
+"""What ``mlop ui`` sends: a mirror of each local run, uploaded with the uploader's own code.
+
+The uploader records what a server acknowledged in the run's own store, so sending a run's store to the
+dashboard's private server would make a later ``mlop sync`` to the real server skip it. ``mlop ui`` therefore
+never writes to a run: it copies each run's new records into a mirror store of its own (records are only
+ever appended, so "new" is "after the last one copied"), links the run's media files beside it, and runs the
+uploader (``once``, as ``mlop sync`` does) on the mirror. A run whose process is gone without a final status
+is marked FAILED in the mirror, as ``mlop sync`` would mark it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from mlop._exceptions import MlopError
+from mlop._online._options import Options
+from mlop._online._streams import FINAL
+from mlop._online._uploader import LOCK_FILE, Busy, Uploader, last_status, mark_died
+from mlop._settings import HOSTED_URLS
+from mlop._store import STORE_FILE, Store
+
+__all__ = ["Mirror", "run_dirs"]
+
+logger = logging.getLogger(__name__)
+
+#: Meta values the uploader keeps about its own server: never copied from the run into the mirror.
+_UPLOADER_META: Final = frozenset({"upload_id", "upload_lognames", "server", "server_urls"})
+_COPIED: Final = "ui_copied_seq"
+_COPY_BATCH: Final = 2000
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """The run directories under ``root``: ``<root>/.mlop/<project>/<run id>`` (or ``root`` is ``.mlop``)."""
+    base = root / ".mlop" if (root / ".mlop").is_dir() else root
+    return sorted(store.parent for store in base.glob(f"*/*/{STORE_FILE}"))
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user: alive
+        return True
+    return True
+
+
+class Mirror:
+    """Mirrors of the runs under a directory, sent to one server.
+
+    Args:
+        root: The directory whose runs to send (as ``mlop runs --dir``).
+        mirrors: A folder of mlop ui's own for the mirror stores.
+        url: The server's base URL.
+        api_key: A key of that server.
+    """
+
+    def __init__(self, root: Path, mirrors: Path, url: str, api_key: str) -> None:
+        self.root = root
+        self.mirrors = mirrors
+        self.options = Options(urls=dict.fromkeys(HOSTED_URLS, url), api_key=api_key, heartbeat=5.0)
+        self._done: set[Path] = set()
+
+    def mirror_dir(self, run_dir: Path) -> Path:
+        """Where the mirror of ``run_dir`` lives (named by a hash of the run's path)."""
+        return self.mirrors / hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:20]
+
+    def sync(self) -> int:
+        """Copy and send what is new in every run; returns how many runs had something new."""
+        sent = 0
+        for run_dir in run_dirs(self.root):
+            if run_dir in self._done:
+                continue
+            try:
+                sent += self.sync_run(run_dir)
+            except (Busy, MlopError, sqlite3.Error, OSError) as exc:
+                logger.warning("mlop ui: %s: %s; trying again later", run_dir, exc)
+        return sent
+
+    def sync_run(self, run_dir: Path) -> bool:
+        """Copy and send one run; returns whether it had something new."""
+        mirror = self.mirror_dir(run_dir)
+        copied = self._copy(run_dir, mirror)
+        store = Store(mirror)
+        try:
+            found = last_status(store)
+            final = found is not None and found[1] in FINAL
+            if not final and not _alive(store.meta().get("pid")):
+                mark_died(store, store.meta().get("pid"))
+                copied = True
+                final = True
+        finally:
+            store.close()
+        uploader = Uploader(mirror, self.options, once=True)
+        try:
+            if uploader.has_work():
+                uploader.run()
+                copied = True
+            elif final:
+                self._done.add(run_dir)  # ended and all sent: nothing will change any more
+        finally:
+            uploader.close()
+        return copied
+
+    def _copy(self, run_dir: Path, mirror: Path) -> bool:
+        """Append the run's records not copied yet to the mirror, refresh its meta, link its files."""
+        Store(mirror, create=True).close()
+        for entry in run_dir.iterdir():
+            name = entry.name
+            if name.startswith(STORE_FILE) or name == LOCK_FILE or (mirror / name).exists():
+                continue
+            (mirror / name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+        source = sqlite3.connect(f"file:{run_dir / STORE_FILE}?mode=ro", uri=True, timeout=30.0)
+        target = sqlite3.connect(mirror / STORE_FILE, timeout=30.0, isolation_level=None)
+        try:
+            row = target.execute("SELECT value FROM meta WHERE key = ?", (_COPIED,)).fetchone()
+            after = int(json.loads(row[0])) if row else 0
+            rows = source.execute(
+                "SELECT seq, kind, count, time, payload FROM records WHERE seq > ? ORDER BY seq", (after,)
+            ).fetchall()
+            meta = [
+                (k, v) for k, v in source.execute("SELECT key, value FROM meta") if k not in _UPLOADER_META
+            ]
+            target.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(rows), _COPY_BATCH):
+                    target.executemany(
+                        "INSERT INTO records (kind, count, time, payload) VALUES (?, ?, ?, ?)",
+                        [r[1:] for r in rows[start : start + _COPY_BATCH]],
+                    )
+                if rows:
+                    meta.append((_COPIED, json.dumps(rows[-1][0])))
+                target.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
+                target.execute("COMMIT")
+            except BaseException:
+                target.execute("ROLLBACK")
+                raise
+        finally:
+            source.close()
+            target.close()
+        return bool(rows)

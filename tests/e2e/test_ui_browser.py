@@ -1,0 +1,214 @@
+"""The dashboard in a real browser: headless Chromium against a real mlop-server, runs logged by the client.
+
+What a user checks by looking: the runs table lists the runs with their statuses, a run page draws the
+logged values, an image logged at step 3 shows at step 3, tags edited in the page reach the run, and a live
+run's chart grows while it runs. Chart data are read from the page (what uPlot was given), not from pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from mlop_server.testing import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM: Final = os.environ.get("MLOP_TEST_CHROMIUM", "/usr/bin/chromium")
+ARGS: Final = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: Screenshots of the main pages, kept as test artifacts (the folder is not tracked).
+ARTIFACTS: Final = Path(__file__).resolve().parents[2] / "bench" / "out" / "screenshots"
+
+
+def chromium_browser() -> Iterator[Any]:
+    """A launched Chromium; skips (fails under CI) when there is none."""
+    if not Path(CHROMIUM).exists():
+        message = f"no Chromium at {CHROMIUM}: apt-get install chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=60_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot under ``bench/out/screenshots``."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+WAIT_MS = 30_000
+
+TRAIN = """
+import numpy as np
+mode = os.environ["MODE"]
+run = mlop.init(project="ui", name=mode, dir=sys.argv[1], tags=["t-" + mode], config={"lr": 0.01})
+for step in range(50):
+    run.log({"train/loss": 1.0 / (step + 1), "eval/acc": step / 50}, step=step)
+    if mode == "done" and step < 6:
+        run.log({"sample": mlop.Image(np.full((8, 8, 3), (step * 40, 0, 0), dtype=np.uint8))}, step=step)
+if mode == "failed":
+    raise ValueError("boom")
+if mode == "killed":
+    time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+run.finish()
+"""
+
+LIVE = """
+stop = os.path.join(sys.argv[1], "stop")
+run = mlop.init(project="live", name="live", dir=sys.argv[1])
+step = 0
+deadline = time.time() + 90
+while not os.path.exists(stop) and time.time() < deadline:
+    run.log({"train/loss": 1.0 / (step + 1)}, step=step)
+    step += 1
+    time.sleep(0.1)
+run.finish()
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from chromium_browser()
+
+
+@pytest.fixture
+def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{server.url}/ui/#key={server.key}")
+    page.wait_for_selector("body[data-ready]")
+    assert "key=" not in page.url  # the key moved into sessionStorage
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def open_hash(page: Any, where: str, ready: str) -> None:
+    page.evaluate(
+        "where => { delete document.body.dataset.ready; "
+        "if (location.hash === where) mlop.route(); else location.hash = where; }",
+        where,
+    )
+    page.wait_for_selector(f"body[data-ready='{ready}']")
+
+
+def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
+    procs = {
+        mode: online.spawn("import signal\n" + TRAIN, env=online.env(MODE=mode))
+        for mode in ("done", "failed", "killed")
+    }
+    for proc in procs.values():
+        proc.communicate(timeout=120)
+    runs = {r["name"]: r for r in online.api.get("/api/runs", params={"project": "ui"}).json()}
+    for name, status in (("done", "COMPLETED"), ("failed", "FAILED"), ("killed", "TERMINATED")):
+        assert online.wait_status(runs[name]["id"], {status})["status"] == status
+
+    open_hash(page, "#/", "projects")
+    assert "ui" in page.inner_text("#projects")
+    open_hash(page, "#/p/ui", "runs")
+    shown = page.eval_on_selector_all(
+        "#runs tbody tr",
+        "rows => rows.map(r => [r.querySelector('a').textContent, "
+        "r.querySelector('.status').dataset.status])",
+    )
+    assert sorted(shown) == [["done", "COMPLETED"], ["failed", "FAILED"], ["killed", "TERMINATED"]]
+    page.select_option("#status-filter", "FAILED")
+    assert page.eval_on_selector_all("#runs tbody tr a", "links => links.map(a => a.textContent)") == [
+        "failed"
+    ]
+    page.select_option("#status-filter", "")
+    screenshot(page, "runs-table")
+
+    run_id = runs["done"]["id"]
+    page.click(f"#runs a[href='#/run/{run_id}']")
+    page.wait_for_selector("body[data-ready='run-charts']")
+    charts = page.evaluate(
+        "() => Object.fromEntries(Object.entries(mlop.charts).map(([k, c]) => "
+        "[k, {steps: c.steps, values: c.values, drawn: c.plot.data[1]}]))"
+    )
+    assert set(charts) == {"train/loss", "eval/acc"}
+    loss = charts["train/loss"]
+    assert loss["steps"] == list(range(50))
+    assert all(math.isclose(v, 1.0 / (s + 1)) for s, v in zip(loss["steps"], loss["values"], strict=True))
+    assert loss["drawn"] == loss["values"]  # what uPlot was given, unsmoothed
+    assert page.eval_on_selector_all("section[data-group]", "s => s.map(x => x.dataset.group)") == [
+        "eval",
+        "train",
+    ]
+    screenshot(page, "run-charts")
+
+    page.click("nav.tabs button[data-tab='media']")
+    page.wait_for_selector("body[data-ready='run-media']")
+    steps = list(range(6))
+    page.eval_on_selector(
+        "#media-step",
+        "(el, i) => { el.value = String(i); el.dispatchEvent(new Event('input')); }",
+        steps.index(3),
+    )
+    page.wait_for_selector(".media[data-step='3'] img[data-step='3']")
+    page.wait_for_function("() => document.querySelector('.media img').complete")
+    red = page.eval_on_selector(
+        ".media img",
+        "img => { const c = document.createElement('canvas'); c.width = img.naturalWidth; "
+        "c.height = img.naturalHeight; const g = c.getContext('2d'); g.drawImage(img, 0, 0); "
+        "return Array.from(g.getImageData(4, 4, 1, 1).data); }",
+    )
+    assert red == [120, 0, 0, 255]
+    screenshot(page, "run-media")
+
+    page.fill("#tags-input", "t-done, best, lr 0.01")
+    page.click("#tags-save")
+    page.wait_for_selector("#tags-note:text('saved')")
+    assert online.api.get(f"/api/runs/{run_id}").json()["tags"] == ["t-done", "best", "lr 0.01"]
+
+
+def test_a_live_runs_chart_grows(online: Any, page: Any) -> None:
+    proc = online.spawn(LIVE)
+    try:
+        run = online.server_run("live", timeout=60)
+        open_hash(page, f"#/run/{run['id']}", "run-charts")
+        if run["status"] == "RUNNING":
+            page.wait_for_function("() => mlop.charts['train/loss']")
+            first = page.evaluate("() => mlop.charts['train/loss'].steps.length")
+            page.wait_for_function(
+                "n => mlop.charts['train/loss'] && mlop.charts['train/loss'].steps.length > n + 5", arg=first
+            )
+        (online.runs_dir / "stop").parent.mkdir(parents=True, exist_ok=True)
+        (online.runs_dir / "stop").touch()
+        proc.communicate(timeout=60)
+        page.wait_for_selector("#run-status[data-status='COMPLETED']")
+        final = page.evaluate("() => mlop.charts['train/loss'].steps")
+        logged = online.steps(run["id"], "train/loss")
+        assert final == logged  # under 1,000 points: every point as logged, the last ones too
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
