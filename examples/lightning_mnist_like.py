@@ -75,11 +75,12 @@ class DigitClassifier(LightningModule):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=2048, help="training images")
     parser.add_argument("--dir", default=None, help="where .mlop/ goes (default: the working directory)")
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    train = DataLoader(synthetic_digits(2048, seed=0), batch_size=64, shuffle=True)
+    train = DataLoader(synthetic_digits(args.samples, seed=0), batch_size=64, shuffle=True)
     val = DataLoader(synthetic_digits(256, seed=1), batch_size=128)
     test = DataLoader(synthetic_digits(256, seed=2), batch_size=128)
 
