@@ -137,3 +137,18 @@ def test_restart_loses_nothing_acknowledged(own_server: ServerProcess, kill: boo
     assert set(acknowledged) <= set(steps)
     assert len(steps) == len(set(steps))  # nothing twice
     assert all(p["value"] == p["step"] for p in points)
+
+
+def test_a_big_batch_arrives_whole(
+    client: httpx.Client, ingest: Callable[..., httpx.Response], read_metric: Any, new_run: Callable[..., int]
+) -> None:
+    run_id = new_run()
+    lines = [
+        {"time": T0 + i, "step": i, "data": {f"k{j}": i + j / 10 for j in range(10)}} for i in range(30_000)
+    ]
+    answer = ingest(run_id, "metrics", *lines)  # about 6 MB: parsed off the event loop
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["count"] == 300_000
+    points = read_metric(run_id, "k7")
+    assert len(points) == 30_000
+    assert points[12_345] == {"step": 12_345, "time": T0 + 12_345, "value": 12_345.7}

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlencode
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from mlop_server import _protocol
 from mlop_server._errors import BadRequest, Conflict, TooLarge, TooMany, Unauthorized
-from mlop_server._http import Context, body, content_length, guarded, json_response, path_id, stream
+from mlop_server._http import Context, Handler, body, content_length, guarded, json_response, path_id, stream
 from mlop_server._keys import sign_upload, verify_upload
 from mlop_server._metrics import parse_metrics
 from mlop_server._ops import Op
@@ -24,6 +25,7 @@ __all__ = ["protocol_routes"]
 logger = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY: Final = 200
+PARSE_IN_THREAD_BYTES: Final = 4 * 1024 * 1024
 
 
 def _header_run_id(request: Request) -> int:
@@ -62,7 +64,7 @@ def protocol_routes(ctx: Context) -> list[Route]:
             "resumed": answer["resumed"],
         }
 
-    def api(parse: Callable[[bytes], Op]) -> Callable[[Request], Any]:
+    def api(parse: Callable[[bytes], Op]) -> Handler:
         """A run-control route: check the key, parse the body, apply it once."""
 
         async def handler(request: Request) -> Response:
@@ -75,13 +77,17 @@ def protocol_routes(ctx: Context) -> list[Route]:
 
         return handler
 
-    def ingest(parse: Callable[[bytes, int], Op]) -> Callable[[Request], Any]:
+    def ingest(parse: Callable[[bytes, int], Op]) -> Handler:
         """An NDJSON route: the run comes from ``X-Run-Id``; the batch applies whole, once."""
 
         async def handler(request: Request) -> Response:
             ctx.authenticate(request)
             run_id = _header_run_id(request)
-            op = parse(await body(request, ctx.config), run_id)
+            data = await body(request, ctx.config)
+            if len(data) > PARSE_IN_THREAD_BYTES:  # keep the event loop answering while a huge batch parses
+                op = await anyio.to_thread.run_sync(parse, data, run_id)
+            else:
+                op = parse(data, run_id)
             answer = await ctx.storage.apply(op, _idempotency(request, run_id))
             return json_response(answer)
 

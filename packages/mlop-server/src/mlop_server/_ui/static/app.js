@@ -13,7 +13,7 @@
     } }, mlop.el("h1", {}, "mlop"), mlop.el("p", {}, message),
     mlop.el("label", {}, "API key ", input), mlop.el("button", { type: "submit" }, "open"));
     main.replaceChildren(form);
-    document.body.dataset.ready = "key";
+    mlop.ready("key");
   }
 
   async function route() {
@@ -36,7 +36,7 @@
         return keyForm(main, "The server refused the key; give another.");
       }
       main.replaceChildren(mlop.el("p", { class: "error" }, String(e.message || e)));
-      document.body.dataset.ready = "error";
+      mlop.ready("error");
       throw e;
     }
   }

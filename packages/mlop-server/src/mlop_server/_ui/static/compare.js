@@ -22,6 +22,6 @@
         mlop.chart(box, key, series, runs.map((r) => r.name));
       }
     }
-    document.body.dataset.ready = "compare";
+    mlop.ready("compare");
   };
 })();

@@ -198,8 +198,7 @@
       else if (tab === "environment") pane.append(mlop.el("h3", {}, "system"), pre(run.systemMetadata),
         mlop.el("h3", {}, "logger settings"), pre(run.loggerSettings), mlop.el("h3", {}, "status"), pre(run.statusMetadata));
       else if (tab === "graph") graphTab(pane, run);
-      document.body.dataset.ready = "run-" + tab;
-      mlop.drawnAt = performance.now();
+      mlop.ready("run-" + tab);
     }
     for (const tab of tabs) bar.append(mlop.el("button", { "data-tab": tab, onclick: () => open(tab) }, tab));
     await open("charts");

@@ -9,14 +9,14 @@
     const projects = await mlop.api("/api/projects");
     if (!projects.length) {
       main.replaceChildren(mlop.el("p", { class: "muted", id: "projects" }, "No runs yet. Log one with mlop.init(...)."));
-      document.body.dataset.ready = "projects";
+      mlop.ready("projects");
       return;
     }
     const rows = projects.map((p) => `<tr><td><a href="#/p/${mlop.esc(mlop.q(p.name))}">${mlop.esc(p.name)}</a></td>` +
       `<td class="num">${p.runs}</td><td>${mlop.when(p.updated)}</td></tr>`).join("");
     main.innerHTML = `<h1>Projects</h1><table class="grid" id="projects"><thead><tr><th>project</th>` +
       `<th class="num">runs</th><th>updated</th></tr></thead><tbody>${rows}</tbody></table>`;
-    document.body.dataset.ready = "projects";
+    mlop.ready("projects");
   };
 
   function row(run, selected) {
@@ -85,7 +85,7 @@
     });
     compare.addEventListener("click", () => { location.hash = "#/compare/" + [...state.selected].join(","); });
     render();
-    document.body.dataset.ready = "runs";
+    mlop.ready("runs");
     // Statuses and durations follow running runs.
     mlop.every(5000, async () => {
       if (!runs.some((r) => r.status === "RUNNING")) return;

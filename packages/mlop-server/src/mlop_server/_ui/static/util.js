@@ -89,6 +89,13 @@
     mlop.timers.forEach(clearInterval);
     mlop.timers = [];
   };
+  // A page is drawn: mark the body (tests wait on it) and note when the next frame was painted
+  // (mlop.paintedAt, ms since navigation; the benchmark reads it).
+  mlop.ready = function (name) {
+    document.body.dataset.ready = name;
+    mlop.drawnAt = performance.now();
+    requestAnimationFrame(() => setTimeout(() => { mlop.paintedAt = performance.now(); }, 0));
+  };
   mlop.setStatus = function (text) {
     document.getElementById("status").textContent = text || "";
   };
