@@ -22,14 +22,14 @@ def logger_base() -> type[Any]:
     try:
         from lightning.pytorch.loggers import Logger
     except ModuleNotFoundError as exc:
-        if exc.name not in ("lightning", "lightning.pytorch"):
+        if (exc.name or "").split(".")[0] != "lightning":
             raise
     else:
         return Logger
     try:
         from pytorch_lightning.loggers import Logger as LegacyLogger
     except ModuleNotFoundError as exc:
-        if exc.name != "pytorch_lightning":
+        if (exc.name or "").split(".")[0] != "pytorch_lightning":
             raise
         raise ModuleNotFoundError(
             "mlop-lightning needs Lightning: pip install 'mlop-lightning[lightning]'", name="lightning"
