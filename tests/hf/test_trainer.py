@@ -156,12 +156,15 @@ def test_a_run_passed_to_the_callback_is_not_finished(
 
 
 def test_each_train_call_gets_a_fresh_run(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
-    trainer = make_trainer(max_steps=2)
+    trainer = make_trainer(max_steps=2, eval_strategy="steps", eval_steps=2)
     trainer.train()
+    trainer.log({"custom": 1.0})  # outside training: reopens the first run, which stays open
     trainer.train()
     runs = mlop.list_runs(tmp_path)
     assert [r.status for r in runs] == ["COMPLETED", "COMPLETED"]
     assert len({r.id for r in runs}) == 2
+    assert [m["step"] for m in runs[0].metrics("train/custom")] == [2]
+    assert [[m["step"] for m in r.metrics("eval/loss")] for r in runs] == [[2], [2]]
 
 
 def test_peft_config_is_stored(make_trainer: Callable[..., Any], tmp_path: Path) -> None:

@@ -139,8 +139,9 @@ class MlopCallback(TrainerCallback):
         kwargs = dict(self._init_kwargs)
         project = self._project or os.environ.get("MLOP_PROJECT") or getattr(args, "project", None)
         kwargs.setdefault("project", project or "huggingface")
-        if state.is_hyper_param_search and state.trial_name:
-            kwargs.setdefault("name", state.trial_name)
+        if state.is_hyper_param_search:
+            if state.trial_name:
+                kwargs.setdefault("name", state.trial_name)
             group = args.run_name or os.path.basename(os.path.normpath(args.output_dir or "")) or "hp-search"
             tags = kwargs.get("tags") or []
             kwargs["tags"] = [*([tags] if isinstance(tags, str) else tags), f"group:{group}"]
@@ -190,10 +191,9 @@ class MlopCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
+        if self._owned and (state.is_hyper_param_search or self._reopened):
+            self._finish()  # a fresh run for each trial, and for a train() after a reopened run
         self._ended = None
-        if state.is_hyper_param_search and self._owned:
-            self._finish()  # a fresh run for each trial
-            self._ended = None
         self.setup(args, state, model)
 
     def on_log(
