@@ -122,3 +122,12 @@ def test_too_many_connections_get_503_and_the_server_stays_up(tmp_path: Path) ->
         while httpx.get(f"{server.url}/health").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+def test_server_process_reports_a_failed_start(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, extra_args=["--no-such-option"])
+    with pytest.raises(RuntimeError, match="no-such-option"):
+        server.start()
+    assert not server.running
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.url

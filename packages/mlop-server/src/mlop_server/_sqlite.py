@@ -218,7 +218,7 @@ class SqliteStorage(Storage):
 
     def __init__(self, path: Path, *, max_pending: int = 1024) -> None:
         self._path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # key hashes and run data: owner only
         self._conn = _connect(path)
         self._lock = threading.Lock()
         with self._lock:

@@ -165,9 +165,13 @@ class ServerProcess:
         raise RuntimeError(f"the server did not answer /health in {self._timeout} s:\n{self.output()}")
 
     def _wait_output(self) -> str:
+        """The output once the process has ended (if it ends within a few seconds) and both pipes are read."""
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(1)
+                self._proc.wait(5)
+            if self._proc.poll() is not None:
+                for reader in self._readers:
+                    reader.join(5)
         return self.output()
 
     def _end(self, sig: signal.Signals, timeout: float) -> int | None:
