@@ -82,6 +82,20 @@ def test_log_model_true_logs_the_final_checkpoints_with_score_path_and_step(
         assert torch.load(item["path"], weights_only=False)["global_step"] == item["metadata"]["step"]
 
 
+def test_log_model_true_logs_the_checkpoints_of_every_callback(
+    tmp_path: Path, tiny: Any, data: Callable[..., Any], trainer_for: Callable[..., Any]
+) -> None:
+    logger = MlopLogger(project="ckpt", dir=tmp_path, log_model=True)
+    best = ModelCheckpoint(monitor="val/loss", filename="best-{epoch}")
+    latest = ModelCheckpoint(filename="latest-{epoch}")
+    trainer_for(logger, callbacks=[best, latest]).fit(tiny(), data(), data(batches=2))
+
+    files = list(mlop.open_run(logger.log_dir).media("model"))
+    assert sorted(Path(f["metadata"]["path"]).name for f in files) == sorted(
+        [Path(best.best_model_path).name, "latest-epoch=1.ckpt"]
+    )
+
+
 def test_log_model_all_logs_each_checkpoint_when_saved(
     tmp_path: Path, tiny: Any, data: Callable[..., Any], trainer_for: Callable[..., Any]
 ) -> None:

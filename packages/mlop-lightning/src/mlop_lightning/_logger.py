@@ -181,7 +181,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         self._step: int | None = None  # the last step Lightning logged at
         self._graphs: set[int] = set()
         self._checkpoints = CheckpointTracker()
-        self._checkpoint_callback: Any = None
+        self._checkpoint_callbacks: dict[int, Any] = {}  # log_model=True: logged at finalize
 
     # -- Lightning's logger interface -----------------------------------------------------------------
 
@@ -295,7 +295,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         if self._log_model == "all":
             self._log_checkpoints(checkpoint_callback)
         else:
-            self._checkpoint_callback = checkpoint_callback
+            self._checkpoint_callbacks[id(checkpoint_callback)] = checkpoint_callback
 
     def finalize(self, status: str) -> None:
         """End the run with the status Lightning reports, after logging the final checkpoints.
@@ -306,8 +306,8 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         run = self._run
         if run is None or self._finalized:
             return
-        if self._checkpoint_callback is not None:
-            callback, self._checkpoint_callback = self._checkpoint_callback, None
+        callbacks, self._checkpoint_callbacks = self._checkpoint_callbacks, {}
+        for callback in callbacks.values():
             self._log_checkpoints(callback)
         if not self._owns_run:
             return
@@ -425,7 +425,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         state["_graphs"] = set()
         state["_noop"] = None
         state["_finalized"] = False
-        state["_checkpoint_callback"] = None
+        state["_checkpoint_callbacks"] = {}
         return state
 
 
