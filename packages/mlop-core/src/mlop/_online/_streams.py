@@ -15,14 +15,14 @@ import json
 import json.encoder
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mlop._exceptions import ServerError
 from mlop._online._server import ServerInterface
-from mlop._store import Store
+from mlop._store import Store, unpack
 
 if TYPE_CHECKING:
     from mlop._online._uploader import Uploader
@@ -117,6 +117,7 @@ class Stream:
         inflight = acks.get(self.name + "/inflight")
         self.inflight: Position | None = inflight if inflight and inflight > self.ack else None
         self.cursor: Position = self.ack  # the end of the last batch read (sent or about to be)
+        self._partial: tuple[int, list[Any]] | None = None  # the record the last batch ended inside
         self.caught = 0  # every record of these kinds with seq <= caught is acknowledged
         self.sent_items = 0
 
@@ -138,7 +139,7 @@ class Stream:
         end = self.cursor
         full = False
         size = 0
-        for seq, kind, records in self.store.records(self.kinds, after_seq=a_seq - 1):
+        for seq, kind, records in self._records(a_seq - 1):
             first = a_n if seq == a_seq else 0
             for index in range(first, len(records)):
                 if limit is not None:
@@ -153,6 +154,7 @@ class Stream:
                 items.append((seq, kind, records[index]))
                 end = (seq, index + 1)
             if full:
+                self._partial = (seq, records)
                 break
             end = (seq, len(records))
         if end == self.cursor:
@@ -161,6 +163,28 @@ class Stream:
             full = True
         start, self.cursor = self.cursor, end
         return Batch(start, end, items, full)
+
+    def _records(self, after_seq: int) -> Iterator[tuple[int, str, list[Any]]]:
+        """This stream's records after ``after_seq``, in order, read lazily.
+
+        The rowid range is scanned in order (``+kind`` keeps SQLite off the (kind, seq) index, which for
+        several kinds would sort every remaining payload first), and a record that the last batch ended
+        inside is not unpacked again.
+        """
+        marks = ",".join("?" * len(self.kinds))
+        cursor = self.store._db.execute(  # the Store class reads several kinds through a sort
+            f"SELECT seq, kind, payload FROM records WHERE seq > ? AND +kind IN ({marks}) ORDER BY seq",
+            (after_seq, *self.kinds),
+        )
+        try:
+            for seq, kind, payload in cursor:
+                partial = self._partial
+                if partial is not None and partial[0] == seq:
+                    yield seq, kind, partial[1]
+                else:
+                    yield seq, kind, unpack(payload)
+        finally:
+            cursor.close()
 
     def weight(self, item: Any) -> int:
         """About how many bytes an item takes on the wire (for the batch's size bound)."""
