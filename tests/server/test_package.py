@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -131,3 +132,20 @@ def test_server_process_reports_a_failed_start(tmp_path: Path) -> None:
     assert not server.running
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.url
+
+
+def test_a_server_does_not_outlive_the_test_run_that_started_it(tmp_path: Path) -> None:
+    script = (
+        "import os, sys\n"
+        "from mlop_server.testing import ServerProcess\n"
+        "print(ServerProcess(sys.argv[1]).start().pid, flush=True)\n"
+        "os._exit(0)  # killed without cleaning up\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the orphaned server is still running"
+        time.sleep(0.1)

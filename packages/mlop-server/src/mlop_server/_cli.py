@@ -13,9 +13,11 @@ import logging
 import os
 import socket
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlop_server._config import MIB, ServerConfig
 from mlop_server._errors import Conflict
@@ -68,6 +70,21 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _watch_parent(server: Any) -> None:
+    """Stop ``server`` gracefully once the process that started this one is gone (a killed test run)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not server.should_exit:
+            if os.getppid() != parent:
+                logger.warning("the parent process %d is gone; stopping", parent)
+                server.should_exit = True
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="mlop-server-parent-watch", daemon=True).start()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -112,6 +129,8 @@ def _serve(args: argparse.Namespace) -> int:
             lifespan="on",
         )
     )
+    if args.exit_with_parent:
+        _watch_parent(server)
     server.run(sockets=[sock])
     return 0
 
@@ -197,6 +216,9 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-connections", type=int, default=512, help="connections at once before 503")
     parser.add_argument("--max-pending-writes", type=int, default=1024, help="writes waiting before 503")
     parser.add_argument("--upload-ttl", type=int, default=3600, help="seconds an upload URL is valid")
+    parser.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the process that started the server ends"
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=_serve)
 

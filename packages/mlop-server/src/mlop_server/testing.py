@@ -113,6 +113,7 @@ class ServerProcess:
             self._key,
             "--log-level",
             "warning",
+            "--exit-with-parent",  # no server outlives a test run that was killed
             *self._extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
