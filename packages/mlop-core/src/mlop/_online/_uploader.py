@@ -13,7 +13,6 @@ cancel from the server, whether everything was sent).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -32,6 +31,12 @@ from mlop._online._server import Abandoned, ServerInterface, Transient
 from mlop._online._streams import FINAL, STREAMS, Batch, Stream, pending_items, protocol_tags
 from mlop._store import Store
 from mlop._version import __version__
+
+_fcntl: Any
+try:
+    import fcntl as _fcntl
+except ImportError:  # Windows: no advisory locks; one uploader per run is then up to the user
+    _fcntl = None
 
 __all__ = ["Busy", "Options", "Uploader", "last_status", "main", "mark_died", "upload_lock"]
 
@@ -83,10 +88,13 @@ def upload_lock(run_dir: Path) -> Iterator[None]:
     Raises:
         Busy: another process holds it.
     """
+    if _fcntl is None:
+        yield
+        return
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
         except BlockingIOError:
             raise Busy(f"another process is uploading {run_dir}") from None
         yield
@@ -537,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m mlop._online._uploader RUN_DIR  (options as JSON on stdin)\n")
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no os.nice on Windows
         os.nice(_NICE)  # when CPUs are short, the training loop goes first; the uploader catches up
     parent = os.getppid()
     options = Options.from_json(sys.stdin.readline())
