@@ -181,7 +181,8 @@ def test_unwatch_removes_every_hook(tmp_path: Path) -> None:
     handle = run.watch(model, log="all", log_freq=1)
     assert handle.hooks > 1
     train(model, optimizer, run, steps=2)
-    handle_two = run.watch(model, log="parameters", log_freq=1)  # graph hooks not yet fired: all of them
+    handle_two = run.watch(model, log="parameters", log_freq=1)  # replaces the first watch
+    assert handle.hooks == 0 and handle_two.hooks > 1 and handle_two.names == PARAMS
     run.unwatch(model)
     assert handle.hooks == 0 and handle_two.hooks == 0
     assert dict(optimizer_module._global_optimizer_pre_hooks) == global_hooks
@@ -302,3 +303,38 @@ def test_logging_before_the_optimizer_step_keeps_histograms_at_that_step(tmp_pat
     run.finish()
     assert [r["step"] for r in data(run.dir, "grad/weight")] == [10, 12, 14]
     assert [r["step"] for r in mlop.open_run(run.dir).metrics("loss")] == [10, 11, 12, 13, 14]
+
+
+def test_gradients_under_a_grad_scaler_are_unscaled(tmp_path: Path) -> None:
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    run = mlop.init(project="t", dir=tmp_path, disable_system_metrics=True, disable_console=True)
+    run.watch(model, log_freq=1, bins=BINS, log_graph=False)
+    x = torch.randn(8, 4)
+    expected = torch.autograd.grad(model(x).pow(2).mean(), model.weight)[0]
+    optimizer.zero_grad()
+    scaler.scale(model(x).pow(2).mean()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    run.log({"loss": 0.0})
+    run.finish()
+    (row,) = data(run.dir, "grad/weight")
+    assert row["value"]["freq"] == histc(expected)
+    assert row["value"]["bins"]["max"] == pytest.approx(expected.max().item())
+
+
+def test_a_compiled_model_is_watched_under_its_own_names(tmp_path: Path) -> None:
+    model = Net()
+    compiled = torch.compile(model, backend="eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = mlop.init(project="t", dir=tmp_path, disable_system_metrics=True, disable_console=True)
+    handle = run.watch(compiled, log_freq=1)
+    assert handle.names == PARAMS
+    compiled(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    run.log({"loss": 0.0})
+    run.finish()
+    reader = mlop.open_run(run.dir)
+    assert {r["key"] for r in reader.data()} == {f"grad/{n}" for n in PARAMS}
+    assert reader.graph is not None and "body.0.fc" in reader.graph["nodes"]

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import torch
 
-__all__ = ["GraphCapture", "model_graph", "module_key", "unwrap"]
+__all__ = ["GraphCapture", "is_compiled", "model_graph", "module_key", "no_trace", "unwrap"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,15 @@ _WRAPPER_PARTS: Final = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "
 _EDGE_SEARCH: Final = 64
 #: How deep nested outputs (tuples, dicts, dataclass-like outputs) are searched for tensors.
 _NEST: Final = 4
+
+
+#: ``torch.compiler.disable``: a hook wrapped in it runs eagerly, never traced into a compiled graph.
+no_trace: Any = torch.compiler.disable
+
+
+def is_compiled(model: Any) -> bool:
+    """Whether ``model`` is what ``torch.compile`` returns for a module."""
+    return isinstance(getattr(model, "_orig_mod", None), torch.nn.Module)
 
 
 def unwrap(model: Any) -> Any:
@@ -114,8 +123,10 @@ class GraphCapture:
             self._keys[id(module)] = key
             if not any(True for _ in module.children()):
                 self._leaves.add(key)
-            self._handles.append(module.register_forward_pre_hook(self._before, with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._after, with_kwargs=True))
+            # Outside torch.compile's tracing: the hooks look at real tensors and their autograd nodes.
+            before, after = no_trace(self._before), no_trace(self._after)
+            self._handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(after, with_kwargs=True))
 
     def _reset(self) -> None:
         self._order: dict[str, int] = {}
@@ -124,9 +135,9 @@ class GraphCapture:
         self._by_fn: dict[Any, str] = {}
 
     @property
-    def active(self) -> bool:
-        """Whether the capture still waits for its forward pass."""
-        return bool(self._handles)
+    def hooks(self) -> int:
+        """How many hooks are attached: two per module until the first forward pass ends, then none."""
+        return len(self._handles)
 
     def remove(self) -> None:
         """Detach every hook and drop what was recorded."""

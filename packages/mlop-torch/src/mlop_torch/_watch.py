@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from mlop_torch._graph import GraphCapture, module_key, unwrap
+from mlop_torch._graph import GraphCapture, is_compiled, model_graph, module_key, no_trace, unwrap
 from mlop_torch._histogram import TensorHistogram, histograms
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class Watch:
         bins: int,
         prefix: str = "",
     ) -> None:
+        compiled = is_compiled(model)
         self.model = unwrap(model)
         self.log_freq = log_freq
         self.bins = bins
@@ -89,9 +90,13 @@ class Watch:
         self._forward_step: int | None = None  # the run's last step when the model last ran forward
         self._graph: GraphCapture | None = None
         if (self.gradients or self.parameters) and self._named:
-            self._step_hook = register_optimizer_step_pre_hook(self._on_step)
-            self._forward_hook = self.model.register_forward_pre_hook(self._on_forward)
-        if log_graph:
+            # Outside torch.compile's tracing (a compiled model or optimizer step): plain Python bookkeeping.
+            self._step_hook = register_optimizer_step_pre_hook(no_trace(self._on_step))
+            self._forward_hook = self.model.register_forward_pre_hook(no_trace(self._on_forward))
+        if log_graph and compiled:
+            # Hooks on every module would break a compiled forward into pieces: describe it statically.
+            self._log_graph(model_graph(self.model))
+        elif log_graph:
             self._graph = GraphCapture(self.model, self._log_graph)
 
     @property
@@ -102,7 +107,7 @@ class Watch:
     @property
     def hooks(self) -> int:
         """How many hooks are still attached (0 after :meth:`remove`)."""
-        graph = len(self._graph._handles) if self._graph is not None else 0
+        graph = self._graph.hooks if self._graph is not None else 0
         return graph + (self._step_hook is not None) + (self._forward_hook is not None)
 
     def remove(self) -> None:

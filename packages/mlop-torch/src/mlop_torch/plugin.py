@@ -74,8 +74,11 @@ def mlop_watch(run: Op, model: Any, log: str | None, log_freq: int, log_graph: b
     check_arguments(log, log_freq, bins)
     if not getattr(run, "primary", True):
         return NoWatch()
-    watches = [w for w in _watches.get(run, []) if w.hooks]
     watch = Watch(run, model, log, log_freq, log_graph, bins)
+    for earlier in _watches.get(run, []):
+        if earlier.model is watch.model:  # watching a model again replaces its earlier watch
+            earlier.remove()
+    watches = [w for w in _watches.get(run, []) if w.hooks]
     taken = {name for w in watches for name in w.names}
     if taken.intersection(watch.names):
         # Another watched model logs under the same names (two Linear layers, say): number this one.
