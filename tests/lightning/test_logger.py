@@ -187,6 +187,7 @@ def test_media_helpers_log_at_the_last_lightning_step(tmp_path: Path) -> None:
     logger.log_audio("tone", torch.sin(torch.linspace(0, 100, 800)), sample_rate=8000, caption="sine")
     logger.log_text("generated", ["first text", "second text"], step=6)
     logger.log_table("preds", columns=["id", "label"], data=[[1, "cat"], [2, "dog"]])
+    logger.log_text("answers", columns=["question", "answer"], data=[["2+2?", "4"]])  # wandb's form
     logger.log_video("clip", torch.rand(4, 3, 8, 8), fps=4, format="gif")
     notes = tmp_path / "notes.txt"
     notes.write_text("kept with the run")
@@ -208,9 +209,11 @@ def test_media_helpers_log_at_the_last_lightning_step(tmp_path: Path) -> None:
         (6, "second text"),
     ]
     (table,) = run.data("preds")
-    assert table["step"] == 5 and "cat" in str(table["value"])
+    assert table["step"] == 5 and table["value"]["table"] == [[1, "cat"], [2, "dog"]]
     (clip,) = run.media("clip")
     assert (clip["step"], clip["type"], Path(clip["path"]).suffix) == (5, "VIDEO", ".gif")
+    (answers,) = run.data("answers")
+    assert answers["type"] == "TABLE" and answers["value"]["table"] == [["2+2?", "4"]]
     (note,) = run.media("notes")
     assert note["type"] == "FILE" and Path(note["path"]).read_text() == "kept with the run"
 

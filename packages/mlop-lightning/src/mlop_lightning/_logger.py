@@ -354,8 +354,24 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         """Log one video or a list as :class:`mlop.Video`; ``fps``, ``caption``, ``format`` in kwargs."""
         self._log_media(key, videos, step, kwargs, lambda item, kw: mlop.Video(_array(item), **kw))
 
-    def log_text(self, key: str, texts: Any, step: int | None = None, **kwargs: Any) -> None:
-        """Log one text or a list as :class:`mlop.Text` documents; ``caption`` in kwargs."""
+    def log_text(
+        self,
+        key: str,
+        texts: Any = None,
+        step: int | None = None,
+        columns: Sequence[Any] | None = None,
+        data: Any = None,
+        dataframe: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Log one text or a list as :class:`mlop.Text` documents (``caption`` in kwargs).
+
+        Called as Lightning's wandb logger takes it, with ``columns`` and ``data`` (or ``dataframe``) and
+        no texts, it logs a table of texts instead.
+        """
+        if texts is None:
+            self.log_table(key, columns=columns, data=data, dataframe=dataframe, step=step)
+            return
         self._log_media(key, texts, step, kwargs, lambda item, kw: mlop.Text(item, **kw))
 
     def log_file(self, key: str, paths: Any, step: int | None = None, **kwargs: Any) -> None:
