@@ -71,3 +71,13 @@ def test_a_dead_unfinished_run_is_marked_failed_before_it_is_sent(tmp_path: Path
     urls = dict.fromkeys(("url_api", "url_ingest", "url_py", "url_app"), "http://s")
     assert sync_run(run_dir, Options(urls=urls, api_key="k"), io.StringIO(), httpx.MockTransport(answer))
     assert seen[-1]["status"] == "FAILED" and "without finish()" in str(seen[-1]["statusMetadata"])
+
+
+def test_one_uploader_per_run_at_a_time(tmp_path: Path) -> None:
+    from mlop._online._uploader import Busy, upload_lock
+
+    run_dir = _run(tmp_path, "busy")
+    urls = dict.fromkeys(("url_api", "url_ingest", "url_py", "url_app"), "http://s")
+    with upload_lock(run_dir), pytest.raises(Busy, match="another process is uploading"):
+        sync_run(run_dir, Options(urls=urls, api_key="k"), io.StringIO(), httpx.MockTransport(_answer))
+    assert sync_run(run_dir, Options(urls=urls, api_key="k"), io.StringIO(), httpx.MockTransport(_answer))
