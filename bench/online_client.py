@@ -119,6 +119,7 @@ def bench_live(server: ServerProcess, api: httpx.Client, root: str, steps: int, 
         "values": steps * width,
         "log_loop_s": last - start,
         "finish_s": finish_s,
+        "delivered_values_per_s": steps * width / (last - start + finish_s),
         "complete": points == steps and status == "COMPLETED",
     }
 
