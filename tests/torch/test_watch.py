@@ -219,11 +219,12 @@ def test_a_failing_histogram_never_reaches_the_training_loop(
     model = Net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     run = mlop.init(project="t", dir=tmp_path, disable_system_metrics=True, disable_console=True)
-    run.watch(model, log="all", log_freq=1)
+    handle = run.watch(model, log="all", log_freq=1)
     before = [p.detach().clone() for p in model.parameters()]
     train(model, optimizer, run, steps=2)
     run.finish()
-    assert any("device fell over" in (r.exc_text or "") for r in caplog.records)
+    assert len([r for r in caplog.records if "device fell over" in (r.exc_text or "")]) == 1  # once
+    assert handle.failures == 2
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True))
     assert [r["step"] for r in mlop.open_run(run.dir).metrics("loss")] == [0, 1]
 
@@ -261,7 +262,9 @@ def test_histograms_of_half_precision_and_a_constant_tensor() -> None:
     constant = torch.full((5,), 2.0)
     empty = torch.empty(0)
     infinite = torch.tensor([1.0, float("inf"), float("-inf"), 3.0])
-    out = histograms([half, constant, empty, infinite], BINS)
+    meta = torch.empty(4, device="meta")
+    out = histograms([half, constant, empty, infinite, meta], BINS)
+    assert out[4] is None
     assert out[0] is not None and list(out[0].counts) == histc(half.float())
     assert out[1] is not None and out[1].counts.sum() == 5 and out[1].edges[0] == 1.5
     assert out[2] is None

@@ -81,13 +81,13 @@ def histograms(tensors: Sequence[Any], bins: int) -> list[TensorHistogram | None
         bins: the number of bins.
 
     Returns:
-        One histogram per tensor, in order; None for an empty tensor.
+        One histogram per tensor, in order; None for an empty tensor or one without storage (meta).
     """
     flats = [flat_values(t) for t in tensors]
     out: list[TensorHistogram | None] = [None] * len(flats)
     by_device: dict[Any, list[int]] = {}
     for index, flat in enumerate(flats):
-        if flat.numel():
+        if flat.numel() and not flat.is_meta:  # a meta tensor (deferred init) has no values yet
             by_device.setdefault(flat.device, []).append(index)
     for indices in by_device.values():
         for index, result in zip(indices, _count_device([flats[i] for i in indices], bins), strict=True):

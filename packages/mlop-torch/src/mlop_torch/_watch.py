@@ -78,6 +78,7 @@ class Watch:
         self.gradients = log in ("gradients", "all")
         self.parameters = log in ("parameters", "all")
         self.steps = 0
+        self.failures = 0  # logging steps that failed: the first is logged with its trace, the rest quietly
         self._run: weakref.ReferenceType[Op] = weakref.ref(run)
         self._named = [
             (prefix + module_key(n), p) for n, p in self.model.named_parameters() if p.requires_grad
@@ -158,7 +159,11 @@ class Watch:
                 return
             self.record()
         except Exception:  # broad: a failing histogram must never stop the user's optimizer step
-            logger.exception("mlop-torch could not log the histograms of this step")
+            self.failures += 1
+            if self.failures == 1:
+                logger.exception("mlop-torch could not log the histograms of this step")
+            else:
+                logger.debug("mlop-torch could not log the histograms of this step", exc_info=True)
 
     # -- the histograms -----------------------------------------------------------------------------------
 
