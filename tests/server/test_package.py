@@ -80,7 +80,7 @@ def test_first_start_prints_a_new_admin_key_once(tmp_path: Path) -> None:
     assert key.encode() not in db
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(
     st.lists(
         st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-1000, 1000).map(float)),
