@@ -135,7 +135,7 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     assert "ui" in page.inner_text("#projects")
     open_hash(page, "#/p/ui", "runs")
     shown = page.eval_on_selector_all(
-        "#runs tbody tr",
+        "#runs tbody tr.run",
         "rows => rows.map(r => [r.querySelector('a').textContent, "
         "r.querySelector('.status').dataset.status])",
     )
@@ -145,6 +145,15 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
         "failed"
     ]
     page.select_option("#status-filter", "")
+    page.fill("#metric-columns", "train/loss, eval/acc")
+    page.evaluate("() => { delete document.body.dataset.ready; }")
+    page.dispatch_event("#metric-columns", "change")
+    page.wait_for_selector("body[data-ready='runs']", state="attached")
+    last = page.eval_on_selector_all(
+        "#runs tbody tr.run",
+        "rows => rows.map(r => r.querySelector('[data-metric=\"train/loss\"]').textContent)",
+    )
+    assert last == ["0.02"] * 3  # 1 / 50, the last logged value of every run
     screenshot(page, "runs-table")
 
     run_id = runs["done"]["id"]

@@ -452,6 +452,7 @@ ROUTES = [
     ("GET", "/api/runs/1/files/1/content"),
     ("POST", "/api/runs/1/cancel"),
     ("GET", "/api/projects"),
+    ("GET", "/api/runs/last?project=p&key=a"),
     ("GET", "/openapi.json"),
 ]
 

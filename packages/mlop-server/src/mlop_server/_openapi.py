@@ -315,6 +315,16 @@ def openapi_document() -> dict[str, Any]:
                 },
             )
         },
+        "/api/runs/last": {
+            "get": _op(
+                "The last logged value of each key in each run of a project (the runs table's columns)",
+                params=[_query("project", True, _STR), _query("key", True, {"type": "array", "items": _STR})],
+                answer={
+                    "type": "array",
+                    "items": _obj({"id": _RUN_ID, "values": {"type": "object"}}),
+                },
+            )
+        },
         "/openapi.json": {"get": _op("This document")},
     }
     return {

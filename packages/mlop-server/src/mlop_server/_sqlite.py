@@ -404,6 +404,21 @@ class SqliteStorage(Storage):
 
         return await self._read(read)
 
+    async def last_values(self, project: str, keys: list[str]) -> dict[int, dict[str, float]]:
+        def read(conn: sqlite3.Connection) -> dict[int, dict[str, float]]:
+            out: dict[int, dict[str, float]] = {}
+            rows = conn.execute(
+                "SELECT s.run_id, s.name, substr(c.vals, -8, 8) FROM runs r JOIN series s ON s.run_id = r.id "
+                "JOIN metric_chunks c ON c.id = (SELECT MAX(id) FROM metric_chunks WHERE series_id = s.id) "
+                f"WHERE r.project = ? AND s.name IN ({','.join('?' * len(keys))})",
+                (project, *keys),
+            )
+            for run_id, name, last in rows:
+                out.setdefault(run_id, {})[name] = float(np.frombuffer(last, dtype="<f8")[0])
+            return out
+
+        return await self._read(read)
+
     async def get_run(self, run_id: int, *, detail: bool = False) -> dict[str, Any] | None:
         def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
             row = conn.execute(

@@ -166,6 +166,10 @@ class Storage(abc.ABC):
         """The runs of a project, newest first, as read-API summaries."""
 
     @abc.abstractmethod
+    async def last_values(self, project: str, keys: list[str]) -> dict[int, dict[str, float]]:
+        """The last logged value of each of ``keys`` in each run of a project that has it, by run id."""
+
+    @abc.abstractmethod
     async def get_run(self, run_id: int, *, detail: bool = False) -> dict[str, Any] | None:
         """A run's summary (with config, metadata and graph when ``detail``), or None."""
 

@@ -20,6 +20,7 @@
     mlop.stopTimers();
     mlop.charts = {};
     delete document.body.dataset.ready;
+    mlop.paintedAt = null;
     mlop.takeKeyFromHash();
     const main = document.getElementById("main");
     if (!mlop.key()) return keyForm(main, "This server needs a key (`mlop ui` opens the page with it).");

@@ -82,11 +82,17 @@
     };
   }
 
-  // A chart of `key` drawing `seriesList` (one entry per run), placed in `parent`.
-  mlop.chart = function (parent, key, seriesList, labels) {
+  // The place of a chart, sized before its data arrive (so charts drawn as their data come in do not
+  // move the page).
+  mlop.chartBox = function (parent, key) {
     const box = mlop.el("div", { class: "chart", "data-key": key });
     parent.append(box);
-    const width = Math.max(300, Math.floor(box.clientWidth || 420));
+    return box;
+  };
+
+  // A chart of `key` drawing `seriesList` (one entry per run) in `box` (from mlop.chartBox).
+  mlop.chart = function (box, key, seriesList, labels, width) {
+    width = width || Math.max(300, Math.floor(box.clientWidth || 420));
     const entry = { key, series: seriesList, labels, box, plot: null };
     entry.plot = new uPlot(options(key, labels, width), aligned(seriesList), box);
     // The first series is what tests and scripts read: the points as the server sent them.

@@ -19,7 +19,7 @@
       for (const key of groupKeys) {
         const series = await Promise.all(ids.map((id, i) =>
           keyLists[i].some((k) => k.name === key) ? mlop.fetchSeries(id, key) : Promise.resolve(empty)));
-        mlop.chart(box, key, series, runs.map((r) => r.name));
+        mlop.chart(mlop.chartBox(box, key), key, series, runs.map((r) => r.name));
       }
     }
     mlop.ready("compare");

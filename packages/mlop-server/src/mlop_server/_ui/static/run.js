@@ -43,16 +43,22 @@
     const grid = mlop.el("div");
     pane.append(grid);
     const sections = new Map();
+    // Every chart's place first, then each chart drawn as soon as its series arrives.
     async function add(names) {
-      const fetched = await Promise.all(names.map((k) => mlop.fetchSeries(run.id, k)));
+      const boxes = new Map();
       for (const [group, groupKeys] of mlop.groupKeys(names)) {
         if (!sections.has(group)) {
           const box = mlop.el("div", { class: "charts" });
           grid.append(mlop.el("section", { "data-group": group }, mlop.el("h2", {}, group), box));
           sections.set(group, box);
         }
-        for (const key of groupKeys) mlop.chart(sections.get(group), key, [fetched[names.indexOf(key)]], [key]);
+        for (const key of groupKeys) boxes.set(key, mlop.chartBox(sections.get(group), key));
       }
+      const first = boxes.values().next().value;
+      const width = first ? Math.max(300, Math.floor(first.clientWidth || 420)) : 420;
+      await Promise.all(names.map(async (key) => {
+        mlop.chart(boxes.get(key), key, [await mlop.fetchSeries(run.id, key)], [key], width);
+      }));
     }
     await add(metricKeys);
     if (!metricKeys.length) grid.append(mlop.el("p", { class: "muted" }, "No metrics yet."));

@@ -2,6 +2,7 @@
 "use strict";
 (function () {
   const mlop = window.mlop;
+  const ROW_PX = 31;
   const STATUSES = ["RUNNING", "COMPLETED", "FAILED", "TERMINATED", "CANCELLED"];
 
   mlop.projectsPage = async function (main) {
@@ -19,13 +20,15 @@
     mlop.ready("projects");
   };
 
-  function row(run, selected) {
+  function row(run, selected, metrics, last) {
     const tags = run.tags.map((t) => `<span class="tag">${mlop.esc(t)}</span>`).join("");
     const status = run.status.toLowerCase();
-    return `<tr data-run="${run.id}"><td><input type="checkbox" data-select="${run.id}"${selected.has(run.id) ? " checked" : ""}></td>` +
+    const values = last.get(run.id) || {};
+    const cells = metrics.map((k) => `<td class="num" data-metric="${mlop.esc(k)}">${mlop.esc(mlop.number(values[k]))}</td>`).join("");
+    return `<tr class="run" data-run="${run.id}"><td><input type="checkbox" data-select="${run.id}"${selected.has(run.id) ? " checked" : ""}></td>` +
       `<td><a href="#/run/${run.id}">${mlop.esc(run.name)}</a> <span class="muted">${mlop.esc(run.displayId || "")}</span></td>` +
       `<td><span class="status ${status}" data-status="${run.status}">${status}</span></td>` +
-      `<td class="num">${mlop.duration(mlop.runDuration(run))}</td><td>${tags}</td><td>${mlop.when(run.created)}</td></tr>`;
+      `<td class="num">${mlop.duration(mlop.runDuration(run))}</td><td>${tags}</td><td>${mlop.when(run.created)}</td>${cells}</tr>`;
   }
 
   const SORTS = {
@@ -35,10 +38,24 @@
     created: (a, b) => a.created - b.created,
   };
 
+  // Runs without the value sort after those with it, whatever the direction.
+  function byMetric(last, key, desc) {
+    const value = (run) => { const v = (last.get(run.id) || {})[key]; return typeof v === "number" ? v : null; };
+    return (a, b) => {
+      const x = value(a), y = value(b);
+      if (x == null && y == null) return 0;
+      if (x == null) return desc ? -1 : 1;
+      if (y == null) return desc ? 1 : -1;
+      return x - y;
+    };
+  }
+
   mlop.runsPage = async function (main, project) {
     mlop.crumbs(mlop.el("a", { href: "#/p/" + mlop.q(project) }, project));
     let runs = await mlop.api(`/api/runs?project=${mlop.q(project)}`);
-    const state = { search: "", status: "", tag: "", sort: "created", desc: true, selected: new Set() };
+    const saved = localStorage.getItem("mlop.columns." + project) || "";
+    const state = { search: "", status: "", tag: "", sort: "created", desc: true, selected: new Set(),
+      metrics: saved.split(",").map((k) => k.trim()).filter(Boolean), last: new Map() };
     const tags = [...new Set(runs.flatMap((r) => r.tags))].sort();
     const search = mlop.el("input", { type: "search", placeholder: "search name, id or tag", id: "search" });
     const status = mlop.el("select", { id: "status-filter", "aria-label": "status" },
@@ -46,24 +63,65 @@
       STATUSES.map((s) => mlop.el("option", { value: s }, s.toLowerCase())));
     const tag = mlop.el("select", { id: "tag-filter", "aria-label": "tag" },
       mlop.el("option", { value: "" }, "any tag"), tags.map((t) => mlop.el("option", { value: t }, t)));
+    const columns = mlop.el("input", { id: "metric-columns", value: state.metrics.join(", "),
+      placeholder: "metric columns: train/loss, eval/acc", "aria-label": "metric columns" });
     const compare = mlop.el("button", { id: "compare", disabled: true }, "compare selected");
-    const count = mlop.el("span", { class: "muted" });
-    const headers = ["name", "status", "duration", "tags", "created"].map((name) =>
-      mlop.el("th", { "data-sort": SORTS[name] ? name : null, class: name === "duration" ? "num" : null }, name));
+    const count = mlop.el("span", { class: "muted", id: "runs-count" });
+    const headRow = mlop.el("tr");
+    const cols = mlop.el("colgroup");
     const body = mlop.el("tbody");
-    const table = mlop.el("table", { class: "grid", id: "runs" },
-      mlop.el("thead", {}, mlop.el("tr", {}, mlop.el("th"), headers)), body);
+    const table = mlop.el("table", { class: "grid fixed", id: "runs" }, cols, mlop.el("thead", {}, headRow), body);
+    const scroller = mlop.el("div", { class: "scroller", id: "runs-scroll" }, table);
     main.replaceChildren(mlop.el("h1", {}, project),
-      mlop.el("div", { class: "controls" }, search, status, tag, compare, count), table);
+      mlop.el("div", { class: "controls" }, search, status, tag, columns, compare, count), scroller);
+    let headers = [];
+    function drawHead() {
+      const names = ["name", "status", "duration", "tags", "created"];
+      headers = names.map((name) => mlop.el("th", { "data-sort": name, class: name === "duration" ? "num" : null }, name))
+        .concat(state.metrics.map((k) => mlop.el("th", { "data-sort": "metric:" + k, class: "num", title: k }, k)));
+      headRow.replaceChildren(mlop.el("th"), ...headers);
+      const widths = ["2.5em", "30%", "9em", "7em", "auto", "12em"].concat(state.metrics.map(() => "8em"));
+      cols.replaceChildren(...widths.map((w) => mlop.el("col", { style: `width:${w}` })));
+      for (const th of headers) th.addEventListener("click", () => {
+        state.desc = state.sort === th.dataset.sort ? !state.desc : false;
+        state.sort = th.dataset.sort;
+        render();
+      });
+    }
+    async function loadMetrics() {
+      state.last = new Map();
+      if (state.metrics.length) {
+        const query = state.metrics.map((k) => "&key=" + mlop.q(k)).join("");
+        const rows = await mlop.api(`/api/runs/last?project=${mlop.q(project)}${query}`);
+        state.last = new Map(rows.map((r) => [r.id, r.values]));
+      }
+    }
+    // Only the rows in view (and a margin) are in the document, so thousands of runs stay fast.
+    let shown = [];
+    function drawRows() {
+      const height = scroller.clientHeight || 800;
+      const first = Math.max(0, Math.floor(scroller.scrollTop / ROW_PX) - 20);
+      const last = Math.min(shown.length, first + Math.ceil(height / ROW_PX) + 40);
+      const pad = (n) => (n > 0 ? `<tr class="pad" style="height:${n * ROW_PX}px"></tr>` : "");
+      body.innerHTML = pad(first) + shown.slice(first, last).map((r) => row(r, state.selected, state.metrics, state.last)).join("") +
+        pad(shown.length - last);
+      body.dataset.first = String(first);
+    }
+    let pending = false;
+    scroller.addEventListener("scroll", () => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => { pending = false; drawRows(); });
+    });
 
     function render() {
       const words = state.search.toLowerCase().split(/\s+/).filter(Boolean);
-      const shown = runs.filter((r) => (!state.status || r.status === state.status) &&
+      shown = runs.filter((r) => (!state.status || r.status === state.status) &&
         (!state.tag || r.tags.includes(state.tag)) &&
         words.every((w) => (r.name + " " + (r.displayId || "") + " " + r.id + " " + r.tags.join(" ")).toLowerCase().includes(w)));
-      shown.sort(SORTS[state.sort]);
+      shown.sort(state.sort.startsWith("metric:") ? byMetric(state.last, state.sort.slice(7), state.desc) : SORTS[state.sort]);
       if (state.desc) shown.reverse();
-      body.innerHTML = shown.map((r) => row(r, state.selected)).join("");
+      drawRows();
       count.textContent = `${shown.length} of ${runs.length} runs`;
       for (const th of headers) th.classList.toggle("sorted", th.dataset.sort === state.sort);
       compare.disabled = state.selected.size < 1;
@@ -71,11 +129,14 @@
     search.addEventListener("input", () => { state.search = search.value; render(); });
     status.addEventListener("change", () => { state.status = status.value; render(); });
     tag.addEventListener("change", () => { state.tag = tag.value; render(); });
-    for (const th of headers) th.addEventListener("click", () => {
-      if (!th.dataset.sort) return;
-      state.desc = state.sort === th.dataset.sort ? !state.desc : false;
-      state.sort = th.dataset.sort;
+    columns.addEventListener("change", async () => {
+      state.metrics = [...new Set(columns.value.split(",").map((k) => k.trim()).filter(Boolean))].slice(0, 20);
+      localStorage.setItem("mlop.columns." + project, state.metrics.join(","));
+      if (state.sort.startsWith("metric:") && !state.metrics.includes(state.sort.slice(7))) state.sort = "created";
+      await loadMetrics();
+      drawHead();
       render();
+      mlop.ready("runs");
     });
     body.addEventListener("change", (e) => {
       const id = Number(e.target.dataset.select);
@@ -84,12 +145,15 @@
       compare.disabled = state.selected.size < 1;
     });
     compare.addEventListener("click", () => { location.hash = "#/compare/" + [...state.selected].join(","); });
+    await loadMetrics();
+    drawHead();
     render();
     mlop.ready("runs");
     // Statuses and durations follow running runs.
     mlop.every(5000, async () => {
       if (!runs.some((r) => r.status === "RUNNING")) return;
       runs = await mlop.api(`/api/runs?project=${mlop.q(project)}`);
+      await loadMetrics();
       render();
     });
   };

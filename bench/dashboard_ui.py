@@ -1,0 +1,137 @@
+"""The dashboard in a real browser: a run page of 50 keys x 100,000 points, and a runs table of 5,000 runs.
+
+Run: .venv/bin/python bench/dashboard_ui.py [--keys 50] [--points 100000] [--runs 5000] [--repeat 5]
+
+Starts a real server (mlop_server.testing.ServerProcess), fills it through the protocol routes, then opens
+each page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) with a full navigation and
+reads ``mlop.paintedAt``: milliseconds from navigation start to the first frame painted after the page's
+last chart (or row) was drawn. Prints one JSON document; bench/README.md holds the latest figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from playwright.sync_api import Page, sync_playwright
+
+from mlop_server.testing import ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+T0 = 1_795_870_984_866
+STATUSES = ["COMPLETED", "FAILED", "TERMINATED", "CANCELLED", "RUNNING"]
+
+
+def fill_run(api: httpx.Client, keys: int, points: int) -> int:
+    run_id: int = api.post("/api/runs/create", json={"runName": "big", "projectName": "bench"}).json()[
+        "runId"
+    ]
+    names = [f"{('train', 'eval', 'sys')[k % 3]}/metric_{k}" for k in range(keys)]
+    headers = {"X-Run-Id": str(run_id), "Content-Type": "application/x-ndjson"}
+    api.post("/api/runs/logName/add", json={"runId": run_id, "logType": "METRIC", "logName": names})
+    batch = 4000
+    for start in range(0, points, batch):
+        lines = []
+        for step in range(start, min(points, start + batch)):
+            data = ",".join(f'"{n}":{math.sin(step / 500 + k) + k:.6f}' for k, n in enumerate(names))
+            lines.append(f'{{"time":{T0 + step * 10},"step":{step},"data":{{{data}}}}}\n')
+        answer = api.post("/ingest/metrics", content="".join(lines).encode(), headers=headers)
+        answer.raise_for_status()
+    return run_id
+
+
+def fill_project(api: httpx.Client, runs: int) -> None:
+    def one(i: int) -> None:
+        body = {"runName": f"run-{i}", "projectName": "many", "tags": [f"lr-{i % 7}", f"seed-{i % 3}"]}
+        run_id = api.post("/api/runs/create", json=body).json()["runId"]
+        status = STATUSES[i % len(STATUSES)]
+        if status != "RUNNING":
+            api.post("/api/runs/status/update", json={"runId": run_id, "status": status}).raise_for_status()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(runs)))
+
+
+def measure(page: Page, base: str, where: str, ready: str, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        page.goto(f"{base}/health")
+        page.goto(f"{base}/ui/{where}")
+        page.wait_for_selector(f"body[data-ready='{ready}']", state="attached", timeout=60_000)
+        page.wait_for_function("() => mlop.paintedAt", timeout=60_000)
+        times.append(float(page.evaluate("() => mlop.paintedAt")))
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(times)),
+        "max_ms": round(max(times)),
+        "min_ms": round(min(times)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--keys", type=int, default=50)
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    out: dict[str, Any] = {"keys": args.keys, "points": args.points, "runs": args.runs}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ServerProcess(tmp, extra_args=["--max-body-mb", "256"]) as server,
+    ):
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=300
+        ) as api:
+            began = time.perf_counter()
+            run_id = fill_run(api, args.keys, args.points)
+            fill_project(api, args.runs)
+            out["fill_s"] = round(time.perf_counter() - began, 1)
+            began = time.perf_counter()
+            api.get(f"/api/runs/{run_id}/metrics", params={"key": "train/metric_0", "max_points": 1000})
+            out["one_series_read_ms"] = round((time.perf_counter() - began) * 1000, 1)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(f"{server.url}/ui/#key={server.key}")
+            page.wait_for_selector("body[data-ready]", state="attached")
+            run_times = measure(page, server.url, f"#/run/{run_id}", "run-charts", args.repeat)
+            drawn = page.evaluate(
+                "() => Object.values(mlop.charts)"
+                ".map(c => [c.plot.data[0].length, c.steps[c.steps.length - 1]])"
+            )
+            out["run_page"] = {
+                **summary(run_times),
+                "charts": len(drawn),
+                "points_per_chart": drawn[0][0],
+                "last_step": drawn[0][1],
+                "target_ms": 1500,
+            }
+            table_times = measure(page, server.url, "#/p/many", "runs", args.repeat)
+            rows = page.inner_text("#runs-count")
+            out["runs_table"] = {**summary(table_times), "rows": rows, "target_ms": 1000}
+            browser.close()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
