@@ -60,6 +60,8 @@ MAX_NAME: Final = 512
 _DATA_FIELDS: Final = frozenset({"time", "step", "logName", "dataType", "data"})
 _LOG_FIELDS: Final = frozenset({"time", "message", "lineNumber", "logType"})
 _FILE_REQUIRED: Final = frozenset({"fileName", "fileSize", "fileType", "time", "logName", "step"})
+_HISTOGRAM_FIELDS: Final = frozenset({"freq", "maxFreq", "bins", "shape", "type", "v"})
+_TABLE_FIELDS: Final = frozenset({"table", "col", "type", "v"})
 _FILE_OPTIONAL: Final = frozenset({"sampleIndex", "caption"})
 INT64_MAX: Final = 2**63 - 1
 _NONE: Final[frozenset[str]] = frozenset()
@@ -379,6 +381,56 @@ def parse_files(body: bytes, run_id: int, key_id: int, max_file_size: int) -> Fi
 # -- ingest routes ---------------------------------------------------------------------------------------
 
 
+def _number(value: Any) -> bool:
+    return type(value) is float or type(value) is int
+
+
+def _check_histogram(payload: dict[str, Any], line: int) -> None:
+    check_fields(payload, _HISTOGRAM_FIELDS, _NONE, line)
+    freq = payload["freq"]
+    if not isinstance(freq, list) or not freq or not all(type(f) is int and f >= 0 for f in freq):
+        raise BadRequest("must be a non-empty list of counts", line=line, field="data.freq")
+    if type(payload["maxFreq"]) is not int:
+        raise BadRequest("must be an integer", line=line, field="data.maxFreq")
+    shape, bins = payload["shape"], payload["bins"]
+    if shape == "uniform":
+        ok = isinstance(bins, dict) and bins.keys() == {"min", "max", "num"} and type(bins["num"]) is int
+        if not ok or not (_number(bins["min"]) and _number(bins["max"])):
+            raise BadRequest(
+                'must be {"min", "max", "num"} for a uniform histogram', line=line, field="data.bins"
+            )
+    elif shape == "generic":
+        if not isinstance(bins, list) or len(bins) != len(freq) + 1 or not all(map(_number, bins)):
+            raise BadRequest("must be the len(freq) + 1 bin edges", line=line, field="data.bins")
+    else:
+        raise BadRequest('must be "uniform" or "generic"', line=line, field="data.shape")
+    if payload["type"] != "Histogram":
+        raise BadRequest('must be "Histogram"', line=line, field="data.type")
+
+
+def _check_table(payload: dict[str, Any], line: int) -> None:
+    check_fields(payload, _TABLE_FIELDS, frozenset({"row"}), line)
+    table, columns = payload["table"], payload["col"]
+    if not isinstance(table, list) or not all(isinstance(row, list) for row in table):
+        raise BadRequest("must be a list of rows", line=line, field="data.table")
+    if not isinstance(columns, list) or not all(
+        isinstance(c, dict) and c.keys() == {"name", "dtype"} for c in columns
+    ):
+        raise BadRequest('must be a list of {"name", "dtype"}', line=line, field="data.col")
+    if "row" in payload and not isinstance(payload["row"], list):
+        raise BadRequest("must be a list of row labels", line=line, field="data.row")
+    if payload["type"] != "Table":
+        raise BadRequest('must be "Table"', line=line, field="data.type")
+
+
+def _check_payload(data_type: str, payload: dict[str, Any], line: int) -> None:
+    """The payloads the protocol spells out (histogram, table) must have exactly their fields."""
+    if data_type == "HISTOGRAM":
+        _check_histogram(payload, line)
+    elif data_type == "TABLE":
+        _check_table(payload, line)
+
+
 def parse_data(body: bytes, run_id: int) -> DataBatch:
     """``POST /ingest/data``: histograms, tables, graphs and string series."""
     rows = []
@@ -400,6 +452,7 @@ def parse_data(body: bytes, run_id: int) -> DataBatch:
                 decoded = None
             if not isinstance(decoded, dict):
                 raise BadRequest("must be a JSON-encoded object", line=line, field="data")
+            _check_payload(data_type, decoded, line)
         step = obj["step"]
         if type(step) is not int or not 0 <= step <= INT64_MAX:
             raise BadRequest("must be a non-negative integer", line=line, field="step")
