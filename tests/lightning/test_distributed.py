@@ -71,7 +71,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("strategy", "shared"), [("ddp", False), ("ddp_spawn", False), ("ddp", True)])
+# Shared mode (every rank attached) is tested in one process in test_logger.py: each case here costs a
+# Lightning import per process.
+@pytest.mark.parametrize(("strategy", "shared"), [("ddp", False), ("ddp_spawn", False)])
 def test_two_cpu_processes_make_one_run(tmp_path: Path, strategy: str, shared: bool) -> None:
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)

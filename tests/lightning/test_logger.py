@@ -307,6 +307,32 @@ def test_rank_one_from_the_environment_trains_without_a_run(
     assert mlop.list_runs(tmp_path) == []
 
 
+def test_shared_mode_other_ranks_attach_and_rank_0_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``shared=True``: rank 1 (simulated in this process) attaches to rank 0's run, which alone records."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    rank0 = MlopLogger(project="shared", dir=tmp_path, run_id="one", shared=True, log_model="all")
+    rank0.log_hyperparams({"lr": 0.1})
+    rank0.log_metrics({"loss": 1.0}, step=0)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rank1 = MlopLogger(project="shared", dir=tmp_path, run_id="one", shared=True, log_model="all")
+    attached = rank1.experiment
+    assert isinstance(attached, mlop.Run) and attached.dir == rank0.experiment.dir
+    rank1.log_metrics({"loss": 99.0}, step=0)
+    rank1.log_hyperparams({"lr": 99})
+    rank1.log_image("img", torch.rand(3, 4, 4))
+    rank1.finalize("success")
+    rank0.finalize("success")
+
+    (run,) = mlop.list_runs(tmp_path)
+    assert run.status == "COMPLETED" and run.config == {"lr": 0.1}
+    assert _series(run, "loss") == [(0, 1.0)] and list(run.media("img")) == []
+
+
 def test_the_logger_pickles_before_its_run_exists(
     tmp_path: Path, tiny: Any, data: Callable[..., Any], trainer_for: Callable[..., Any]
 ) -> None:
