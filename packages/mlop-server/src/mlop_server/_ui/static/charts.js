@@ -75,7 +75,7 @@
       cursor: { sync: { key: "mlop" }, drag: { x: true, y: false } },
       legend: { live: true },
       series: [{ label: time ? "time" : "step" }].concat(labels.map((label, i) => ({
-        label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false,
+        label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: labels.length > 1,
         value: (u, v) => mlop.number(v),
       }))),
       axes: [{}, { size: 60, values: (u, vals) => vals.map(mlop.number) }],
