@@ -118,6 +118,7 @@ class Stream:
         self.inflight: Position | None = inflight if inflight and inflight > self.ack else None
         self.cursor: Position = self.ack  # the end of the last batch read (sent or about to be)
         self._partial: tuple[int, list[Any]] | None = None  # the record the last batch ended inside
+        self._scanned = 0  # no record of these kinds after the cursor has a seq <= this
         self.caught = 0  # every record of these kinds with seq <= caught is acknowledged
         self.sent_items = 0
 
@@ -139,7 +140,8 @@ class Stream:
         end = self.cursor
         full = False
         size = 0
-        for seq, kind, records in self._records(a_seq - 1):
+        visible = self.store.last_seq()
+        for seq, kind, records in self._records(max(a_seq - 1, self._scanned)):
             first = a_n if seq == a_seq else 0
             for index in range(first, len(records)):
                 if limit is not None:
@@ -157,6 +159,8 @@ class Stream:
                 self._partial = (seq, records)
                 break
             end = (seq, len(records))
+        if not full:  # everything of these kinds up to ``visible`` is read: never scan it again
+            self._scanned = max(self._scanned, visible)
         if end == self.cursor:
             return None
         if limit is not None:
