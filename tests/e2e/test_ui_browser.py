@@ -69,6 +69,12 @@ for step in range(50):
     run.log({"train/loss": 1.0 / (step + 1), "eval/acc": step / 50}, step=step)
     if mode == "done" and step < 6:
         run.log({"sample": mlop.Image(np.full((8, 8, 3), (step * 40, 0, 0), dtype=np.uint8))}, step=step)
+if mode == "done":
+    run.log({"weights": mlop.Histogram(np.arange(100) % 7, bins=7),
+             "preds": mlop.Table(data=[[1, "cat"], [2, "dog"]], columns=["id", "label"])}, step=50)
+    print("hello from the done run")
+    print("a second line")
+    time.sleep(0.3)
 if mode == "failed":
     raise ValueError("boom")
 if mode == "killed":
@@ -197,6 +203,26 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     page.click("#tags-save")
     page.wait_for_selector("#tags-note:text('saved')")
     assert online.api.get(f"/api/runs/{run_id}").json()["tags"] == ["t-done", "best", "lr 0.01"]
+
+    page.click("nav.tabs button[data-tab='histograms']")
+    page.wait_for_selector("body[data-ready='run-histograms']", state="attached")
+    page.wait_for_selector(".histogram .uplot")
+    page.click("nav.tabs button[data-tab='tables']")
+    page.wait_for_selector("body[data-ready='run-tables']", state="attached")
+    assert "dog" in page.inner_text("#pane table")
+    page.click("nav.tabs button[data-tab='logs']")
+    page.wait_for_selector("body[data-ready='run-logs']", state="attached")
+    assert "hello from the done run" in page.inner_text("pre.logs")
+    page.fill("#log-search", "second")
+    assert page.inner_text("pre.logs").strip() == "a second line"
+    page.click("nav.tabs button[data-tab='config']")
+    page.wait_for_selector("body[data-ready='run-config']", state="attached")
+    assert '"lr": 0.01' in page.inner_text("#pane")
+
+    open_hash(page, f"#/compare/{run_id},{runs['failed']['id']}", "compare")
+    series = page.evaluate("() => mlop.charts['train/loss'].plot.data.length")
+    assert series == 3  # x and one line per run
+    screenshot(page, "compare")
 
 
 def test_a_live_runs_chart_grows(online: Any, page: Any) -> None:
