@@ -25,7 +25,7 @@ from mlop_torch._histogram import TensorHistogram, histograms
 if TYPE_CHECKING:
     from mlop import Op
 
-__all__ = ["LOG_CHOICES", "Watch", "check_arguments"]
+__all__ = ["LOG_CHOICES", "Watch", "check_arguments", "parameter_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ def check_arguments(log: str | None, log_freq: int, bins: int) -> None:
         raise ValueError(f"watch(log_freq=...) must be a positive integer, got {log_freq!r}")
     if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= _MAX_BINS:
         raise ValueError(f"watch(bins=...) must be an integer between 1 and {_MAX_BINS}, got {bins!r}")
+
+
+def parameter_names(model: Any) -> list[str]:
+    """The names under which the trainable parameters of an (unwrapped) module are logged."""
+    return [module_key(n) for n, p in model.named_parameters() if p.requires_grad]
 
 
 class Watch:

@@ -69,25 +69,26 @@ def mlop_watch(run: Op, model: Any, log: str | None, log_freq: int, log_graph: b
     torch = _torch()
     if torch is None or not isinstance(model, torch.nn.Module):
         return None
-    from mlop_torch._watch import Watch, check_arguments
+    from mlop_torch._graph import unwrap
+    from mlop_torch._watch import Watch, check_arguments, parameter_names
 
     check_arguments(log, log_freq, bins)
     if not getattr(run, "primary", True):
         return NoWatch()
-    watch = Watch(run, model, log, log_freq, log_graph, bins)
+    inner = unwrap(model)
     for earlier in _watches.get(run, []):
-        if earlier.model is watch.model:  # watching a model again replaces its earlier watch
+        if earlier.model is inner:  # watching a model again replaces its earlier watch
             earlier.remove()
     watches = [w for w in _watches.get(run, []) if w.hooks]
     taken = {name for w in watches for name in w.names}
-    if taken.intersection(watch.names):
+    prefix = ""
+    if taken.intersection(parameter_names(inner)):
         # Another watched model logs under the same names (two Linear layers, say): number this one.
-        watch.remove()
         prefix = f"model{len(watches)}."
-        watch = Watch(run, model, log, log_freq, log_graph, bins, prefix=prefix)
         logger.info(
             "mlop-torch: the parameters of this %s are logged as %s<name>", type(model).__name__, prefix
         )
+    watch = Watch(run, model, log, log_freq, log_graph, bins, prefix=prefix)
     _watches[run] = [*watches, watch]
     return watch
 
