@@ -42,6 +42,7 @@ def test_tensors_in_data_types(tmp_path: Path) -> None:
             "image": mlop.Image(image),
             "image_hwc": mlop.Image(image.permute(1, 2, 0)),
             "audio": mlop.Audio(torch.sin(torch.linspace(0, 100, 800)), rate=8000),
+            "video": mlop.Video((torch.rand(4, 3, 16, 16) * 255).to(torch.uint8), fps=4),  # T, C, H, W
         }
     )
     run.finish()
@@ -50,7 +51,8 @@ def test_tensors_in_data_types(tmp_path: Path) -> None:
     expected, _ = np.histogram(values.detach().numpy(), bins=10)
     assert hist["value"]["freq"] == expected.tolist()
     media = {m["key"]: m for m in reader.media()}
-    assert set(media) == {"image", "image_hwc", "audio"}
+    assert set(media) == {"image", "image_hwc", "audio", "video"}
+    assert media["video"]["frames"] == 4 and media["video"]["fileType"] == "mp4"
     from PIL import Image
 
     with Image.open(media["image"]["path"]) as png:
