@@ -14,7 +14,11 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-ASSETS = {"uplot/dist/uPlot.iife.min.js": "uPlot.iife.min.js", "uplot/dist/uPlot.min.css": "uPlot.min.css"}
+ASSETS = {
+    "uplot/dist/uPlot.iife.min.js": "uPlot.iife.min.js",
+    "uplot/dist/uPlot.min.css": "uPlot.min.css",
+    "uplot/LICENSE": "uPlot.LICENSE",
+}
 
 
 class VendorAssets(BuildHookInterface):  # type: ignore[type-arg]
