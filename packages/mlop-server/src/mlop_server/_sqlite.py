@@ -229,25 +229,23 @@ class SqliteStorage(Storage):
 
     # -- keys and metadata ---------------------------------------------------------------------------------
 
-    def _key(self, row: tuple[Any, ...] | None) -> ApiKey | None:
-        if row is None:
-            return None
-        key_id, name, prefix, admin, created, revoked = row
-        return ApiKey(key_id, name, prefix, bool(admin), created, revoked)
+    def _keys(self, where: str, params: tuple[Any, ...]) -> list[ApiKey]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT id, name, prefix, admin, created, revoked FROM api_keys {where}", params
+            ).fetchall()
+        return [
+            ApiKey(key_id, name, prefix, bool(admin), created, revoked)
+            for key_id, name, prefix, admin, created, revoked in rows
+        ]
 
     def find_key(self, key_hash: str) -> ApiKey | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT id, name, prefix, admin, created, revoked FROM api_keys WHERE hash = ?", (key_hash,)
-            ).fetchone()
-        return self._key(row)
+        found = self._keys("WHERE hash = ?", (key_hash,))
+        return found[0] if found else None
 
     def get_key(self, key_id: int) -> ApiKey | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT id, name, prefix, admin, created, revoked FROM api_keys WHERE id = ?", (key_id,)
-            ).fetchone()
-        return self._key(row)
+        found = self._keys("WHERE id = ?", (key_id,))
+        return found[0] if found else None
 
     def add_key(self, key_hash: str, prefix: str, name: str, *, admin: bool) -> ApiKey:
         with self._lock:
@@ -258,35 +256,23 @@ class SqliteStorage(Storage):
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("this key exists already") from None
-            row = self._conn.execute(
-                "SELECT id, name, prefix, admin, created, revoked FROM api_keys WHERE id = ?",
-                (cur.lastrowid,),
-            ).fetchone()
-        key = self._key(row)
+        assert cur.lastrowid is not None
+        key = self.get_key(cur.lastrowid)
         assert key is not None
         return key
 
     def list_keys(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, name, prefix, admin, created, revoked FROM api_keys ORDER BY id"
-            ).fetchall()
-        return [key for key in map(self._key, rows) if key is not None]
+        return self._keys("ORDER BY id", ())
 
     def revoke_key(self, ident: str) -> ApiKey | None:
+        found = self._keys("WHERE CAST(id AS TEXT) = ? OR prefix = ?", (ident, ident))
+        if len(found) != 1:
+            return None
         with self._lock:
-            row = self._conn.execute(
-                "SELECT id FROM api_keys WHERE CAST(id AS TEXT) = ? OR prefix = ?", (ident, ident)
-            ).fetchall()
-            if len(row) != 1:
-                return None
             self._conn.execute(
-                "UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (now_ms(), row[0][0])
+                "UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (now_ms(), found[0].id)
             )
-            found = self._conn.execute(
-                "SELECT id, name, prefix, admin, created, revoked FROM api_keys WHERE id = ?", (row[0][0],)
-            ).fetchone()
-        return self._key(found)
+        return self.get_key(found[0].id)
 
     def signing_secret(self) -> bytes:
         with self._lock:
