@@ -17,11 +17,15 @@ from mlop._store import Store
 
 
 def _run(root: Path, project: str, finish: bool = True) -> Path:
-    run = mlop.init(project=project, dir=root, mode="offline", disable_console=True)
+    run = mlop.init(
+        project=project, dir=root, mode="offline", disable_console=True, disable_system_metrics=True
+    )
     run.log({"x": 1.0})
     if finish:
         run.finish()
     else:  # as if its process had died: what was logged is in the store, and no final status
+        for service in run._services:
+            service.stop()
         run._writer.close()
         run._store.close()
         run._finished = True
