@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sysconfig
 import types
 from pathlib import Path
@@ -12,6 +13,7 @@ PACKAGE = Path(__file__).parents[2] / "packages" / "mlop-hf"
 
 
 def test_all_is_sorted_and_exported() -> None:
+    importlib.import_module("mlop_hf.plugin")  # as mlop's plugin manager does
     assert mlop_hf.__all__ == sorted(mlop_hf.__all__)
     for name in mlop_hf.__all__:
         assert getattr(mlop_hf, name) is not None
