@@ -115,9 +115,14 @@ def test_samples_have_their_own_step_counter_and_leave_the_user_steps_alone(tmp_
     "settings",
     [{"x_sys_sampling_interval": 0}, {"disable_system_metrics": True, "x_sys_sampling_interval": 0.05}],
 )
+def _monitor_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "mlop-system-monitor"}
+
+
 def test_the_monitor_can_be_turned_off(tmp_path: Path, settings: dict[str, Any]) -> None:
+    before = _monitor_threads()  # a monitor another test's process left behind is not this run's
     run = mlop.init(dir=tmp_path, mode="offline", **settings)
-    assert not any(t.name == "mlop-system-monitor" for t in threading.enumerate())
+    assert _monitor_threads() == before
     time.sleep(0.3)
     run.log({"loss": 1.0})
     run.finish()
@@ -125,8 +130,9 @@ def test_the_monitor_can_be_turned_off(tmp_path: Path, settings: dict[str, Any])
 
 
 def test_finish_wakes_the_monitor_instead_of_waiting_out_its_interval(tmp_path: Path) -> None:
+    before = _monitor_threads()
     run = mlop.init(dir=tmp_path, mode="offline", x_sys_sampling_interval=3600)
-    monitors = [t for t in threading.enumerate() if t.name == "mlop-system-monitor"]
+    monitors = list(_monitor_threads() - before)
     assert len(monitors) == 1
     run.finish()
     # stop() joins for at most a few seconds: a sleeping thread would still be alive here.
