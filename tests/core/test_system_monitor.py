@@ -111,14 +111,14 @@ def test_samples_have_their_own_step_counter_and_leave_the_user_steps_alone(tmp_
         reader.close()
 
 
-@pytest.mark.parametrize(
-    "settings",
-    [{"x_sys_sampling_interval": 0}, {"disable_system_metrics": True, "x_sys_sampling_interval": 0.05}],
-)
 def _monitor_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name == "mlop-system-monitor"}
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [{"x_sys_sampling_interval": 0}, {"disable_system_metrics": True, "x_sys_sampling_interval": 0.05}],
+)
 def test_the_monitor_can_be_turned_off(tmp_path: Path, settings: dict[str, Any]) -> None:
     before = _monitor_threads()  # a monitor another test's process left behind is not this run's
     run = mlop.init(dir=tmp_path, mode="offline", **settings)
