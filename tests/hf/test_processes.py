@@ -91,15 +91,34 @@ def test_a_broken_mlop_hf_install_cannot_break_start_up_or_the_import(tmp_path: 
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "{}", "")
 
 
-def test_report_to_mlop_in_a_fresh_process(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [PYTHON, str(PROGRAMS / "train_by_name.py"), str(tmp_path / "out")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_report_to_mlop_in_a_fresh_process_reaches_the_server(tmp_path: Path) -> None:
+    import httpx
+
+    from mlop_server.testing import ServerProcess
+
+    with ServerProcess(tmp_path / "server") as server:
+        env = {
+            "MLOP_API_TOKEN": server.key,
+            "MLOP_HOST": server.url,
+            "MLOP_CONFIG_DIR": str(tmp_path / "config"),
+            "MLOP_DISABLE_SYSTEM_METRICS": "1",
+        }
+        done = subprocess.run(
+            [PYTHON, str(PROGRAMS / "train_by_name.py"), str(tmp_path / "out")],
+            cwd=tmp_path,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=30
+        ) as api:
+            [listed] = api.get("/api/runs", params={"project": "huggingface"}).json()
+            remote = api.get(f"/api/runs/{listed['id']}").json()
+            remote_loss = api.get(f"/api/runs/{listed['id']}/metrics", params={"key": "train/loss"}).json()
+
     [run] = mlop.list_runs(tmp_path)
     assert (run.name, run.project, run.status) == ("by-name", "huggingface", "COMPLETED")
     assert [m["step"] for m in run.metrics("train/loss")] == [2, 4, 6]
@@ -107,6 +126,11 @@ def test_report_to_mlop_in_a_fresh_process(tmp_path: Path) -> None:
     assert {m["step"] for m in run.metrics("train/global_step")} == {2, 3, 4, 6}
     assert run.config["hidden_size"] == 16 and run.config["max_steps"] == 6
     assert "hf_do_not_store_me" not in repr(run.config)
+
+    assert (remote["name"], remote["status"]) == ("by-name", "COMPLETED")
+    assert remote["config"]["learning_rate"] == 1e-3 and remote["config"]["hub_token"] == "<HUB_TOKEN>"
+    assert [p["step"] for p in remote_loss] == [2, 4, 6]
+    assert [p["value"] for p in remote_loss] == [m["value"] for m in run.metrics("train/loss")]
 
 
 @pytest.mark.slow
