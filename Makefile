@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format install bench clean
 
-$(STAMP): requirements-dev.txt packages/*/pyproject.toml packages/mlop-server/web/package-lock.json
+$(STAMP): requirements-dev.txt packages/*/pyproject.toml packages/*/*.pth packages/mlop-server/web/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	cd packages/mlop-server/web && npm ci --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m pip install --quiet --upgrade pip
