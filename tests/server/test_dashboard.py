@@ -77,3 +77,39 @@ def test_a_key_in_the_fragment_reaches_no_log(server: ServerProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
         assert anonymous.get(f"/ui/#key={server.key}").status_code == 200
     assert server.key not in server.output()
+
+
+def test_series_answers_what_metrics_answers_in_columns(
+    client: httpx.Client, new_run: Callable[..., int], ingest: Api
+) -> None:
+    run_id = new_run(project="dash-series")
+    lines: list[dict[str, Any]] = [
+        {"time": 1000 + s, "step": s, "data": {"a": (s * 7919) % 1000 / 10, "b": -s}} for s in range(5000)
+    ]
+    lines.append({"time": 9000, "step": 5000, "data": {"a": "NaN", "b": "-Infinity"}})
+    assert ingest(run_id, "metrics", *lines).status_code == 200
+    answer = client.get(
+        f"/api/runs/{run_id}/series",
+        params=[("key", "a"), ("key", "b"), ("key", "nope"), ("max_points", "200")],
+    )
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    assert set(found) == {"a", "b"}  # an unknown key is left out
+    for key in ("a", "b"):
+        points = client.get(f"/api/runs/{run_id}/metrics", params={"key": key, "max_points": 200}).json()
+        assert found[key] == {
+            "steps": [p["step"] for p in points],
+            "times": [p["time"] for p in points],
+            "values": [p["value"] for p in points],
+        }
+        assert len(points) <= 200
+    assert found["b"]["values"][-1] == "-Infinity" and found["b"]["values"][0] == 0
+    bad = [
+        [("max_points", "200")],
+        [("key", "a"), ("max_points", "1")],
+        [("key", "a"), ("max_points", "x")],
+        [("key", f"k{i}") for i in range(101)],
+    ]
+    for params in bad:
+        assert client.get(f"/api/runs/{run_id}/series", params=params).status_code == 400, params
+    assert client.get("/api/runs/999999/series", params={"key": "a"}).status_code == 404

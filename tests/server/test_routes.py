@@ -453,6 +453,7 @@ ROUTES = [
     ("POST", "/api/runs/1/cancel"),
     ("GET", "/api/projects"),
     ("GET", "/api/runs/last?project=p&key=a"),
+    ("GET", "/api/runs/1/series?key=a"),
     ("GET", "/openapi.json"),
 ]
 

@@ -7,26 +7,34 @@ browsers never send to a server, so it reaches no log) into ``sessionStorage`` a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from mlop_server._errors import BadRequest
-from mlop_server._http import Context, guarded, json_response
+from mlop_server._errors import BadRequest, NotFound
+from mlop_server._http import Context, guarded, json_response, path_id
+from mlop_server._readapi import downsample
+from mlop_server._storage import Series
 
-__all__ = ["MAX_LAST_KEYS", "STATIC_DIR", "dashboard_routes"]
+__all__ = ["MAX_LAST_KEYS", "MAX_SERIES_KEYS", "STATIC_DIR", "dashboard_routes"]
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).parent / "_ui" / "static"
 #: The most metric columns one runs-table request may ask for.
 MAX_LAST_KEYS: Final = 20
+#: The most series one ``/series`` request may ask for.
+MAX_SERIES_KEYS: Final = 100
+#: The largest ``max_points`` of a ``/series`` request.
+MAX_SERIES_POINTS: Final = 100_000
 
 #: The page loads only its own scripts and styles; media are shown from blob: URLs fetched with the key.
 _HEADERS: Final = {
@@ -47,11 +55,22 @@ def _wire(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
+def _columns(series: Series, max_points: int) -> dict[str, list[Any]]:
+    index = downsample(series, max_points)
+    values: list[Any] = series.values[index].tolist()
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            values[i] = _wire(value)
+    return {"steps": series.steps[index].tolist(), "times": series.times[index].tolist(), "values": values}
+
+
 def dashboard_routes(ctx: Context) -> list[BaseRoute]:
     """The dashboard's routes, bound to ``ctx``: the pages, their files, and two reads for the runs table.
 
     ``GET /api/projects`` lists the projects; ``GET /api/runs/last?project=P&key=K…`` gives the last logged
-    value of each key in each run of the project (the runs table's metric columns).
+    value of each key in each run of the project (the runs table's metric columns);
+    ``GET /api/runs/{runId}/series?key=K…&max_points=N`` gives several downsampled metric series at once, as
+    columns (the charts of a run page: one request for many keys, read in parallel).
     """
 
     async def root(request: Request) -> Response:
@@ -80,6 +99,26 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
             ]
         )
 
+    async def series(request: Request) -> Response:
+        ctx.authenticate(request)
+        run_id = path_id(request, "run_id")
+        if await ctx.storage.get_run(run_id) is None:
+            raise NotFound(f"run {run_id} does not exist")
+        keys = list(dict.fromkeys(request.query_params.getlist("key")))
+        if not keys or len(keys) > MAX_SERIES_KEYS:
+            raise BadRequest(f"give 1 to {MAX_SERIES_KEYS} keys", field="key")
+        raw = request.query_params.get("max_points", "1000")
+        if not raw.isdigit() or not 2 <= int(raw) <= MAX_SERIES_POINTS:
+            raise BadRequest(f"must be an integer from 2 to {MAX_SERIES_POINTS}", field="max_points")
+        max_points = int(raw)
+
+        async def one(key: str) -> dict[str, list[Any]] | None:
+            found = await ctx.storage.metric(run_id, key)
+            return None if found is None else await anyio.to_thread.run_sync(_columns, found, max_points)
+
+        answers = await asyncio.gather(*(one(key) for key in keys))
+        return json_response({k: a for k, a in zip(keys, answers, strict=True) if a is not None})
+
     return [
         Route("/", root, methods=["GET"]),
         Route("/ui", root, methods=["GET"]),
@@ -87,4 +126,5 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
         Mount("/ui/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="ui-static"),
         Route("/api/projects", guarded(projects), methods=["GET"]),
         Route("/api/runs/last", guarded(last), methods=["GET"]),
+        Route("/api/runs/{run_id:int}/series", guarded(series), methods=["GET"]),
     ]

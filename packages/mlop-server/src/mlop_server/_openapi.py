@@ -325,6 +325,17 @@ def openapi_document() -> dict[str, Any]:
                 },
             )
         },
+        "/api/runs/{runId}/series": {
+            "get": _op(
+                "Several metric series at once, each downsampled to max_points (min and max per bucket), as "
+                "columns: {key: {steps, times, values}}; unknown keys are left out",
+                params=[
+                    _path("runId"),
+                    _query("key", True, {"type": "array", "items": _STR, "maxItems": 100}),
+                    _query("max_points", False, {"type": "integer", "minimum": 2, "maximum": 100000}),
+                ],
+            )
+        },
         "/openapi.json": {"get": _op("This document")},
     }
     return {

@@ -18,7 +18,7 @@
 
   async function route() {
     mlop.stopTimers();
-    mlop.charts = {};
+    mlop.clearCharts();
     delete document.body.dataset.ready;
     mlop.paintedAt = null;
     mlop.takeKeyFromHash();

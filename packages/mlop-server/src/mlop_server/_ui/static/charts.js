@@ -12,17 +12,16 @@
   // Display options shared by every chart on the page.
   mlop.view = { x: "step", smoothing: 0, log: false };
 
+  // Several downsampled series of a run in one request: {key: {steps, times, values}}.
+  mlop.fetchMany = async function (runId, keys) {
+    const query = keys.map((k) => "key=" + mlop.q(k)).join("&");
+    return mlop.api(`/api/runs/${runId}/series?${query}&max_points=${mlop.MAX_POINTS}`);
+  };
+
+  mlop.EMPTY = { steps: [], times: [], values: [] };
+
   mlop.fetchSeries = async function (runId, key) {
-    const points = await mlop.api(
-      `/api/runs/${runId}/metrics?key=${mlop.q(key)}&max_points=${mlop.MAX_POINTS}`);
-    const n = points.length;
-    const steps = new Array(n), times = new Array(n), values = new Array(n);
-    for (let i = 0; i < n; i++) {
-      steps[i] = points[i].step;
-      times[i] = points[i].time;
-      values[i] = points[i].value;
-    }
-    return { steps, times, values };
+    return (await mlop.fetchMany(runId, [key]))[key] || mlop.EMPTY;
   };
 
   // Exponential moving average with a debias term (as TensorBoard's smoothing); gaps stay gaps.
@@ -101,6 +100,24 @@
     mlop.charts[key] = entry;
     return entry;
   };
+
+  // Drop every chart of the page (uPlot keeps window listeners until destroyed).
+  mlop.clearCharts = function () {
+    for (const entry of Object.values(mlop.charts)) entry.plot.destroy();
+    mlop.charts = {};
+  };
+
+  // Charts follow the window's width.
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => {
+      for (const entry of Object.values(mlop.charts)) {
+        const width = Math.max(300, Math.floor(entry.box.clientWidth));
+        if (width !== entry.plot.width) entry.plot.setSize({ width, height: entry.plot.height });
+      }
+    }, 150);
+  });
 
   mlop.updateChart = function (entry, seriesList) {
     entry.series = seriesList;

@@ -12,13 +12,18 @@
       mlop.el("a", { href: "#/run/" + r.id }, r.name))));
     const grid = mlop.el("div");
     main.replaceChildren(mlop.el("h1", {}, `Compare ${runs.length} runs`), legend, mlop.chartControls(), grid);
-    const empty = { steps: [], times: [], values: [] };
+    // Each run's series in requests of up to 100 keys.
+    const perRun = await Promise.all(ids.map(async (id, i) => {
+      const have = names.filter((name) => keyLists[i].some((k) => k.name === name));
+      const found = {};
+      for (let j = 0; j < have.length; j += 100) Object.assign(found, await mlop.fetchMany(id, have.slice(j, j + 100)));
+      return found;
+    }));
     for (const [group, groupKeys] of mlop.groupKeys(names)) {
       const box = mlop.el("div", { class: "charts" });
       grid.append(mlop.el("section", { "data-group": group }, mlop.el("h2", {}, group), box));
       for (const key of groupKeys) {
-        const series = await Promise.all(ids.map((id, i) =>
-          keyLists[i].some((k) => k.name === key) ? mlop.fetchSeries(id, key) : Promise.resolve(empty)));
+        const series = perRun.map((found) => found[key] || mlop.EMPTY);
         mlop.chart(mlop.chartBox(box, key), key, series, runs.map((r) => r.name));
       }
     }

@@ -5,6 +5,8 @@
   const mlop = window.mlop;
   const MEDIA = new Set(["IMAGE", "AUDIO", "VIDEO"]);
   const POLL_MS = 2000;
+  // Charts are fetched in a few requests of this many series, drawn as each answer arrives.
+  const SERIES_PER_REQUEST = 8;
 
   function header(run) {
     const status = run.status.toLowerCase();
@@ -56,8 +58,12 @@
       }
       const first = boxes.values().next().value;
       const width = first ? Math.max(300, Math.floor(first.clientWidth || 420)) : 420;
-      await Promise.all(names.map(async (key) => {
-        mlop.chart(boxes.get(key), key, [await mlop.fetchSeries(run.id, key)], [key], width);
+      const order = [...boxes.keys()];
+      const parts = [];
+      for (let i = 0; i < order.length; i += SERIES_PER_REQUEST) parts.push(order.slice(i, i + SERIES_PER_REQUEST));
+      await Promise.all(parts.map(async (part) => {
+        const found = await mlop.fetchMany(run.id, part);
+        for (const key of part) mlop.chart(boxes.get(key), key, [found[key] || mlop.EMPTY], [key], width);
       }));
     }
     await add(metricKeys);
@@ -66,8 +72,9 @@
       const fresh = names.filter((k) => !mlop.charts[k]);
       if (fresh.length) await add(fresh);
       const known = names.filter((k) => !fresh.includes(k));
-      const fetched = await Promise.all(known.map((k) => mlop.fetchSeries(run.id, k)));
-      known.forEach((k, i) => mlop.updateChart(mlop.charts[k], [fetched[i]]));
+      if (!known.length) return;
+      const found = await mlop.fetchMany(run.id, known);
+      for (const k of known) if (found[k]) mlop.updateChart(mlop.charts[k], [found[k]]);
     };
   }
 
@@ -190,7 +197,7 @@
     async function open(tab) {
       current = tab;
       bar.querySelectorAll("button").forEach((b) => b.classList.toggle("on", b.dataset.tab === tab));
-      mlop.charts = {};
+      mlop.clearCharts();
       live.charts = null;
       pane.replaceChildren();
       pane.dataset.tab = tab;
