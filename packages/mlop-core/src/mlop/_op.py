@@ -446,7 +446,12 @@ class Op:
                     service.stop()
                 except Exception:  # broad: a service that fails to stop must not block the finish
                     logger.exception("mlop could not stop %r", service)
-            self._sink.close()
+            # Media still waiting to be encoded gets the finish timeout (a few seconds after SIGTERM,
+            # whose sender will not wait long); what has not started by then is dropped and counted.
+            wait = self.settings.x_finish_timeout
+            dropped = self._sink.close(timeout=min(wait, 5.0) if status == "TERMINATED" else wait)
+            if dropped:
+                logger.warning("mlop: %d logged media values were not encoded before the run ended", dropped)
             self.status = status
             now = time.time()
             if self.primary:  # a shared run's status and last step are rank 0's
