@@ -22,6 +22,7 @@ Item shapes by kind (times are float seconds since the epoch; readers convert to
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import pickle
@@ -154,17 +155,23 @@ class Store:
 
     def records(self, kinds: Sequence[str] | None = None, after_seq: int = 0) -> Iterator[Record]:
         """Yield ``(seq, kind, items)`` in write order, optionally only some kinds and after a seq."""
-        if kinds:
-            marks = ",".join("?" * len(kinds))
-            cur = self._db.execute(
-                f"SELECT seq, kind, payload FROM records WHERE seq > ? AND kind IN ({marks}) ORDER BY seq",
-                (after_seq, *kinds),
-            )
-        else:
+        if not kinds:
             cur = self._db.execute(
                 "SELECT seq, kind, payload FROM records WHERE seq > ? ORDER BY seq", (after_seq,)
             )
-        for seq, kind, payload in cur:
+            for seq, kind, payload in cur:
+                yield seq, kind, unpack(payload)
+            return
+        # One query per kind walks the (kind, seq) index in order; a single "kind IN (...)" query would
+        # make SQLite sort every matching payload first. Merge the per-kind streams by seq instead.
+        streams = [self._kind_records(kind, after_seq) for kind in dict.fromkeys(kinds)]
+        yield from heapq.merge(*streams, key=lambda record: record[0])
+
+    def _kind_records(self, kind: str, after_seq: int) -> Iterator[Record]:
+        cur = self._db.execute(
+            "SELECT seq, payload FROM records WHERE kind = ? AND seq > ? ORDER BY seq", (kind, after_seq)
+        )
+        for seq, payload in cur:
             yield seq, kind, unpack(payload)
 
     def last_seq(self) -> int:
