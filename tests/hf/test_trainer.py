@@ -229,6 +229,31 @@ def test_the_final_model_is_stored_at_the_end(
     assert os.listdir(tmp_path / "tmp") == []  # the staging folder is gone
 
 
+def test_the_final_model_of_a_plain_torch_module_is_its_weights(
+    make_trainer: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    class Plain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(16, 4)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            logits = self.head(self.embed(input_ids).mean(dim=1))
+            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    monkeypatch.setenv("MLOP_LOG_MODEL", "end")
+    model = Plain()
+    make_trainer(model=model, max_steps=2).train()
+    [stored] = list(only_run(tmp_path).media("model/final"))
+    assert stored["artifactPath"] == "model.safetensors"
+    weights = load_file(stored["path"])
+    assert torch.equal(weights["head.weight"], model.head.weight.detach())
+
+
 def test_the_final_model_of_a_users_run_is_kept_until_the_run_finishes(
     make_trainer: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -243,7 +243,10 @@ class MlopCallback(TrainerCallback):
     def _log_final_model(self, model: Any, processing_class: Any, state: Any) -> None:
         staging = tempfile.mkdtemp(prefix="mlop-hf-model-")
         try:
-            model.save_pretrained(staging)
+            if hasattr(model, "save_pretrained"):
+                model.save_pretrained(staging)
+            else:  # a plain torch module, which Trainer takes too: its weights, as Trainer saves them
+                _save_state_dict(model, staging)
             if processing_class is not None and hasattr(processing_class, "save_pretrained"):
                 processing_class.save_pretrained(staging)
         except Exception:  # broad: a model that cannot be saved must not fail the end of training
@@ -265,6 +268,19 @@ class MlopCallback(TrainerCallback):
             return False
         self._run.log({key: artifact}, step=step)
         return True
+
+
+def _save_state_dict(model: Any, folder: str) -> None:
+    """Save a torch module's weights as ``model.safetensors`` (``pytorch_model.bin`` if that fails)."""
+    state = model.state_dict()
+    try:
+        from safetensors.torch import save_file
+
+        save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    except Exception:  # broad: shared or non-contiguous tensors, or no safetensors; torch.save takes all
+        import torch
+
+        torch.save(state, os.path.join(folder, "pytorch_model.bin"))
 
 
 def _run_root(run: Any) -> str | None:
