@@ -158,3 +158,22 @@ def test_torchrun_two_processes_make_one_run(tmp_path: Path) -> None:
     assert [m["step"] for m in run.metrics("train/loss")] == [2, 4, 6]
     assert [m["step"] for m in run.metrics("eval/loss")] == [3, 6]
     assert run.config["ddp_backend"] in (None, "gloo")
+
+
+@pytest.mark.slow
+def test_accelerate_under_torchrun_logs_from_the_main_process_only(tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(PYTHON).parent))
+    assert torchrun is not None
+    done = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node=2", str(PROGRAMS / "accelerate_by_name.py")],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [run] = mlop.list_runs(tmp_path)
+    assert (run.project, run.status, run.config) == ("accel-ddp", "COMPLETED", {"world_size": 2})
+    assert [(m["step"], m["value"]) for m in run.metrics("rank")] == [(0, 0), (1, 0), (2, 0)]
+    assert [m["value"] for m in run.metrics("loss")] == [1.0, 0.5, pytest.approx(1 / 3)]
