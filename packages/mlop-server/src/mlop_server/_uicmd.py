@@ -43,6 +43,14 @@ def add_ui_parser(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=main)
 
 
+def _has_display() -> bool:
+    """Whether a graphical browser can open here (on Linux and BSD, only with a display; without one
+    :mod:`webbrowser` would start a text browser in this terminal)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def _start_server(data: Path, port: int, key: str) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
     env[ADMIN_KEY_ENV] = key  # in the environment, not on the command line that `ps` shows
@@ -90,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
         page = f"{url}/ui/#key={key}"
         print(f"mlop ui: the runs under {root} at", flush=True)
         print(page, flush=True)
-        if not args.no_browser:
+        if not args.no_browser and _has_display():
             with contextlib.suppress(webbrowser.Error):
                 webbrowser.open(page)
         while not stop.wait(args.interval):
