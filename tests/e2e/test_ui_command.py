@@ -36,6 +36,9 @@ if mode == "live":
 else:
     for step in range(30):
         run.log({"train/loss": 1.0 / (step + 1)}, step=step)
+    if mode == "done":
+        import numpy as np
+        run.log({"sample": mlop.Image(np.full((4, 4, 3), 200, dtype=np.uint8))}, step=3)
     if mode == "crashed":
         os._exit(3)
     run.finish()
@@ -126,6 +129,17 @@ def test_mlop_ui_sends_local_runs_and_follows_a_live_one(
                 return [p["step"] for p in answer.json()] if answer.status_code == 200 else []
 
             assert steps("done") == list(range(30))
+
+            def images() -> list[dict[str, Any]]:
+                answer = api.get(f"/api/runs/{runs['done']}/files", params={"key": "sample"})
+                return list(answer.json()) if answer.status_code == 200 else []
+
+            assert _wait(lambda: any(f["uploaded"] for f in images()))
+            (image,) = images()
+            assert image["step"] == 3
+            done_dir = next(d for d in runs_dir.glob(".mlop/local/*") if _name(d) == "done")
+            (on_disk,) = list(done_dir.rglob("*.png"))
+            assert api.get(image["url"]).content == on_disk.read_bytes()  # media sent through the mirror
             first = len(_wait(lambda: steps("live")))
             assert _wait(lambda: len(steps("live")) > first + 10)
             (runs_dir / "stop").touch()
