@@ -247,3 +247,21 @@ def test_a_live_runs_chart_grows(online: Any, page: Any) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
+
+
+def test_without_a_key_the_page_asks_for_one(browser: Any, server: ServerProcess) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(f"{server.url}/ui/#/p/ui")
+        page.wait_for_selector("body[data-ready='key']", state="attached")
+        page.fill("#key-input", "mlps_not_a_key_of_this_server")
+        page.press("#key-input", "Enter")
+        page.wait_for_selector("form.keyform :text('refused')")
+        page.fill("#key-input", server.key)
+        page.press("#key-input", "Enter")
+        page.wait_for_selector("body[data-ready='runs']", state="attached")
+        assert page.evaluate("() => sessionStorage.getItem('mlop.key')") == server.key
+    finally:
+        context.close()
