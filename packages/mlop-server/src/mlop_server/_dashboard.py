@@ -1,4 +1,4 @@
-"""The web dashboard: the page shell, its static files, and the projects list it starts from.
+"""The web dashboard: the page shell, its static files, and the reads it adds (projects, last values, series).
 
 The pages are static files (``_ui/static``) that read everything through the documented read API with the
 key the browser holds. ``mlop ui`` opens ``/ui/#key=…``: the page moves the key from the URL fragment (which
