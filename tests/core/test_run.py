@@ -319,3 +319,22 @@ def test_list_runs_and_reading_a_live_run(tmp_path: Path) -> None:
 def test_open_run_of_a_missing_dir_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(mlop.StoreError):
         mlop.open_run(tmp_path / "nothing")
+
+
+def test_an_item_that_cannot_be_stored_costs_only_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    run = mlop.init(dir=tmp_path, disable_system_metrics=True, disable_console=True)
+    run.log({"before": 1})
+    # A data item whose payload holds an object pickle refuses (a lock), written in the same flush.
+    run._writer.add("data", (0, 0.0, "odd", "DATA", {"lock": threading.Lock()}))
+    run.log({"after": 2})
+    with caplog.at_level(logging.WARNING):
+        run.finish()
+    reader = mlop.open_run(run.dir)
+    assert [(r["key"], r["value"]) for r in reader.metrics()] == [("before", 1), ("after", 2)]
+    assert list(reader.data("odd")) == []
+    assert reader.status == "COMPLETED"
+    assert any("cannot be stored" in r.getMessage() for r in caplog.records)

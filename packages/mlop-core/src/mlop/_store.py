@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import io
 import json
+import logging
 import pickle
 import sqlite3
 import time
@@ -68,6 +69,8 @@ CREATE TABLE IF NOT EXISTS failures (
 
 Record = tuple[int, str, list[Any]]
 
+logger = logging.getLogger(__name__)
+
 
 class _PlainUnpickler(pickle.Unpickler):
     """Loads only builtin containers and scalars: a store file can never name code to run."""
@@ -79,6 +82,22 @@ class _PlainUnpickler(pickle.Unpickler):
 def pack(items: Sequence[Any]) -> bytes:
     """Pack a list of items for one record."""
     return pickle.dumps(items, protocol=5)
+
+
+def _pack_plain(kind: str, items: list[Any]) -> bytes:
+    """Pack a batch; an item that cannot be packed is left out (and said), never the whole batch."""
+    try:
+        return pack(items)
+    except Exception:  # broad: pickle raises many types for odd objects; find the culprits one by one
+        kept = []
+        for item in items:
+            try:
+                pack([item])
+            except Exception:  # broad: as above
+                logger.warning("mlop: a %s record holding an object that cannot be stored was dropped", kind)
+            else:
+                kept.append(item)
+        return pack(kept)
 
 
 def unpack(payload: bytes) -> list[Any]:
@@ -129,7 +148,7 @@ class Store:
     def write(self, batches: Iterable[tuple[str, list[Any]]], meta: dict[str, Any] | None = None) -> None:
         """Append one record per (kind, items) pair and update meta values, in one transaction."""
         now = time.time()
-        rows = [(kind, len(items), now, pack(items)) for kind, items in batches if items]
+        rows = [(kind, len(items), now, _pack_plain(kind, items)) for kind, items in batches if items]
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
