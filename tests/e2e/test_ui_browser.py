@@ -70,6 +70,7 @@ for step in range(50):
     if mode == "done" and step < 6:
         run.log({"sample": mlop.Image(np.full((8, 8, 3), (step * 40, 0, 0), dtype=np.uint8))}, step=step)
 if mode == "done":
+    run.log({"weights": mlop.Histogram(np.arange(50) % 5, bins=5)}, step=49)
     run.log({"weights": mlop.Histogram(np.arange(100) % 7, bins=7),
              "preds": mlop.Table(data=[[1, "cat"], [2, "dog"]], columns=["id", "label"])}, step=50)
     print("hello from the done run")
@@ -207,6 +208,7 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     page.click("nav.tabs button[data-tab='histograms']")
     page.wait_for_selector("body[data-ready='run-histograms']", state="attached")
     page.wait_for_selector(".histogram .uplot")
+    page.wait_for_selector("canvas.histsteps")  # both steps at once
     page.click("nav.tabs button[data-tab='tables']")
     page.wait_for_selector("body[data-ready='run-tables']", state="attached")
     assert "dog" in page.inner_text("#pane table")

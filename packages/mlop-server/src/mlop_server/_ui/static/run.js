@@ -130,7 +130,40 @@
       };
       slider.addEventListener("input", draw);
       draw();
+      if (type === "HISTOGRAM" && rows.length > 1) pane.append(histogramSteps(rows));
     }
+  }
+
+  // Every step of a histogram key at once: one row of cells per step (oldest at the top), x the value,
+  // darker where the count is higher (each step scaled to its own largest count).
+  function histogramSteps(rows) {
+    const hists = rows.map((row) => {
+      const data = typeof row.data === "string" ? JSON.parse(row.data) : row.data;
+      const freq = data.freq || [];
+      let edges = data.bins;
+      if (!Array.isArray(edges)) {
+        const width = (edges.max - edges.min) / Math.max(1, edges.num);
+        edges = Array.from({ length: freq.length + 1 }, (_, i) => edges.min + i * width);
+      }
+      return { step: row.step, freq, edges };
+    });
+    const lo = Math.min(...hists.map((h) => h.edges[0]));
+    const hi = Math.max(...hists.map((h) => h.edges[h.edges.length - 1]));
+    const width = 480, rowHeight = Math.max(2, Math.min(12, Math.floor(240 / hists.length)));
+    const canvas = mlop.el("canvas", { class: "histsteps", width, height: rowHeight * hists.length,
+      title: `steps ${hists[0].step} to ${hists[hists.length - 1].step}, values ${mlop.number(lo)} to ${mlop.number(hi)}` });
+    const g = canvas.getContext("2d");
+    const x = (v) => (hi > lo ? ((v - lo) / (hi - lo)) * width : 0);
+    hists.forEach((h, r) => {
+      const top = Math.max(1, ...h.freq);
+      h.freq.forEach((count, i) => {
+        if (!count) return;
+        g.fillStyle = `rgba(37, 99, 235, ${0.1 + 0.9 * (count / top)})`;
+        g.fillRect(x(h.edges[i]), r * rowHeight, Math.max(1, x(h.edges[i + 1]) - x(h.edges[i])), rowHeight);
+      });
+    });
+    return mlop.el("figure", {}, canvas, mlop.el("figcaption", { class: "muted" },
+      `every step (top: ${hists[0].step}, bottom: ${hists[hists.length - 1].step}); x from ${mlop.number(lo)} to ${mlop.number(hi)}`));
   }
 
   function histogram(data) {
