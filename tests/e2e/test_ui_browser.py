@@ -267,3 +267,23 @@ def test_without_a_key_the_page_asks_for_one(browser: Any, server: ServerProcess
         assert page.evaluate("() => sessionStorage.getItem('mlop.key')") == server.key
     finally:
         context.close()
+
+
+def test_a_wide_run_draws_its_first_charts_at_once_and_the_rest_near_the_view(online: Any, page: Any) -> None:
+    online.run(
+        """
+run = mlop.init(project="wide", name="wide", dir=sys.argv[1])
+for step in range(3):
+    run.log({f"layer/{k:03d}": k + step for k in range(80)}, step=step)
+run.finish()
+"""
+    )
+    run = online.server_run("wide")
+    open_hash(page, f"#/run/{run['id']}", "run-charts")
+    page.wait_for_function("() => Object.keys(mlop.charts).length >= 64")
+    assert page.evaluate("() => Object.keys(mlop.charts).length") == 64
+    page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+    page.wait_for_function("() => mlop.charts['layer/079']")
+    page.eval_on_selector(".chart[data-key='layer/064']", "box => box.scrollIntoView()")
+    page.wait_for_function("() => Object.keys(mlop.charts).length === 80")
+    assert page.evaluate("() => mlop.charts['layer/079'].values") == [79, 80, 81]

@@ -103,6 +103,8 @@
 
   // Drop every chart of the page (uPlot keeps window listeners until destroyed).
   mlop.clearCharts = function () {
+    if (mlop.observer) mlop.observer.disconnect();
+    mlop.observer = null;
     for (const entry of Object.values(mlop.charts)) entry.plot.destroy();
     mlop.charts = {};
   };

@@ -7,6 +7,8 @@
   const POLL_MS = 2000;
   // Charts are fetched in a few requests of this many series, drawn as each answer arrives.
   const SERIES_PER_REQUEST = 8;
+  // A run page draws this many charts at once; the others when scrolled near.
+  const EAGER_CHARTS = 64;
 
   function header(run) {
     const status = run.status.toLowerCase();
@@ -45,33 +47,56 @@
     const grid = mlop.el("div");
     pane.append(grid);
     const sections = new Map();
+    const placed = new Map();  // key -> its box, drawn or not
+    const lazy = new Set();  // placed keys whose series is not asked for yet
+    let width = 420;
+    async function draw(names) {
+      const parts = [];
+      for (let i = 0; i < names.length; i += SERIES_PER_REQUEST) parts.push(names.slice(i, i + SERIES_PER_REQUEST));
+      await Promise.all(parts.map(async (part) => {
+        const found = await mlop.fetchMany(run.id, part);
+        for (const key of part) mlop.chart(placed.get(key), key, [found[key] || mlop.EMPTY], [key], width);
+      }));
+    }
+    // Charts past the first EAGER_CHARTS are drawn when they come near the view.
+    mlop.observer = new IntersectionObserver((entries) => {
+      const near = [];
+      for (const entry of entries) {
+        if (!entry.isIntersecting) continue;
+        mlop.observer.unobserve(entry.target);
+        if (lazy.delete(entry.target.dataset.key)) near.push(entry.target.dataset.key);
+      }
+      if (near.length) draw(near);
+    }, { rootMargin: "800px 0px" });
     // Every chart's place first, then each chart drawn as soon as its series arrives.
     async function add(names) {
-      const boxes = new Map();
+      const fresh = [];
       for (const [group, groupKeys] of mlop.groupKeys(names)) {
         if (!sections.has(group)) {
           const box = mlop.el("div", { class: "charts" });
           grid.append(mlop.el("section", { "data-group": group }, mlop.el("h2", {}, group), box));
           sections.set(group, box);
         }
-        for (const key of groupKeys) boxes.set(key, mlop.chartBox(sections.get(group), key));
+        for (const key of groupKeys) {
+          placed.set(key, mlop.chartBox(sections.get(group), key));
+          fresh.push(key);
+        }
       }
-      const first = boxes.values().next().value;
-      const width = first ? Math.max(300, Math.floor(first.clientWidth || 420)) : 420;
-      const order = [...boxes.keys()];
-      const parts = [];
-      for (let i = 0; i < order.length; i += SERIES_PER_REQUEST) parts.push(order.slice(i, i + SERIES_PER_REQUEST));
-      await Promise.all(parts.map(async (part) => {
-        const found = await mlop.fetchMany(run.id, part);
-        for (const key of part) mlop.chart(boxes.get(key), key, [found[key] || mlop.EMPTY], [key], width);
-      }));
+      const first = placed.values().next().value;
+      if (first) width = Math.max(300, Math.floor(first.clientWidth || 420));
+      const room = Math.max(0, EAGER_CHARTS - (placed.size - fresh.length - lazy.size));
+      for (const key of fresh.slice(room)) {
+        lazy.add(key);
+        mlop.observer.observe(placed.get(key));
+      }
+      await draw(fresh.slice(0, room));
     }
     await add(metricKeys);
     if (!metricKeys.length) grid.append(mlop.el("p", { class: "muted" }, "No metrics yet."));
     live.charts = async (names) => {
-      const fresh = names.filter((k) => !mlop.charts[k]);
+      const fresh = names.filter((k) => !placed.has(k));
       if (fresh.length) await add(fresh);
-      const known = names.filter((k) => !fresh.includes(k));
+      const known = names.filter((k) => !fresh.includes(k) && mlop.charts[k]);
       if (!known.length) return;
       const found = await mlop.fetchMany(run.id, known);
       for (const k of known) if (found[k]) mlop.updateChart(mlop.charts[k], [found[k]]);
