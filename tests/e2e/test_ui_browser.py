@@ -68,7 +68,8 @@ run = mlop.init(project="ui", name=mode, dir=sys.argv[1], tags=["t-" + mode], co
 for step in range(50):
     run.log({"train/loss": 1.0 / (step + 1), "eval/acc": step / 50}, step=step)
     if mode == "done" and step < 6:
-        run.log({"sample": mlop.Image(np.full((8, 8, 3), (step * 40, 0, 0), dtype=np.uint8))}, step=step)
+        run.log({"sample": mlop.Image(np.full((8, 8, 3), (step * 40, 0, 0), dtype=np.uint8)),
+                 "notes": mlop.Text(f"notes of step {step}")}, step=step)
 if mode == "done":
     run.log({"weights": mlop.Histogram(np.arange(50) % 5, bins=5)}, step=49)
     run.log({"weights": mlop.Histogram(np.arange(100) % 7, bins=7),
@@ -198,6 +199,7 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
         "return Array.from(g.getImageData(4, 4, 1, 1).data); }",
     )
     assert red == [120, 0, 0, 255]
+    assert page.inner_text("pre.text[data-step='3']") == "notes of step 3"
     screenshot(page, "run-media")
 
     page.fill("#tags-input", "t-done, best, lr 0.01")

@@ -3,7 +3,8 @@
 "use strict";
 (function () {
   const mlop = window.mlop;
-  const MEDIA = new Set(["IMAGE", "AUDIO", "VIDEO"]);
+  // Keys whose values are files: shown at a step (images, players, text) or offered for download.
+  const MEDIA = new Set(["IMAGE", "AUDIO", "VIDEO", "TEXT", "FILE", "ARTIFACT"]);
   const POLL_MS = 2000;
   // Charts are fetched in a few requests of this many series, drawn as each answer arrives.
   const SERIES_PER_REQUEST = 8;
@@ -103,6 +104,23 @@
     };
   }
 
+  // A text file shown as text; other files as a download link (fetched with the key on click).
+  async function fileView(type, f) {
+    if (type === "TEXT") {
+      const text = await mlop.textOf(f.url);
+      return mlop.el("pre", { class: "text", "data-step": f.step, "data-file": f.id }, text.slice(0, 100000));
+    }
+    const link = mlop.el("a", { href: "#", "data-file": f.id }, `download ${f.fileName} (${f.fileSize.toLocaleString()} bytes)`);
+    link.addEventListener("click", async (e) => {
+      e.preventDefault();
+      const save = mlop.el("a", { href: await mlop.blobUrl(f.url), download: f.fileName });
+      document.body.append(save);
+      save.click();
+      save.remove();
+    });
+    return link;
+  }
+
   async function mediaTab(pane, run, keys) {
     const mediaKeys = keys.filter((k) => MEDIA.has(k.type));
     if (!mediaKeys.length) return pane.append(mlop.el("p", { class: "muted" }, "No media."));
@@ -120,11 +138,13 @@
       const parts = await Promise.all(mediaKeys.map(async (k, i) => {
         const at = files[i].filter((f) => f.step === step && f.url);
         const items = await Promise.all(at.map(async (f) => {
-          const src = await mlop.blobUrl(f.url);
+          const caption = mlop.el("figcaption", {}, f.caption || f.fileName);
           const tag = { IMAGE: "img", AUDIO: "audio", VIDEO: "video" }[k.type];
+          if (!tag) return mlop.el("figure", {}, await fileView(k.type, f), caption);
+          const src = await mlop.blobUrl(f.url);
           const node = mlop.el(tag, { src, alt: f.caption || f.fileName, controls: tag !== "img",
             "data-step": f.step, "data-file": f.id });
-          return mlop.el("figure", {}, node, mlop.el("figcaption", {}, f.caption || f.fileName));
+          return mlop.el("figure", {}, node, caption);
         }));
         return mlop.el("div", { class: "mediakey" }, mlop.el("h3", {}, k.name),
           items.length ? items : mlop.el("p", { class: "muted" }, "nothing at this step"));
@@ -247,6 +267,7 @@
     mlop.crumbs(mlop.el("a", { href: "#/p/" + mlop.q(run.project) }, run.project), run.name);
     let head = header(run);
     const tabs = ["charts", "media", "histograms", "tables", "text", "logs", "config", "environment", "graph"];
+    // "media" holds every file key (images, audio, video, text files, artifacts); "text" the string series.
     const bar = mlop.el("nav", { class: "tabs" });
     const pane = mlop.el("div", { id: "pane" });
     main.replaceChildren(head, tagEditor(run), bar, pane);
@@ -263,7 +284,7 @@
       else if (tab === "media") await mediaTab(pane, run, keys);
       else if (tab === "histograms") await dataTab(pane, run, keys, "HISTOGRAM");
       else if (tab === "tables") await dataTab(pane, run, keys, "TABLE");
-      else if (tab === "text") await dataTab(pane, run, keys.filter((k) => k.type === "DATA" || k.type === "TEXT").map((k) => ({ name: k.name, type: "DATA" })), "DATA");
+      else if (tab === "text") await dataTab(pane, run, keys, "DATA");
       else if (tab === "logs") await logsTab(pane, run);
       else if (tab === "config") pane.append(pre(run.config));
       else if (tab === "environment") pane.append(mlop.el("h3", {}, "system"), pre(run.systemMetadata),

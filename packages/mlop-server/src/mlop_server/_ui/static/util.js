@@ -43,6 +43,7 @@
   })).json();
   // A file of the read API as a blob: URL (img/audio/video cannot send the Authorization header).
   mlop.blobUrl = async (url) => URL.createObjectURL(await (await request(url)).blob());
+  mlop.textOf = async (url) => (await request(url)).text();
 
   mlop.q = (v) => encodeURIComponent(v);
   mlop.esc = (v) => String(v == null ? "" : v).replace(/[&<>"']/g,
