@@ -181,6 +181,18 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
         "train",
     ]
     screenshot(page, "run-charts")
+    page.select_option("select[aria-label='x axis']", "relative")
+    xs = page.evaluate("() => mlop.charts['train/loss'].plot.data[0]")
+    assert xs[0] == 0 and xs == sorted(xs) and xs[-1] < 120  # seconds from the run's first point
+    page.eval_on_selector(
+        "input[aria-label='smoothing']", "el => { el.value = '0.9'; el.dispatchEvent(new Event('input')); }"
+    )
+    smoothed = page.evaluate("() => mlop.charts['train/loss'].plot.data[1]")
+    assert smoothed[0] == loss["values"][0] and smoothed[-1] > loss["values"][-1]  # EMA lags the fall
+    page.eval_on_selector(
+        "input[aria-label='smoothing']", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }"
+    )
+    page.select_option("select[aria-label='x axis']", "step")
 
     page.click("nav.tabs button[data-tab='media']")
     page.wait_for_selector("body[data-ready='run-media']")

@@ -40,7 +40,12 @@
   }
 
   function xs(series) {
-    return mlop.view.x === "time" ? series.times.map((t) => t / 1000) : series.steps;
+    if (mlop.view.x === "time") return series.times.map((t) => t / 1000);
+    if (mlop.view.x === "relative") {
+      const start = series.times.length ? Math.min(...series.times) : 0;
+      return series.times.map((t) => (t - start) / 1000);
+    }
+    return series.steps;
   }
 
   function ys(series) {
@@ -73,7 +78,7 @@
       scales: { x: { time }, y: { distr: mlop.view.log ? 3 : 1 } },
       cursor: { sync: { key: "mlop" }, drag: { x: true, y: false } },
       legend: { live: true },
-      series: [{ label: time ? "time" : "step" }].concat(labels.map((label, i) => ({
+      series: [{ label: { step: "step", time: "time", relative: "seconds" }[mlop.view.x] }].concat(labels.map((label, i) => ({
         label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: labels.length > 1,
         value: (u, v) => mlop.number(v),
       }))),
@@ -140,7 +145,8 @@
     const view = mlop.view;
     const x = mlop.el("select", { "aria-label": "x axis", onchange: (e) => { view.x = e.target.value; mlop.redrawCharts(); } },
       mlop.el("option", { value: "step", selected: view.x === "step" }, "x: step"),
-      mlop.el("option", { value: "time", selected: view.x === "time" }, "x: time"));
+      mlop.el("option", { value: "time", selected: view.x === "time" }, "x: time"),
+      mlop.el("option", { value: "relative", selected: view.x === "relative" }, "x: seconds from start"));
     const smoothing = mlop.el("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: view.smoothing,
       "aria-label": "smoothing", oninput: (e) => { view.smoothing = Number(e.target.value); mlop.redrawCharts(); } });
     const log = mlop.el("input", { type: "checkbox", "aria-label": "log scale", checked: view.log,
