@@ -41,6 +41,17 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(store.parent for store in base.glob(f"*/*/{STORE_FILE}"))
 
 
+def _signature(run_dir: Path) -> tuple[float, ...]:
+    """When the run's store files last changed (a resumed run writes to them again)."""
+    out = []
+    for name in (STORE_FILE, STORE_FILE + "-wal"):
+        try:
+            out.append((run_dir / name).stat().st_mtime)
+        except FileNotFoundError:
+            out.append(0.0)
+    return tuple(out)
+
+
 def _alive(pid: object) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -67,7 +78,7 @@ class Mirror:
         self.root = root
         self.mirrors = mirrors
         self.options = Options(urls=dict.fromkeys(HOSTED_URLS, url), api_key=api_key, heartbeat=5.0)
-        self._done: set[Path] = set()
+        self._done: dict[Path, tuple[float, ...]] = {}
 
     def mirror_dir(self, run_dir: Path) -> Path:
         """Where the mirror of ``run_dir`` lives (named by a hash of the run's path)."""
@@ -77,8 +88,8 @@ class Mirror:
         """Copy and send what is new in every run; returns how many runs had something new."""
         sent = 0
         for run_dir in run_dirs(self.root):
-            if run_dir in self._done:
-                continue
+            if self._done.get(run_dir) == _signature(run_dir):
+                continue  # ended, all sent, and its store unchanged since
             try:
                 sent += self.sync_run(run_dir)
             except (Busy, MlopError, sqlite3.Error, OSError) as exc:
@@ -88,6 +99,7 @@ class Mirror:
     def sync_run(self, run_dir: Path) -> bool:
         """Copy and send one run; returns whether it had something new."""
         mirror = self.mirror_dir(run_dir)
+        signature = _signature(run_dir)
         copied = self._copy(run_dir, mirror)
         store = Store(mirror)
         try:
@@ -105,7 +117,7 @@ class Mirror:
                 uploader.run()
                 copied = True
             elif final:
-                self._done.add(run_dir)  # ended and all sent: nothing will change any more
+                self._done[run_dir] = signature  # ended and all sent: skipped until its store changes
         finally:
             uploader.close()
         return copied
