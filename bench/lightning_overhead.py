@@ -4,8 +4,10 @@ A small MLP trains on random data on the CPU, one epoch per Trainer, logging two
 (``log_every_n_steps=1``: the worst case; Lightning's default logs every 50th). Each repeat runs the
 three set-ups in a rotating order, and the epoch is timed from ``on_train_epoch_start`` to
 ``on_train_epoch_end``, so imports, run creation and ``finish`` are not counted: in wall time, and in the
-CPU time of the whole process (every thread: mlop's writer and system monitor included), which a shared,
-busy machine disturbs far less than wall time. torch uses one thread. The figures are ratios of medians.
+CPU time of the whole process (every thread: mlop's writer and system monitor included). On a shared
+machine those ratios move by ±10 % from one run to the next, so the script also adds up the time spent
+inside each logger's own calls on the training thread, as a share of the epoch: the logger's cost
+itself, which the noise does not drown. torch uses one thread. The figures are medians.
 
 Run: .venv/bin/python bench/lightning_overhead.py [--repeats 7] [--batches 400]
 Prints one JSON document; bench/README.md holds the latest figures.
@@ -48,6 +50,33 @@ class Small(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+class TimedMlopLogger(MlopLogger):
+    """MlopLogger that adds up the time its ``log_metrics`` takes on the training thread."""
+
+    spent = 0.0
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        start = time.perf_counter()
+        super().log_metrics(metrics, step)
+        self.spent += time.perf_counter() - start
+
+
+class TimedCSVLogger(CSVLogger):
+    """CSVLogger that adds up the time its ``log_metrics`` and ``save`` take on the training thread."""
+
+    spent = 0.0
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        start = time.perf_counter()
+        super().log_metrics(metrics, step)
+        self.spent += time.perf_counter() - start
+
+    def save(self) -> None:
+        start = time.perf_counter()
+        super().save()
+        self.spent += time.perf_counter() - start
+
+
 class EpochTimer(Callback):
     def __init__(self) -> None:
         self.seconds = self.cpu_seconds = 0.0
@@ -61,12 +90,13 @@ class EpochTimer(Callback):
         self.cpu_seconds = time.process_time() - self._cpu_start
 
 
-def epoch_seconds(kind: str, data: DataLoader[Any], root: Path) -> tuple[float, float]:
+def epoch_seconds(kind: str, data: DataLoader[Any], root: Path) -> tuple[float, float, float]:
+    """Wall and process CPU seconds of one epoch, and the seconds spent inside the logger's calls."""
     logger: Any
     if kind == "mlop":
-        logger = MlopLogger(project="bench", dir=root / "mlop")
+        logger = TimedMlopLogger(project="bench", dir=root / "mlop")
     elif kind == "csv":
-        logger = CSVLogger(root / "csv")
+        logger = TimedCSVLogger(root / "csv")
     else:
         logger = False
     timer = EpochTimer()
@@ -83,7 +113,7 @@ def epoch_seconds(kind: str, data: DataLoader[Any], root: Path) -> tuple[float, 
     )
     torch.manual_seed(0)
     trainer.fit(Small(), data)
-    return timer.seconds, timer.cpu_seconds
+    return timer.seconds, timer.cpu_seconds, getattr(logger, "spent", 0.0)
 
 
 def main() -> None:
@@ -100,14 +130,16 @@ def main() -> None:
     kinds = ["none", "csv", "mlop"]
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
+    inside: dict[str, list[float]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         epoch_seconds("mlop", data, Path(tmp) / "warmup")
         for repeat in range(args.repeats):
             order = kinds[repeat % 3 :] + kinds[: repeat % 3]
             for kind in order:
-                wall, used = epoch_seconds(kind, data, Path(tmp) / f"{kind}-{repeat}")
+                wall, used, spent = epoch_seconds(kind, data, Path(tmp) / f"{kind}-{repeat}")
                 times[kind].append(wall)
                 cpu[kind].append(used)
+                inside[kind].append(spent / wall)
     median = {kind: statistics.median(values) for kind, values in times.items()}
     median_cpu = {kind: statistics.median(values) for kind, values in cpu.items()}
     print(
@@ -118,6 +150,9 @@ def main() -> None:
                 "median_epoch_s": median,
                 "per_step_ms": {kind: 1000 * m / args.batches for kind, m in median.items()},
                 "median_epoch_cpu_s": median_cpu,
+                "logger_calls_share_of_epoch": {
+                    kind: statistics.median(inside[kind]) for kind in ("csv", "mlop")
+                },
                 "mlop_over_csv": median["mlop"] / median["csv"],
                 "mlop_over_csv_cpu": median_cpu["mlop"] / median_cpu["csv"],
                 "csv_over_none": median["csv"] / median["none"],
