@@ -80,7 +80,7 @@
       headers = names.map((name) => mlop.el("th", { "data-sort": name, class: name === "duration" ? "num" : null }, name))
         .concat(state.metrics.map((k) => mlop.el("th", { "data-sort": "metric:" + k, class: "num", title: k }, k)));
       headRow.replaceChildren(mlop.el("th"), ...headers);
-      const widths = ["2.5em", "30%", "9em", "7em", "auto", "12em"].concat(state.metrics.map(() => "8em"));
+      const widths = ["3em", "30%", "9em", "7em", "auto", "12em"].concat(state.metrics.map(() => "8em"));
       cols.replaceChildren(...widths.map((w) => mlop.el("col", { style: `width:${w}` })));
       for (const th of headers) th.addEventListener("click", () => {
         state.desc = state.sort === th.dataset.sort ? !state.desc : false;
