@@ -226,8 +226,7 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     page.click("nav.tabs button[data-tab='tables']")
     page.wait_for_selector("body[data-ready='run-tables']", state="attached")
     assert "dog" in page.inner_text("#pane table")
-    page.click("nav.tabs button[data-tab='logs']")
-    page.wait_for_selector("body[data-ready='run-logs']", state="attached")
+    open_hash(page, f"#/run/{run_id}/logs", "run-logs")  # a link straight to a tab
     assert "hello from the done run" in page.inner_text("pre.logs")
     page.fill("#log-search", "second")
     assert page.inner_text("pre.logs").strip() == "a second line"

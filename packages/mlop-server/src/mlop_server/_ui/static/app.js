@@ -28,7 +28,7 @@
     const parts = path.split("/").filter(Boolean);
     try {
       if (parts[0] === "p" && parts.length > 1) await mlop.runsPage(main, parts.slice(1).join("/"));
-      else if (parts[0] === "run" && /^\d+$/.test(parts[1] || "")) await mlop.runPage(main, Number(parts[1]));
+      else if (parts[0] === "run" && /^\d+$/.test(parts[1] || "")) await mlop.runPage(main, Number(parts[1]), parts[2]);
       else if (parts[0] === "compare" && parts[1]) await mlop.comparePage(main, parts[1].split(",").filter((x) => /^\d+$/.test(x)).map(Number));
       else await mlop.projectsPage(main);
     } catch (e) {

@@ -10,7 +10,13 @@
   mlop.MAX_POINTS = 1000;
 
   // Display options shared by every chart on the page.
-  mlop.view = { x: "step", smoothing: 0, log: false };
+  // (kept in localStorage, so a reload or another run shows charts the same way).
+  const VIEW_KEY = "mlop.view";
+  mlop.view = Object.assign({ x: "step", smoothing: 0, log: false },
+    (() => { try { return JSON.parse(localStorage.getItem(VIEW_KEY)) || {}; } catch (e) { return {}; } })());
+  function keepView() {
+    localStorage.setItem(VIEW_KEY, JSON.stringify(mlop.view));
+  }
 
   // Several downsampled series of a run in one request: {key: {steps, times, values}}.
   mlop.fetchMany = async function (runId, keys) {
@@ -133,6 +139,7 @@
 
   // Rebuild every chart after a display option changed (axis kind and log scale are fixed at creation).
   mlop.redrawCharts = function () {
+    keepView();
     for (const entry of Object.values(mlop.charts)) {
       const width = entry.plot.width;
       entry.plot.destroy();

@@ -262,7 +262,8 @@
     pane.append(list);
   }
 
-  mlop.runPage = async function (main, runId) {
+  // A run's page; `tab` (from #/run/ID/TAB) picks the tab it opens on.
+  mlop.runPage = async function (main, runId, tab) {
     const [run, keys] = await Promise.all([mlop.api(`/api/runs/${runId}`), mlop.api(`/api/runs/${runId}/keys`)]);
     mlop.crumbs(mlop.el("a", { href: "#/p/" + mlop.q(run.project) }, run.project), run.name);
     let head = header(run);
@@ -292,8 +293,11 @@
       else if (tab === "graph") graphTab(pane, run);
       mlop.ready("run-" + tab);
     }
-    for (const tab of tabs) bar.append(mlop.el("button", { "data-tab": tab, onclick: () => open(tab) }, tab));
-    await open("charts");
+    for (const name of tabs) bar.append(mlop.el("button", { "data-tab": name, onclick: () => {
+      history.replaceState(null, "", `#/run/${runId}/${name}`);
+      open(name);
+    } }, name));
+    await open(tabs.includes(tab) ? tab : "charts");
     // A live run: its charts, new keys and status follow it until it ends.
     let busy = false;
     mlop.every(POLL_MS, async () => {
