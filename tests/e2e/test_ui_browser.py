@@ -300,3 +300,19 @@ run.finish()
     page.eval_on_selector(".chart[data-key='layer/064']", "box => box.scrollIntoView()")
     page.wait_for_function("() => Object.keys(mlop.charts).length === 80")
     assert page.evaluate("() => mlop.charts['layer/079'].values") == [79, 80, 81]
+
+
+def test_a_run_cancelled_from_its_page_stops(online: Any, page: Any) -> None:
+    proc = online.spawn(LIVE.replace('project="live"', 'project="cancel"'))
+    try:
+        run = online.server_run("cancel", timeout=60)
+        open_hash(page, f"#/run/{run['id']}", "run-charts")
+        page.click("#run-cancel")
+        page.wait_for_selector("#run-status[data-status='CANCELLED']")
+        assert online.api.get(f"/api/runs/{run['id']}").json()["status"] == "CANCELLED"
+        (online.runs_dir / "stop").touch()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)

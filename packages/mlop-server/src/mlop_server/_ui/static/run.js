@@ -17,7 +17,25 @@
       mlop.el("h1", {}, run.name, " ", mlop.el("span", { class: "muted" }, run.displayId || "")),
       mlop.el("span", { class: "status " + status, id: "run-status", "data-status": run.status }, status),
       mlop.el("span", { class: "muted", id: "run-duration" },
-        ` ${mlop.duration(mlop.runDuration(run))} · created ${mlop.when(run.created)}`));
+        ` ${mlop.duration(mlop.runDuration(run))} · created ${mlop.when(run.created)}`),
+      run.status === "RUNNING" ? cancelButton(run) : null);
+  }
+
+  // Ask a running run to stop (an admin key's right): its next heartbeat answers CANCELLED.
+  function cancelButton(run) {
+    const note = mlop.el("span", { class: "muted", id: "cancel-note" }, run.cancelRequested ? "cancel asked" : "");
+    const button = mlop.el("button", { id: "run-cancel", disabled: run.cancelRequested, onclick: async () => {
+      button.disabled = true;
+      try {
+        await mlop.post(`/api/runs/${run.id}/cancel`, {});
+        run.cancelRequested = true;
+        note.textContent = "cancel asked";
+      } catch (e) {
+        button.disabled = false;
+        note.textContent = "not cancelled: " + e.message;
+      }
+    } }, "cancel run");
+    return mlop.el("span", {}, button, " ", note);
   }
 
   function tagEditor(run) {
@@ -306,7 +324,8 @@
       try {
         const [fresh, freshKeys] = await Promise.all([mlop.api(`/api/runs/${runId}`), mlop.api(`/api/runs/${runId}/keys`)]);
         keys.splice(0, keys.length, ...freshKeys);
-        Object.assign(run, { status: fresh.status, updated: fresh.updated, statusMetadata: fresh.statusMetadata });
+        Object.assign(run, { status: fresh.status, updated: fresh.updated, statusMetadata: fresh.statusMetadata,
+          cancelRequested: fresh.cancelRequested });
         const fresh_head = header(run);
         head.replaceWith(fresh_head);
         head = fresh_head;
