@@ -251,6 +251,10 @@ def test_a_live_runs_chart_grows(online: Any, page: Any) -> None:
             page.wait_for_function(
                 "n => mlop.charts['train/loss'] && mlop.charts['train/loss'].steps.length > n + 5", arg=first
             )
+            open_hash(page, f"#/compare/{run['id']}", "compare")  # the compare page follows it too
+            first = page.evaluate("() => mlop.charts['train/loss'].steps.length")
+            page.wait_for_function("n => mlop.charts['train/loss'].steps.length > n + 5", arg=first)
+            open_hash(page, f"#/run/{run['id']}", "run-charts")
         (online.runs_dir / "stop").parent.mkdir(parents=True, exist_ok=True)
         (online.runs_dir / "stop").touch()
         proc.communicate(timeout=60)

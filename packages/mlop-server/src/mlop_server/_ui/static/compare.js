@@ -13,12 +13,14 @@
     const grid = mlop.el("div");
     main.replaceChildren(mlop.el("h1", {}, `Compare ${runs.length} runs`), legend, mlop.chartControls(), grid);
     // Each run's series in requests of up to 100 keys.
-    const perRun = await Promise.all(ids.map(async (id, i) => {
+    const fetchAll = (which) => Promise.all(ids.map(async (id, i) => {
+      if (!which[i]) return null;
       const have = names.filter((name) => keyLists[i].some((k) => k.name === name));
       const found = {};
       for (let j = 0; j < have.length; j += 100) Object.assign(found, await mlop.fetchMany(id, have.slice(j, j + 100)));
       return found;
     }));
+    const perRun = await fetchAll(ids.map(() => true));
     for (const [group, groupKeys] of mlop.groupKeys(names)) {
       const box = mlop.el("div", { class: "charts" });
       grid.append(mlop.el("section", { "data-group": group }, mlop.el("h2", {}, group), box));
@@ -28,5 +30,23 @@
       }
     }
     mlop.ready("compare");
+    // Running runs' lines follow them (their keys as they were when the page opened).
+    let busy = false;
+    mlop.every(2000, async () => {
+      const running = runs.map((r) => r.status === "RUNNING");
+      if (busy || !running.some(Boolean)) return;
+      busy = true;
+      try {
+        const fresh = await Promise.all(ids.map((id, i) => (running[i] ? mlop.api(`/api/runs/${id}`) : runs[i])));
+        const found = await fetchAll(running);
+        found.forEach((f, i) => { if (f) perRun[i] = f; });
+        fresh.forEach((r, i) => { runs[i] = r; });
+        for (const key of names) {
+          if (mlop.charts[key]) mlop.updateChart(mlop.charts[key], perRun.map((f) => f[key] || mlop.EMPTY));
+        }
+      } finally {
+        busy = false;
+      }
+    });
   };
 })();
