@@ -94,13 +94,13 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         mirror = Mirror(root, own / "mirrors", url, key)
-        mirror.sync()
         page = f"{url}/ui/#key={key}"
         print(f"mlop ui: the runs under {root} at", flush=True)
         print(page, flush=True)
         if not args.no_browser and _has_display():
             with contextlib.suppress(webbrowser.Error):
                 webbrowser.open(page)
+        mirror.sync()  # the page shows runs as they arrive
         while not stop.wait(args.interval):
             if proc.poll() is not None:
                 print(f"mlop ui: the server stopped (exit code {proc.returncode})", file=sys.stderr)
