@@ -234,7 +234,14 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     page.wait_for_selector("body[data-ready='run-config']", state="attached")
     assert '"lr": 0.01' in page.inner_text("#pane")
 
-    open_hash(page, f"#/compare/{run_id},{runs['failed']['id']}", "compare")
+    open_hash(page, "#/p/ui", "runs")  # select two runs in the table and compare them
+    page.check(f"#runs input[data-select='{run_id}']")
+    page.check(f"#runs input[data-select='{runs['failed']['id']}']")
+    page.click("#compare")
+    page.wait_for_selector("body[data-ready='compare']", state="attached")
+    assert sorted(page.url.split("#/compare/")[1].split(",")) == sorted(
+        [str(run_id), str(runs["failed"]["id"])]
+    )
     series = page.evaluate("() => mlop.charts['train/loss'].plot.data.length")
     assert series == 3  # x and one line per run
     screenshot(page, "compare")
