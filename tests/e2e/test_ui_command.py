@@ -114,7 +114,8 @@ def test_mlop_ui_sends_local_runs_and_follows_a_live_one(
         assert base.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
             assert httpx.get(f"{base}/api/projects").status_code == 401
-            assert [p["name"] for p in api.get("/api/projects").json()] == ["local"]
+            projects = _wait(lambda: [p["name"] for p in api.get("/api/projects").json()])
+            assert projects == ["local"]  # the URL comes before the first sync: runs arrive soon after
 
             def statuses() -> dict[str, str]:
                 runs = api.get("/api/runs", params={"project": "local"}).json()
@@ -128,7 +129,7 @@ def test_mlop_ui_sends_local_runs_and_follows_a_live_one(
                 answer = api.get(f"/api/runs/{runs[name]}/metrics", params={"key": "train/loss"})
                 return [p["step"] for p in answer.json()] if answer.status_code == 200 else []
 
-            assert steps("done") == list(range(30))
+            assert _wait(lambda: steps("done") == list(range(30)))
 
             def images() -> list[dict[str, Any]]:
                 answer = api.get(f"/api/runs/{runs['done']}/files", params={"key": "sample"})
