@@ -53,6 +53,7 @@ def main() -> None:
     print("look at it with:")
     print("  .venv/bin/mlop runs")
     print(f"  .venv/bin/mlop export {run.dir} --key val/loss")
+    print("  .venv/bin/mlop ui          # charts in a browser")
 
 
 if __name__ == "__main__":
