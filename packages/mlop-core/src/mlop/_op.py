@@ -61,6 +61,14 @@ def error_metadata(
     }
 
 
+def exception_status(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> tuple[str, dict[str, Any]]:
+    """How an exception ends a run: TERMINATED for Ctrl-C, FAILED for anything else, with its description."""
+    status = "TERMINATED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+    return status, error_metadata(exc_type, exc, tb)
+
+
 class Op:
     """A live run. Create it with :func:`mlop.init`; log with :meth:`log`; end it with :meth:`finish`.
 
@@ -485,10 +493,8 @@ class Op:
     ) -> None:
         if exc_type is None or exc is None:
             self.finish()
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self._end("TERMINATED", error_metadata(exc_type, exc, tb))
         else:
-            self._end("FAILED", error_metadata(exc_type, exc, tb))
+            self._end(*exception_status(exc_type, exc, tb))
 
 
 class SharedRankOp(Op):

@@ -69,11 +69,11 @@ def install_handlers() -> None:
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    from mlop._op import error_metadata
+    from mlop._op import exception_status
 
-    status = "TERMINATED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+    status, metadata = exception_status(exc_type, exc, tb)
     for op in _live():
-        op._end(status, error_metadata(exc_type, exc, tb))
+        op._end(status, metadata)
     hook = _previous_excepthook if _previous_excepthook is not None else sys.__excepthook__
     hook(exc_type, exc, tb)
 

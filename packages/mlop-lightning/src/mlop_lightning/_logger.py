@@ -13,7 +13,7 @@ from typing import Any, Final, Literal
 
 import mlop
 from mlop import _hooks
-from mlop._op import error_metadata
+from mlop._op import exception_status
 from mlop._settings import resolve_settings
 from mlop_lightning._checkpoints import CheckpointTracker
 from mlop_lightning._compat import NoopRun, global_rank, logger_base
@@ -57,8 +57,7 @@ def _lightning_status(status: str) -> tuple[str, dict[str, Any] | None]:
         return "COMPLETED", None
     exc_type, exc, tb = sys.exc_info()
     if status in _FAILED and exc_type is not None and exc is not None:
-        final = "TERMINATED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-        return final, error_metadata(exc_type, exc, tb)
+        return exception_status(exc_type, exc, tb)
     message = f"Lightning finalized the logger with status {status!r}"
     metadata = {"type": "LightningStatus", "message": message, "frames": [], "trace": ""}
     return ("FAILED" if status in _FAILED else "TERMINATED"), metadata

@@ -424,10 +424,10 @@ class Run:
         if exc_type is None or exc is None:
             self.finish()
             return
-        from mlop._op import error_metadata
+        from mlop._op import exception_status
 
-        status = "TERMINATED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-        self._end(lambda: self._op._end(status, error_metadata(exc_type, exc, tb)))
+        status, metadata = exception_status(exc_type, exc, tb)
+        self._end(lambda: self._op._end(status, metadata))
 
 
 class NoRun:

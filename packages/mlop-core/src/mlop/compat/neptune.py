@@ -358,10 +358,9 @@ def _patched(name: str, original: Any) -> Any:
         @functools.wraps(original)
         def exit_(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
             if exc is not None:
-                from mlop._op import error_metadata
+                from mlop._op import exception_status
 
-                status = "TERMINATED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-                _finish(self, status, error_metadata(exc_type, exc, tb))
+                _finish(self, *exception_status(exc_type, exc, tb))
             return original(self, exc_type, exc, tb)
 
         return exit_
