@@ -178,7 +178,7 @@ def test_the_same_image_twice_is_stored_once(tmp_path: Path) -> None:
     ("data", "error", "message"),
     [
         ("no/such/file.png", FileNotFoundError, "no such file"),
-        (np.zeros((2, 3, 4, 5)), ValueError, "list of images"),
+        (np.zeros((2, 3, 4, 5, 6)), ValueError, "a batch of them"),
         (np.zeros((5, 5, 7)), ValueError, "(H, W)"),
         (np.zeros((0, 4)), ValueError, "empty"),
         (np.array([["a", "b"]]), ValueError, "dtype"),
@@ -236,3 +236,37 @@ def test_torch_tensors_without_their_plugin(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_pixels(by_key["chw"]["path"]), expected)
     assert _pixels(by_key["bf16"]["path"]).shape == (4, 4)
     assert sum(mlop.Histogram(torch.arange(10.0), bins=2).to_dict()["freq"]) == 10
+
+
+def _cells(grid: np.ndarray[Any, Any], count: int, height: int, width: int) -> list[np.ndarray[Any, Any]]:
+    """Cut a grid of ``count`` images back into its images (rows of ceil(sqrt(count)), 2-pixel gaps)."""
+    cols = int(np.ceil(np.sqrt(count)))
+    return [
+        grid[
+            (i // cols) * (height + 2) : (i // cols) * (height + 2) + height,
+            (i % cols) * (width + 2) : (i % cols) * (width + 2) + width,
+        ]
+        for i in range(count)
+    ]
+
+
+def test_a_batch_of_images_is_one_grid(tmp_path: Path) -> None:
+    batch = np.random.default_rng(3).integers(0, 256, (5, 3, 9, 7), dtype=np.uint8)  # N, C, H, W
+    _run, rows = _log(tmp_path, {"samples": mlop.Image(batch, caption="batch")})
+    (row,) = rows
+    grid = _pixels(row["path"])
+    assert grid.shape == (2 * 9 + 2, 3 * 7 + 4, 3)  # 3 columns, 2 rows, 2-pixel gaps
+    for cell, image in zip(_cells(grid, 5, 9, 7), batch, strict=True):
+        assert np.array_equal(cell, image.transpose(1, 2, 0))
+    assert not grid[9:11].any()  # the gap between rows is black
+
+
+def test_a_torch_nchw_batch_is_one_grid(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    batch = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))  # floats in [0, 1], grey
+    _run, rows = _log(tmp_path, {"samples": mlop.Image(batch)})
+    grid = _pixels(rows[0]["path"])
+    assert grid.shape == (14, 14)
+    expected = np.rint(batch.numpy()[:, 0] * 255).astype(np.uint8)
+    for cell, image in zip(_cells(grid, 4, 6, 6), expected, strict=True):
+        assert np.array_equal(cell, image)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import types
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -54,9 +55,10 @@ def to_uint8(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
 def image_layout(shape: tuple[int, ...], what: str = _WHAT) -> tuple[int, ...]:
     """The axes order that makes ``shape`` height × width (× channels), or raise for an impossible shape.
 
-    Takes (H, W), (H, W, C) and (C, H, W) with C in 1, 3, 4, and a leading batch of one.
+    Takes (H, W), (H, W, C) and (C, H, W) with C in 1, 3, 4, and a leading batch axis (N, ...): a batch
+    of more than one image is drawn as a grid.
     """
-    if len(shape) == 4 and shape[0] == 1:
+    if len(shape) == 4 and shape[0] >= 1:
         return (0, *(a + 1 for a in image_layout(shape[1:], what)))
     if len(shape) == 2:
         axes: tuple[int, ...] = (0, 1)
@@ -65,25 +67,47 @@ def image_layout(shape: tuple[int, ...], what: str = _WHAT) -> tuple[int, ...]:
     elif len(shape) == 3 and shape[0] in (1, 3, 4):
         axes = (1, 2, 0)
     else:
-        hint = "; log a batch as a list of images" if len(shape) == 4 else ""
         raise ValueError(
-            f"{what} takes an array of shape (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4, "
-            f"not {shape}{hint}"
+            f"{what} takes an array of shape (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 "
+            f"(or a batch of them, (N, ...)), not {shape}"
         )
     if any(shape[a] == 0 for a in axes):
         raise ValueError(f"{what}: an image cannot be empty, got shape {shape}")
     return axes
 
 
+#: Pixels between the images of a batch drawn as a grid.
+_GRID_GAP: Final = 2
+
+
+def _grid(batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Images (N, H, W[, C]) side by side in rows of ceil(sqrt(N)), with a black gap between them."""
+    import numpy as np
+
+    count, height, width = batch.shape[:3]
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    step_y, step_x = height + _GRID_GAP, width + _GRID_GAP
+    out = np.zeros((rows * step_y - _GRID_GAP, cols * step_x - _GRID_GAP, *batch.shape[3:]), batch.dtype)
+    for index in range(count):
+        row, col = divmod(index, cols)
+        out[row * step_y : row * step_y + height, col * step_x : col * step_x + width] = batch[index]
+    return out
+
+
 def _pixels(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """An (H, W) or (H, W, C) uint8 view of an array whose shape :func:`image_layout` accepted."""
+    """An (H, W) or (H, W, C) uint8 array of an array whose shape :func:`image_layout` accepted.
+
+    A batch of several images becomes one grid, its pixel values scaled together.
+    """
     axes = image_layout(array.shape)
-    if len(axes) == 4:
-        array, axes = array[0], tuple(a - 1 for a in axes[1:])
     if axes != tuple(range(len(axes))):
         array = array.transpose(axes)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
+    if array.ndim >= 3 and array.shape[-1] == 1:  # one channel: grey
+        array = array[..., 0]
+    if len(axes) == 4:
+        array = to_uint8(array)
+        return array[0] if array.shape[0] == 1 else _grid(array)
     return to_uint8(array)
 
 
