@@ -66,25 +66,21 @@ class Writer:
 
     def add(self, kind: str, item: Any, meta: dict[str, Any] | None = None) -> None:
         """Queue one item of any kind but metrics (and optionally meta values written with it)."""
-        if self.owner == threading.get_ident():
-            # Called from inside this thread's own flush (a console line that an error logged by the
-            # flush wrote, a signal handler): the lock is already ours; the item goes into the next flush.
-            self._other.append((kind, item))
-            if meta:
-                self._meta.update(meta)
-            return
-        with self._held():
-            self._other.append((kind, item))
-            if meta:
-                self._meta.update(meta)
+        self._queue((kind, item), meta)
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         """Queue meta values alone (the run's ``systemMetadata``); :meth:`flush` makes them durable."""
-        if self.owner == threading.get_ident():
-            self._meta.update(meta)
-            return
-        with self._held():
-            self._meta.update(meta)
+        self._queue(None, meta)
+
+    def _queue(self, entry: tuple[str, Any] | None, meta: dict[str, Any] | None) -> None:
+        # Called from inside this thread's own flush (a console line that an error logged by the flush
+        # wrote, a signal handler), the lock is already ours: the entry simply goes into the next flush.
+        held = contextlib.nullcontext() if self.owner == threading.get_ident() else self._held()
+        with held:
+            if entry is not None:
+                self._other.append(entry)
+            if meta:
+                self._meta.update(meta)
 
     def flush(self) -> None:
         """Write everything pending now, in one transaction. Never raises."""
