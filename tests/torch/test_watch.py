@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +342,73 @@ def test_a_compiled_model_is_watched_under_its_own_names(tmp_path: Path) -> None
     reader = mlop.open_run(run.dir)
     assert {r["key"] for r in reader.data()} == {f"grad/{n}" for n in PARAMS}
     assert reader.graph is not None and "body.0.fc" in reader.graph["nodes"]
+
+
+@pytest.fixture
+def one_torch_thread() -> Any:
+    """Torch on one thread of a machine with two CPUs or more: a CPU is left for mlop's workers."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("counting on a background worker needs a second CPU")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Wide(torch.nn.Module):
+    """Two weights larger than what is counted at the logging step itself, and small biases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(256, 160)
+        self.out = torch.nn.Linear(160, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.fc(x)))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_large_cpu_tensors_are_counted_in_the_background_at_their_step(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Wide()
+    assert model.fc.weight.numel() > _watch.INLINE >= model.fc.bias.numel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = mlop.init(project="t", dir=tmp_path, disable_system_metrics=True, disable_console=True)
+    handle = run.watch(model, log="all", log_freq=2, bins=BINS, log_graph=False)
+    generator = torch.Generator().manual_seed(0)
+    seen = []
+    for step in range(6):
+        loss = model(torch.randn(32, 256, generator=generator)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        if step == 2:
+            model.fc.weight.grad[:2, :3] = float("nan")  # type: ignore[index]
+            model.fc.weight.grad[5, 5] = float("-inf")  # type: ignore[index]
+        seen.append(
+            {
+                "grad": {n: p.grad.clone() for n, p in model.named_parameters()},  # type: ignore[union-attr]
+                "param": {n: p.detach().clone() for n, p in model.named_parameters()},
+            }
+        )
+        optimizer.step()
+        with torch.no_grad():
+            model.fc.weight.nan_to_num_(0.0, 0.0, 0.0)  # keep the NaN out of the following steps
+        run.log({"loss": loss.item()})
+    assert handle._later is not None  # the weights did go to the workers
+    run.finish()  # waits for the workers: nothing of the last logging step is missing
+
+    names = ["fc.weight", "fc.bias", "out.weight", "out.bias"]
+    for kind in ("grad", "param"):
+        for name in names:
+            rows = data(run.dir, f"{kind}/{name}")
+            assert [r["step"] for r in rows] == [0, 2, 4], (kind, name)
+            for row in rows:
+                tensor = seen[row["step"]][kind][name]
+                assert row["value"]["freq"] == histc(tensor), (kind, name, row["step"])
+    stored = mlop.open_run(run.dir)
+    poisoned = [(r["step"], r["value"]) for r in stored.metrics("grad/fc.weight/nonfinite")]
+    assert poisoned == [(0, 0), (2, 7), (4, 0)]
+    clean = [(r["step"], r["value"]) for r in stored.metrics("grad/out.bias/nonfinite")]
+    assert clean == [(0, 0), (2, 0), (4, 0)]
+    assert not [r for r in stored.metrics() if r["key"].startswith("param/")]
+    assert [r["step"] for r in stored.metrics("loss")] == list(range(6))

@@ -65,7 +65,16 @@ class Writer:
             callback()
 
     def add(self, kind: str, item: Any, meta: dict[str, Any] | None = None) -> None:
-        """Queue one item of any kind but metrics (and optionally meta values written with it)."""
+        """Queue one item (and optionally meta values written with it).
+
+        A ``metrics`` item, ``(step, time, values)``, joins the rows the training thread appends (work
+        finished on another thread, such as a histogram's non-finite counts, logs its numbers this way).
+        """
+        if kind == "metrics":
+            self.metrics.append(item)
+            if meta:
+                self._queue(None, meta)
+            return
         self._queue((kind, item), meta)
 
     def set_meta(self, meta: dict[str, Any]) -> None:

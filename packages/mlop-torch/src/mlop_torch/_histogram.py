@@ -10,8 +10,8 @@ range, one for every tensor's counts. A tensor that holds a NaN or an infinity c
 
 On the CPU the counts come from the same arithmetic as ``torch.histc``'s kernel (``(x - min) * bins /
 (max - min)`` in the tensor's dtype, truncated, the top edge in the last bin), done with vectorised
-element-wise operations into a reused buffer and a ``bincount`` of small integers: about twice as fast
-as ``torch.histc``'s scalar loop, and bin for bin the same counts. Other devices use ``torch.histc``.
+element-wise operations and a ``bincount`` of small integers, a cache-sized chunk at a time: faster than
+``torch.histc``'s scalar loop, and bin for bin the same counts. Other devices use ``torch.histc``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-__all__ = ["TensorHistogram", "flat_values", "histograms"]
+__all__ = ["TensorHistogram", "copy_values", "flat_values", "histograms"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +53,34 @@ def flat_values(tensor: Any) -> Any:
 
     A distributed tensor gives its local shard, a sparse tensor its stored values.
     """
+    value = _local(tensor)
+    if value.dtype not in _EXACT:
+        value = value.to(torch.float32)
+    return value.reshape(-1)
+
+
+def copy_values(tensor: Any, into: Any = None) -> Any:
+    """What :func:`flat_values` gives, always as a copy of its own, made in one pass.
+
+    Args:
+        tensor: any tensor.
+        into: a one-dimensional tensor to copy into, if it has the copy's size, dtype and device.
+    """
+    value = _local(tensor)
+    dtype = value.dtype if value.dtype in _EXACT else torch.float32
+    if into is None or (into.numel(), into.dtype, into.device) != (value.numel(), dtype, value.device):
+        into = torch.empty(value.numel(), dtype=dtype, device=value.device)
+    into.view(value.shape).copy_(value)
+    return into
+
+
+def _local(tensor: Any) -> Any:
     value = tensor.detach()
     if hasattr(value, "to_local"):  # a DTensor (FSDP2, tensor parallel): this rank's shard
         value = value.to_local()
     if value.is_sparse:
         value = value.coalesce().values()
-    if value.dtype not in _EXACT:
-        value = value.to(torch.float32)
-    return value.reshape(-1)
+    return value
 
 
 def _edges(low: float, high: float, bins: int) -> npt.NDArray[Any]:
@@ -155,6 +175,11 @@ class _Scratch:
         return buffer[:size]
 
 
+#: Values counted per pass on the CPU: their positions (a float buffer) stay in the core's cache between
+#: the passes, and each pass stays on one thread (at torch's grain size), which suits mlop's workers.
+CHUNK: Final = 1 << 18
+
+
 def _cpu_counts(values: Any, bins: int, low: float, high: float, scratch: _Scratch) -> Any:
     """``torch.histc(values, bins, low, high)`` for values within [low, high], by its kernel's arithmetic.
 
@@ -165,12 +190,20 @@ def _cpu_counts(values: Any, bins: int, low: float, high: float, scratch: _Scrat
     dtype = values.dtype
     left = torch.tensor(low, dtype=dtype)
     span = float(torch.tensor(high, dtype=dtype) - left)  # computed in the dtype, as the kernel does
-    positions = torch.sub(values, float(left), out=scratch.take(values.numel(), dtype))
-    if bins & (bins - 1) == 0 and span / bins > 1e-30:  # far from the dtype's subnormals: exact
-        positions.div_(span / bins)
-    else:
-        positions.mul_(bins).div_(span)
-    index = positions.to(torch.uint8 if bins < 256 else torch.int32)  # truncation, as the kernel's cast
-    counts = torch.bincount(index, minlength=bins + 1)
+    start = float(left)
+    exact = bins & (bins - 1) == 0 and span / bins > 1e-30  # far from the dtype's subnormals: exact
+    width = span / bins
+    size = min(values.numel(), CHUNK)
+    buffer = scratch.take(size, dtype)
+    indices = scratch.take(size, torch.uint8 if bins < 256 else torch.int32)
+    counts = torch.zeros(bins + 1, dtype=torch.int64)
+    for part in values.split(CHUNK):
+        positions = torch.sub(part, start, out=buffer[: part.numel()])
+        if exact:
+            positions.div_(width)
+        else:
+            positions.mul_(bins).div_(span)
+        index = indices[: part.numel()].copy_(positions)  # truncation, as the kernel's cast
+        counts += torch.bincount(index, minlength=bins + 1)
     counts[bins - 1] += counts[bins]
     return counts[:bins].to(torch.float32)

@@ -8,19 +8,25 @@ produced them. All of one step's histograms go to the run in one ``log`` call, a
 when the user logged since the model's last forward pass (``log`` before ``optimizer.step()``), that is the
 step logged last; otherwise (``log`` after ``optimizer.step()``, the usual loop) the values of this step are
 still to come, and the histograms join them (``commit=False``) instead of taking a step of their own.
-Between logging steps the hooks return after a comparison and a counter increment.
+Between logging steps the hooks return after a comparison and a counter increment. When torch leaves a
+CPU idle, large CPU tensors are only copied at the logging step and counted on mlop's workers
+(``mlop_torch._deferred``); the record carries the copies.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
+import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from mlop._loggable import DEFAULT_MAX_PENDING
+from mlop_torch._deferred import CountLater, Spares, StepCounts
 from mlop_torch._graph import GraphCapture, is_compiled, model_graph, module_key, no_trace, unwrap
-from mlop_torch._histogram import TensorHistogram, histograms
+from mlop_torch._histogram import TensorHistogram, copy_values, histograms
 
 if TYPE_CHECKING:
     from mlop import Op
@@ -31,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 LOG_CHOICES: Final = ("gradients", "parameters", "all", None)
 _MAX_BINS: Final = 4096
+#: Tensors of up to this many values (and those on an accelerator) are counted at the logging step itself.
+INLINE: Final = 1 << 14
+#: A watch logging at least this often keeps its copies' memory for the next logging step (see Spares).
+_SPARES_FREQ: Final = 16
+#: The longest a logging step waits for the previous one's histograms to be counted.
+_WAIT: Final = 60.0
 
 
 def check_arguments(log: str | None, log_freq: int, bins: int) -> None:
@@ -95,6 +107,10 @@ class Watch:
         self._forward_hook: Any = None
         self._forward_step: int | None = None  # the run's last step when the model last ran forward
         self._graph: GraphCapture | None = None
+        # Histograms counted later: the last logging step's (one step at most is in the workers' hands),
+        # and the memory of counted copies, kept for the next step when steps come often.
+        self._later: StepCounts | None = None
+        self._spares = Spares() if log_freq <= _SPARES_FREQ else None
         if (self.gradients or self.parameters) and self._named:
             # Outside torch.compile's tracing (a compiled model or optimizer step): plain Python bookkeeping.
             self._step_hook = register_optimizer_step_pre_hook(no_trace(self._on_step))
@@ -127,6 +143,8 @@ class Watch:
         if self._graph is not None:
             self._graph.remove()
             self._graph = None
+        if self._spares is not None:
+            self._spares.clear()
 
     # -- the graph ----------------------------------------------------------------------------------------
 
@@ -177,12 +195,12 @@ class Watch:
         run = self._run()
         if run is None:
             return
-        record: dict[str, Any] = {}
+        tensors: list[tuple[str, Any, bool]] = []  # key, tensor, its non-finite count always logged
         if self.gradients:
-            named = [(n, p.grad) for n, p in self._named if p.grad is not None]
-            self._add(record, "grad", named, always_count=True)
+            tensors += [(f"grad/{n}", p.grad, True) for n, p in self._named if p.grad is not None]
         if self.parameters:
-            self._add(record, "param", [(n, p) for n, p in self._named], always_count=False)
+            tensors += [(f"param/{n}", p, False) for n, p in self._named]
+        record = self._histograms(tensors)
         if not record:
             return
         step = run.step
@@ -191,18 +209,64 @@ class Watch:
         else:
             run.log(record, commit=False)  # they are still to come: join them
 
-    def _add(
-        self, record: dict[str, Any], prefix: str, named: list[tuple[str, Any]], always_count: bool
-    ) -> None:
+    def _histograms(self, tensors: list[tuple[str, Any, bool]]) -> dict[str, Any]:
+        """The record of one logging step: large CPU tensors copied to be counted later, the rest counted."""
         from mlop import Histogram
 
-        results: list[TensorHistogram | None] = histograms([t for _, t in named], self.bins)
-        for (name, _), result in zip(named, results, strict=True):
+        later = {key for key, tensor, _ in tensors if _counts_later(tensor)} if _spare_cpus() else set()
+        if sum(_nbytes(t) for key, t, _ in tensors if key in later) > DEFAULT_MAX_PENDING:
+            later = set()  # no room for a copy of everything: count now
+        if later and self._later is not None:
+            # The previous step's copies are still being counted: wait, so that memory holds one step's.
+            self._later.wait(_WAIT)
+        now = [(key, tensor) for key, tensor, _ in tensors if key not in later]
+        counted: dict[str, TensorHistogram | None] = dict(
+            zip([k for k, _ in now], histograms([t for _, t in now], self.bins), strict=True)
+        )
+        step_counts = StepCounts(len(later))
+        if later:
+            self._later = step_counts
+        spares = self._spares
+        record: dict[str, Any] = {}
+        for key, tensor, always in tensors:
+            if key in later:
+                spare = spares.take(tensor.numel(), _copy_dtype(tensor)) if spares is not None else None
+                copy = copy_values(tensor, spare)
+                record[key] = CountLater(copy, self.bins, step_counts, always, spares)
+                continue
+            result = counted[key]
             if result is None:
                 continue
-            key = f"{prefix}/{name}"
             histogram = Histogram((result.counts, result.edges))
             histogram.nonfinite = result.nonfinite
             record[key] = histogram
-            if always_count or result.nonfinite:
+            if always or result.nonfinite:
                 record[f"{key}/nonfinite"] = result.nonfinite
+        return record
+
+
+def _counts_later(tensor: Any) -> bool:
+    """Whether a tensor is counted on a background worker: a large one in CPU memory (see _deferred)."""
+    return tensor.device.type == "cpu" and tensor.numel() > INLINE and not tensor.is_sparse
+
+
+def _spare_cpus() -> bool:
+    """Whether torch leaves CPUs of this process idle, on which mlop's workers can count.
+
+    When torch's threads already use every CPU, counting later costs a copy and gains nothing: the
+    counting competes with training either way.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return torch.get_num_threads() < cpus
+
+
+def _copy_dtype(tensor: Any) -> Any:
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def _nbytes(tensor: Any) -> int:
+    """The bytes of a tensor's copy (float32, or float64 for float64)."""
+    return int(tensor.numel()) * int(_copy_dtype(tensor).itemsize)
