@@ -368,28 +368,29 @@ class Wide(torch.nn.Module):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_large_cpu_tensors_are_counted_in_the_background_at_their_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("freq", [2, 17])  # copies reused from step to step, and fresh ones
+def test_large_cpu_tensors_are_counted_in_the_background_at_their_step(tmp_path: Path, freq: int) -> None:
     torch.manual_seed(0)
     model = Wide()
     assert model.fc.weight.numel() > _watch.INLINE >= model.fc.bias.numel()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     run = mlop.init(project="t", dir=tmp_path, disable_system_metrics=True, disable_console=True)
-    handle = run.watch(model, log="all", log_freq=2, bins=BINS, log_graph=False)
+    handle = run.watch(model, log="all", log_freq=freq, bins=BINS, log_graph=False)
     generator = torch.Generator().manual_seed(0)
-    seen = []
-    for step in range(6):
+    logged = [0, freq, 2 * freq]
+    seen = {}
+    for step in range(2 * freq + 2):
         loss = model(torch.randn(32, 256, generator=generator)).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
-        if step == 2:
+        if step == freq:
             model.fc.weight.grad[:2, :3] = float("nan")  # type: ignore[index]
             model.fc.weight.grad[5, 5] = float("-inf")  # type: ignore[index]
-        seen.append(
-            {
+        if step in logged:
+            seen[step] = {
                 "grad": {n: p.grad.clone() for n, p in model.named_parameters()},  # type: ignore[union-attr]
                 "param": {n: p.detach().clone() for n, p in model.named_parameters()},
             }
-        )
         optimizer.step()
         with torch.no_grad():
             model.fc.weight.nan_to_num_(0.0, 0.0, 0.0)  # keep the NaN out of the following steps
@@ -401,14 +402,40 @@ def test_large_cpu_tensors_are_counted_in_the_background_at_their_step(tmp_path:
     for kind in ("grad", "param"):
         for name in names:
             rows = data(run.dir, f"{kind}/{name}")
-            assert [r["step"] for r in rows] == [0, 2, 4], (kind, name)
+            assert [r["step"] for r in rows] == logged, (kind, name)
             for row in rows:
                 tensor = seen[row["step"]][kind][name]
                 assert row["value"]["freq"] == histc(tensor), (kind, name, row["step"])
     stored = mlop.open_run(run.dir)
     poisoned = [(r["step"], r["value"]) for r in stored.metrics("grad/fc.weight/nonfinite")]
-    assert poisoned == [(0, 0), (2, 7), (4, 0)]
+    assert poisoned == [(0, 0), (freq, 7), (2 * freq, 0)]
     clean = [(r["step"], r["value"]) for r in stored.metrics("grad/out.bias/nonfinite")]
-    assert clean == [(0, 0), (2, 0), (4, 0)]
+    assert clean == [(0, 0), (freq, 0), (2 * freq, 0)]
     assert not [r for r in stored.metrics() if r["key"].startswith("param/")]
-    assert [r["step"] for r in stored.metrics("loss")] == list(range(6))
+    assert [r["step"] for r in stored.metrics("loss")] == list(range(2 * freq + 2))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_every_step_keeps_its_own_counts_when_the_workers_fall_behind(tmp_path: Path) -> None:
+    # A 4M-value weight changed every step and logged every step, with steps far cheaper than counting:
+    # each copy is reused as soon as (and not before) its previous histogram is counted.
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(2048, 2048, generator=generator))
+    direction = torch.randn(2048, 2048, generator=generator)
+    optimizer = torch.optim.SGD([weight], lr=0.5)
+    module = torch.nn.Module()
+    module.weight = weight
+    run = mlop.init(project="t", dir=tmp_path, disable_system_metrics=True, disable_console=True)
+    run.watch(module, log="all", log_freq=1, bins=BINS, log_graph=False)
+    seen = []
+    for step in range(12):
+        weight.grad = direction * (step % 3 - 1.0) + step  # a different distribution every step
+        seen.append((weight.grad.clone(), weight.detach().clone()))
+        optimizer.step()
+        run.log({"step": step})
+    run.finish()
+    grads, params = data(run.dir, "grad/weight"), data(run.dir, "param/weight")
+    assert [r["step"] for r in grads] == [r["step"] for r in params] == list(range(12))
+    for (grad, param), grad_row, param_row in zip(seen, grads, params, strict=True):
+        assert grad_row["value"]["freq"] == histc(grad)
+        assert param_row["value"]["freq"] == histc(param)

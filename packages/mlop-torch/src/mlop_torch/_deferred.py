@@ -15,12 +15,12 @@ import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlop import Histogram, Loggable
-from mlop_torch._histogram import TensorHistogram, histograms
+from mlop_torch._histogram import TensorHistogram, copy_values, histograms
 
 if TYPE_CHECKING:
     from mlop._loggable import Items, MediaSink
 
-__all__ = ["CountLater", "StepCounts", "payload"]
+__all__ = ["Copies", "CountLater", "StepCounts", "payload"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,30 +64,46 @@ class StepCounts:
             return self._done.wait_for(lambda: self._running <= 0, timeout)
 
 
-class Spares:
-    """Copies whose histograms are counted, kept to take the next logging step's copies.
+class Copies:
+    """The copies of one watch's tensors, one per key, reused from one logging step to the next.
 
     Fresh memory costs a page fault per page on first touch, about as much as the copy itself, so a watch
-    that logs every few steps reuses its copies' memory instead of allocating it anew each time.
+    that logs every few steps copies each tensor into the memory of its previous copy, once that one is
+    counted. Waiting for it, tensor by tensor, is the back-pressure that keeps one copy of each tensor in
+    memory while the copies of the first tensors overlap the counting of the last.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._free: dict[tuple[int, Any], list[Any]] = {}
+    def __init__(self, wait: float) -> None:
+        self._changed = threading.Condition()
+        self._wait = wait
+        self._buffers: dict[str, Any] = {}
+        self._busy: set[int] = set()  # id() of copies handed to the workers and not counted yet
 
-    def take(self, numel: int, dtype: Any) -> Any:
-        """A spare one-dimensional tensor of ``numel`` values of ``dtype``, or None."""
-        with self._lock:
-            free = self._free.get((numel, dtype))
-            return free.pop() if free else None
+    def copy(self, key: str, tensor: Any) -> Any:
+        """A copy of ``tensor``'s values, in the memory of ``key``'s previous copy where it fits."""
+        with self._changed:
+            buffer = self._buffers.pop(key, None)
+            if buffer is not None and not self._changed.wait_for(
+                lambda: id(buffer) not in self._busy, self._wait
+            ):
+                buffer = None  # still not counted: leave it to its worker
+        copy = copy_values(tensor, buffer)
+        with self._changed:
+            self._buffers[key] = copy
+        return copy
 
-    def give(self, tensor: Any) -> None:
-        with self._lock:
-            self._free.setdefault((tensor.numel(), tensor.dtype), []).append(tensor)
+    def started(self, copy: Any) -> None:
+        with self._changed:
+            self._busy.add(id(copy))
+
+    def done(self, copy: Any) -> None:
+        with self._changed:
+            self._busy.discard(id(copy))
+            self._changed.notify_all()
 
     def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
+        with self._changed:
+            self._buffers.clear()
 
 
 class CountLater(Loggable):
@@ -98,25 +114,25 @@ class CountLater(Loggable):
         bins: bins per histogram.
         counts: the step's non-finite counts, shared by the step's histograms.
         always: report the non-finite count even when it is 0 (gradients).
-        spares: where the copy goes once counted, for reuse; None: it is freed.
+        copies: the watch's reused copies, ``values`` among them; None: ``values`` is freed once counted.
     """
 
     log_type: ClassVar[str] = "HISTOGRAM"
 
     def __init__(
-        self, values: Any, bins: int, counts: StepCounts, always: bool, spares: Spares | None = None
+        self, values: Any, bins: int, counts: StepCounts, always: bool, copies: Copies | None = None
     ) -> None:
         self._values: Any = values
         self._bins = bins
         self._counts = counts
         self._always = always
-        self._spares = spares
+        self._copies = copies
 
     def mlop_items(self, sink: MediaSink, key: str, step: int, time: float, index: int | None) -> Items:
         values, self._values = self._values, None
         if values is None:  # logged before: its copy went with the first time
             return []
-        bins, counts, always, spares = self._bins, self._counts, self._always, self._spares
+        bins, counts, always, copies = self._bins, self._counts, self._always, self._copies
 
         def work() -> Items:
             items: Items = []
@@ -126,8 +142,8 @@ class CountLater(Loggable):
                 result = histograms([values], bins)[0]
             except Exception:  # broad: one tensor that cannot be counted must not lose the step's others
                 logger.exception("mlop-torch could not count the histogram of %s", key)
-            if spares is not None:
-                spares.give(values)
+            if copies is not None:
+                copies.done(values)
             if result is not None:
                 items.append(("data", (step, time, key, Histogram.log_type, payload(result))))
                 if always or result.nonfinite:
@@ -138,5 +154,7 @@ class CountLater(Loggable):
             return items
 
         counts.started()
+        if copies is not None:
+            copies.started(values)
         sink.defer(work, values.numel() * values.element_size())
         return []

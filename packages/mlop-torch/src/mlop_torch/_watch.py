@@ -24,7 +24,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from mlop._loggable import DEFAULT_MAX_PENDING
-from mlop_torch._deferred import CountLater, Spares, StepCounts
+from mlop_torch._deferred import Copies, CountLater, StepCounts
 from mlop_torch._graph import GraphCapture, is_compiled, model_graph, module_key, no_trace, unwrap
 from mlop_torch._histogram import TensorHistogram, copy_values, histograms
 
@@ -39,8 +39,8 @@ LOG_CHOICES: Final = ("gradients", "parameters", "all", None)
 _MAX_BINS: Final = 4096
 #: Tensors of up to this many values (and those on an accelerator) are counted at the logging step itself.
 INLINE: Final = 1 << 14
-#: A watch logging at least this often keeps its copies' memory for the next logging step (see Spares).
-_SPARES_FREQ: Final = 16
+#: A watch logging at least this often keeps its copies' memory for the next logging step (see Copies).
+_REUSE_FREQ: Final = 16
 #: The longest a logging step waits for the previous one's histograms to be counted.
 _WAIT: Final = 60.0
 
@@ -107,10 +107,10 @@ class Watch:
         self._forward_hook: Any = None
         self._forward_step: int | None = None  # the run's last step when the model last ran forward
         self._graph: GraphCapture | None = None
-        # Histograms counted later: the last logging step's (one step at most is in the workers' hands),
-        # and the memory of counted copies, kept for the next step when steps come often.
+        # Histograms counted later: the last logging step's, and the copies kept from step to step when
+        # steps come often (else each step gets fresh copies, once the previous step's are counted).
         self._later: StepCounts | None = None
-        self._spares = Spares() if log_freq <= _SPARES_FREQ else None
+        self._copies = Copies(_WAIT) if log_freq <= _REUSE_FREQ else None
         if (self.gradients or self.parameters) and self._named:
             # Outside torch.compile's tracing (a compiled model or optimizer step): plain Python bookkeeping.
             self._step_hook = register_optimizer_step_pre_hook(no_trace(self._on_step))
@@ -143,8 +143,8 @@ class Watch:
         if self._graph is not None:
             self._graph.remove()
             self._graph = None
-        if self._spares is not None:
-            self._spares.clear()
+        if self._copies is not None:
+            self._copies.clear()
 
     # -- the graph ----------------------------------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class Watch:
         later = {key for key, tensor, _ in tensors if _counts_later(tensor)} if _spare_cpus() else set()
         if sum(_nbytes(t) for key, t, _ in tensors if key in later) > DEFAULT_MAX_PENDING:
             later = set()  # no room for a copy of everything: count now
-        if later and self._later is not None:
+        if later and self._later is not None and self._copies is None:
             # The previous step's copies are still being counted: wait, so that memory holds one step's.
             self._later.wait(_WAIT)
         now = [(key, tensor) for key, tensor, _ in tensors if key not in later]
@@ -226,13 +226,12 @@ class Watch:
         step_counts = StepCounts(len(later))
         if later:
             self._later = step_counts
-        spares = self._spares
+        copies = self._copies
         record: dict[str, Any] = {}
         for key, tensor, always in tensors:
             if key in later:
-                spare = spares.take(tensor.numel(), _copy_dtype(tensor)) if spares is not None else None
-                copy = copy_values(tensor, spare)
-                record[key] = CountLater(copy, self.bins, step_counts, always, spares)
+                copy = copies.copy(key, tensor) if copies is not None else copy_values(tensor)
+                record[key] = CountLater(copy, self.bins, step_counts, always, copies)
                 continue
             result = counted[key]
             if result is None:
