@@ -285,6 +285,7 @@ def test_cpu_counts_equal_histc_bin_for_bin(bins: int) -> None:
         torch.randint(-5, 6, (50_000,), generator=generator).float() * 0.1,  # many ties
         torch.rand(50_000, generator=generator) * 3 + 1e6,  # coarse float32 spacing
         torch.randn(50_000, generator=generator, dtype=torch.float64),
+        torch.randn(300_001, generator=generator) ** 3,  # over one chunk, odd: its last value counted alone
     ]
     for tensor, result in zip(tensors, histograms(tensors, bins), strict=True):
         assert result is not None

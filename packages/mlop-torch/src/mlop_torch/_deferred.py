@@ -156,5 +156,11 @@ class CountLater(Loggable):
         counts.started()
         if copies is not None:
             copies.started(values)
-        sink.defer(work, values.numel() * values.element_size())
+        try:
+            sink.defer(work, values.numel() * values.element_size())
+        except BaseException:  # never handed over: nothing may wait for it (run.log reports the error)
+            counts.add(None, 0)
+            if copies is not None:
+                copies.done(values)
+            raise
         return []
