@@ -2,7 +2,7 @@
 
 Counting every gradient and parameter of a model on the CPU costs a few nanoseconds a value: for a model
 of ten million parameters about as much as its training step. So a logging step only copies each tensor
-(a fraction of a nanosecond a value) and logs the copy; the counting runs on the run's media workers, which
+(about a nanosecond a value) and logs the copy; the counting runs on the run's media workers, which
 store the histograms at the step they were logged at, in logging order, and whose bound on pending bytes
 makes the training thread wait, not fill memory, when a loop logs faster than they count. The step's
 non-finite counts are numbers of one metrics row, written once the last histogram of the step is counted.
