@@ -440,3 +440,23 @@ def test_every_step_keeps_its_own_counts_when_the_workers_fall_behind(tmp_path: 
     for (grad, param), grad_row, param_row in zip(seen, grads, params, strict=True):
         assert grad_row["value"]["freq"] == histc(grad)
         assert param_row["value"]["freq"] == histc(param)
+
+
+def test_the_accelerator_path_counts_with_histc(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No GPU here: CPU tensors are sent down the branch that CUDA tensors take (aminmax, the non-finite
+    # values set apart, torch.histc, one copy of the counts), which is all of that path but the device.
+    from mlop_torch import _histogram
+
+    monkeypatch.setattr(_histogram, "ARITHMETIC_DEVICES", frozenset())
+    monkeypatch.setattr(_histogram, "_cpu_counts", None)  # the CPU's own counting must not run
+    generator = torch.Generator().manual_seed(3)
+    plain = torch.randn(5_000, generator=generator)
+    poisoned = torch.randn(5_000, generator=generator)
+    poisoned[[3, 9]] = float("nan")
+    poisoned[7] = float("inf")
+    constant = torch.full((10,), -2.0)
+    out = _histogram.histograms([plain, poisoned, constant], BINS)
+    assert out[0] is not None and out[0].counts.tolist() == histc(plain) and out[0].nonfinite == 0
+    assert out[1] is not None and out[1].counts.tolist() == histc(poisoned)
+    assert (out[1].nan, out[1].inf) == (2, 1)
+    assert out[2] is not None and out[2].counts.sum() == 10 and out[2].edges[0] == -2.5

@@ -31,6 +31,8 @@ __all__ = ["TensorHistogram", "copy_values", "flat_values", "histograms"]
 logger = logging.getLogger(__name__)
 
 _EXACT: Final = (torch.float32, torch.float64)
+#: Device types counted by vectorised arithmetic (:func:`_cpu_counts`); the others use ``torch.histc``.
+ARITHMETIC_DEVICES: frozenset[str] = frozenset({"cpu"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +127,7 @@ def _count_device(flats: list[Any], bins: int) -> list[TensorHistogram]:
     for index, (low, high) in enumerate(ranges):
         if low - low != 0.0 or high - high != 0.0:  # NaN propagates into both; an infinity into one
             values[index], ranges[index], nan[index], inf[index] = _finite(flats[index])
-    if flats[0].device.type == "cpu":
+    if flats[0].device.type in ARITHMETIC_DEVICES:
         scratch = _Scratch()
         counts = torch.stack(
             [
