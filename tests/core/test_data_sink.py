@@ -160,3 +160,31 @@ def test_close_without_a_timeout_stores_everything(tmp_path: Path) -> None:
         sink.defer(lambda number=number: [("data", number)], size=10)
     assert sink.close() == 0
     assert added == list(range(20))
+
+
+def test_defer_waits_while_the_backlog_would_take_too_long_to_store(tmp_path: Path) -> None:
+    stored: list[Any] = []
+    sink = MediaSink(tmp_path, lambda kind, item: stored.append(item), workers=1, max_drain=0.25)
+
+    def encode(value: int) -> Any:
+        def work() -> Items:
+            time.sleep(0.05)  # an encoder far slower than the loop that logs
+            return [("data", value)]
+
+        return work
+
+    sink.defer(encode(0), size=1000)
+    deadline = time.monotonic() + 10
+    while not stored and time.monotonic() < deadline:  # one done: the cost of this kind is known
+        time.sleep(0.01)
+    backlog, estimates = [], []
+    for value in range(1, 25):
+        sink.defer(encode(value), size=1000)
+        backlog.append(sink.pending_bytes // 1000)
+        estimates.append(sink.pending_seconds)
+    assert sink.close() == 0
+    # Every value is stored, in order, and no more than 0.25 s of work (5 values, one more running)
+    # ever waited: without the bound all 24 would have.
+    assert stored == list(range(25))
+    assert max(backlog) <= 7
+    assert 0 < max(estimates) <= 0.25 + 0.05 * 2

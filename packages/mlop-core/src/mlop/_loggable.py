@@ -35,9 +35,11 @@ class MediaSink:
     """Where a data type puts what it logs: files in the run directory and store items.
 
     Heavy work (encoding an image or a video) goes through :meth:`defer`, so that the training thread
-    pays only for a copy of the data. The copies waiting for a worker are bounded by ``max_pending``
-    bytes: past that, :meth:`defer` waits for the workers (back-pressure), so a loop that logs media
-    faster than it can be encoded slows down instead of filling memory. Items reach the store in the
+    pays only for a copy of the data. The work waiting for a worker is bounded twice: by ``max_pending``
+    bytes of copies, and by ``max_drain`` seconds of work, estimated from what recent work of the same
+    kind (the same code) took per byte. Past either bound :meth:`defer` waits for the workers
+    (back-pressure), so a loop that logs media faster than they can be encoded slows down instead of
+    filling memory or leaving ``finish()`` more than it can store in time. Items reach the store in the
     order their work was deferred, whichever worker finishes first.
 
     Args:
@@ -45,6 +47,7 @@ class MediaSink:
         add: how items reach the store (the writer's ``add``).
         max_pending: the bytes of deferred work allowed to wait in memory.
         workers: background threads encoding media (by default 2, or 4 with 8 cores or more).
+        max_drain: the seconds of deferred work allowed to wait; None: no bound but memory.
     """
 
     def __init__(
@@ -53,11 +56,17 @@ class MediaSink:
         add: Callable[[str, Any], None],
         max_pending: int = DEFAULT_MAX_PENDING,
         workers: int | None = None,
+        max_drain: float | None = None,
     ) -> None:
         self.media_dir = run_dir / "media"
         self.run_dir = run_dir
         self.add = add
         self.max_pending = max_pending
+        self.max_drain = max_drain
+        # Seconds per byte of each kind of work (keyed by its code's name), and its bytes waiting.
+        self._rates: dict[str, float] = {}
+        self._pending_by: dict[str, int] = {}
+        self._kinds: dict[int, str] = {}  # ticket: kind, for work not finished yet
         # Two threads, four on machines with eight cores or more: encoding must not crowd out training.
         self._workers = workers or max(2, min(4, (os.cpu_count() or 2) // 2))
         self._pool: ThreadPoolExecutor | None = None
@@ -80,23 +89,27 @@ class MediaSink:
             work: returns the store items; an exception is logged and the value skipped.
             size: the bytes ``work`` holds in memory until it runs (a copied array), for back-pressure.
         """
+        kind = getattr(work, "__qualname__", "")
         with self._room:
-            if self._pending and self._pending + size > self.max_pending:
+            if self._full(size, kind):
                 if not self._warned:
                     self._warned = True
                     logger.warning(
-                        "mlop: media are logged faster than they can be encoded; "
-                        "run.log waits while %d MiB of them are pending",
+                        "mlop: media are logged faster than they can be encoded; run.log waits while "
+                        "the backlog is over %d MiB%s",
                         self.max_pending >> 20,
+                        "" if self.max_drain is None else f" or {self.max_drain:g} s of work",
                     )
-                while self._pending and self._pending + size > self.max_pending:
+                while self._full(size, kind):
                     self._room.wait()
             self._pending += size
+            self._pending_by[kind] = self._pending_by.get(kind, 0) + size
             ticket = self._tickets
             self._tickets += 1
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="mlop-media")
             self._waiting[ticket] = size
+            self._kinds[ticket] = kind
             # Under the lock, so the work's own clean-up (which takes it) comes after this entry.
             self._futures[ticket] = self._pool.submit(self._run, work, size, ticket)
 
@@ -105,17 +118,51 @@ class MediaSink:
         """The bytes of deferred work not run yet."""
         return self._pending
 
+    @property
+    def pending_seconds(self) -> float:
+        """The workers' estimated time for the deferred work not run yet (0 before any has run)."""
+        with self._lock:
+            return self._drain()
+
+    def _drain(self) -> float:
+        rates = self._rates
+        return sum(size * rates.get(kind, 0.0) for kind, size in self._pending_by.items()) / self._workers
+
+    def _full(self, size: int, kind: str) -> bool:
+        """Whether work of ``size`` bytes must wait for room (always room when nothing is pending)."""
+        if not self._pending:
+            return False
+        if self._pending + size > self.max_pending:
+            return True
+        if self.max_drain is None:
+            return False
+        return self._drain() + size * self._rates.get(kind, 0.0) / self._workers > self.max_drain
+
+    def _forget(self, ticket: int, size: int) -> None:
+        """Take finished (or cancelled) work out of the pending totals; the lock is held."""
+        self._pending -= size
+        kind = self._kinds.pop(ticket, "")
+        self._pending_by[kind] = self._pending_by.get(kind, size) - size
+        self._waiting.pop(ticket, None)
+        self._futures.pop(ticket, None)
+
     def _run(self, work: Callable[[], Items], size: int, ticket: int) -> None:
         items: Items = []
+        start = time.perf_counter()
         try:
             items = work()
         except Exception:  # broad: a value that fails to encode is reported and skipped, never raised
             logger.exception("mlop could not encode a logged value; it was skipped")
         finally:
+            elapsed = time.perf_counter() - start
             with self._room:
-                self._pending -= size
-                self._waiting.pop(ticket, None)
-                self._futures.pop(ticket, None)
+                if size:
+                    # What this kind of work costs a worker per byte now, the recent past weighing most.
+                    kind = self._kinds.get(ticket, "")
+                    rate = elapsed / size
+                    last = self._rates.get(kind)
+                    self._rates[kind] = rate if last is None else 0.8 * last + 0.2 * rate
+                self._forget(ticket, size)
                 self._room.notify_all()
             self._deliver(ticket, items)
 
@@ -158,7 +205,7 @@ class MediaSink:
             if future.cancelled():
                 dropped += 1
                 with self._room:
-                    self._pending -= self._waiting.pop(ticket, 0)
+                    self._forget(ticket, self._waiting.get(ticket, 0))
                 self._deliver(ticket, [])
         self._futures.clear()
         if dropped:

@@ -98,7 +98,9 @@ class Op:
         self._tags = tags
         self._store = store
         self._writer = Writer(store, settings.x_flush_interval)
-        self._sink = MediaSink(run_dir, self._writer.add)
+        # Media waiting to be encoded may take the workers at most half the finish timeout, so that
+        # finish() stores every value logged and still leaves the uploader its time.
+        self._sink = MediaSink(run_dir, self._writer.add, max_drain=settings.x_finish_timeout / 2)
         self._step = start_step
         # The writer never replaces this list (it deletes what it wrote), so the bound method stays valid.
         self._append_metrics = self._writer.metrics.append
