@@ -133,9 +133,9 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
         mode: online.spawn("import signal\n" + TRAIN, env=online.env(MODE=mode))
         for mode in ("done", "failed", "killed")
     }
-    for proc in procs.values():
-        proc.communicate(timeout=120)
+    outputs = {mode: proc.communicate(timeout=120) for mode, proc in procs.items()}
     runs = {r["name"]: r for r in online.api.get("/api/runs", params={"project": "ui"}).json()}
+    assert set(runs) == set(procs), (runs, outputs)
     for name, status in (("done", "COMPLETED"), ("failed", "FAILED"), ("killed", "TERMINATED")):
         assert online.wait_status(runs[name]["id"], {status})["status"] == status
 

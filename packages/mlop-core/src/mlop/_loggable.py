@@ -82,16 +82,17 @@ class MediaSink:
         self._waiting: dict[int, int] = {}  # ticket: size, for work not finished yet
         self._futures: dict[int, Future[None]] = {}
 
-    def defer(self, work: Callable[[], Items], size: int = 0) -> None:
+    def defer(self, work: Callable[[], Items], size: int = 0, kind: str | None = None) -> None:
         """Run ``work`` on a background thread and add the items it returns.
 
         Args:
             work: returns the store items; an exception is logged and the value skipped.
             size: the bytes ``work`` holds in memory until it runs (a copied array), for back-pressure.
+            kind: what sort of work it is, for its cost per byte (by default the name of ``work``'s code).
         """
-        kind = getattr(work, "__qualname__", "")
+        sort: str = kind or str(getattr(work, "__qualname__", ""))
         with self._room:
-            if self._full(size, kind):
+            if self._full(size, sort):
                 if not self._warned:
                     self._warned = True
                     logger.warning(
@@ -100,16 +101,16 @@ class MediaSink:
                         self.max_pending >> 20,
                         "" if self.max_drain is None else f" or {self.max_drain:g} s of work",
                     )
-                while self._full(size, kind):
+                while self._full(size, sort):
                     self._room.wait()
             self._pending += size
-            self._pending_by[kind] = self._pending_by.get(kind, 0) + size
+            self._pending_by[sort] = self._pending_by.get(sort, 0) + size
             ticket = self._tickets
             self._tickets += 1
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="mlop-media")
             self._waiting[ticket] = size
-            self._kinds[ticket] = kind
+            self._kinds[ticket] = sort
             # Under the lock, so the work's own clean-up (which takes it) comes after this entry.
             self._futures[ticket] = self._pool.submit(self._run, work, size, ticket)
 

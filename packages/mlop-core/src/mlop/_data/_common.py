@@ -304,7 +304,8 @@ class Media(Loggable):
 
     def mlop_items(self, sink: MediaSink, key: str, step: int, time: float, index: int | None) -> Items:
         """Store the value's file in the background; its item reaches the store when it is written."""
-        sink.defer(self._work(sink, key, step, time, index), 0 if self._encoded else self._nbytes)
+        size = 0 if self._encoded else self._nbytes
+        sink.defer(self._work(sink, key, step, time, index), size, kind=type(self).__qualname__)
         return []
 
     def _work(
