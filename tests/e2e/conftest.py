@@ -4,6 +4,7 @@ fault-injecting HTTP proxy on loopback for the online client's tests."""
 from __future__ import annotations
 
 import http.server
+import itertools
 import os
 import socket
 import struct
@@ -20,6 +21,8 @@ import httpx
 import pytest
 
 from mlop_server.testing import ServerProcess
+
+_SCRIPTS = itertools.count()  # names for scripts being written (see Online.script)
 
 # A fault the proxy can inject: "500", "429", "400", "reset" (before the server sees the request),
 # "lost" (the server applies it, the reply is lost), "slow" (a late reply).
@@ -66,7 +69,11 @@ class Online:
 
     def script(self, body: str, name: str = "train.py") -> Path:
         path = self.tmp / name
-        path.write_text("import mlop, os, sys, time\n" + textwrap.dedent(body))
+        # Written aside and renamed into place: a process spawned from the same file a moment ago may still
+        # be starting, and must never read it truncated (it would run nothing and exit 0).
+        fresh = path.with_name(f".{name}.{os.getpid()}.{next(_SCRIPTS)}")
+        fresh.write_text("import mlop, os, sys, time\n" + textwrap.dedent(body))
+        os.replace(fresh, path)
         return path
 
     def run(self, body: str, *, env: dict[str, str] | None = None, timeout: float = 90) -> Any:
