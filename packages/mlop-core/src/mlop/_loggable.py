@@ -37,7 +37,7 @@ class MediaSink:
     Heavy work (encoding an image or a video) goes through :meth:`defer`, so that the training thread
     pays only for a copy of the data. The work waiting for a worker is bounded twice: by ``max_pending``
     bytes of copies, and by ``max_drain`` seconds of work, estimated from what recent work of the same
-    kind (the same code) took per byte. Past either bound :meth:`defer` waits for the workers
+    kind (the same type of value) took per byte. Past either bound :meth:`defer` waits for the workers
     (back-pressure), so a loop that logs media faster than they can be encoded slows down instead of
     filling memory or leaving ``finish()`` more than it can store in time. Items reach the store in the
     order their work was deferred, whichever worker finishes first.
@@ -63,7 +63,7 @@ class MediaSink:
         self.add = add
         self.max_pending = max_pending
         self.max_drain = max_drain
-        # Seconds per byte of each kind of work (keyed by its code's name), and its bytes waiting.
+        # Seconds per byte of each kind of work (see defer's ``kind``), and its bytes waiting.
         self._rates: dict[str, float] = {}
         self._pending_by: dict[str, int] = {}
         self._kinds: dict[int, str] = {}  # ticket: kind, for work not finished yet
