@@ -188,3 +188,37 @@ def test_defer_waits_while_the_backlog_would_take_too_long_to_store(tmp_path: Pa
     assert stored == list(range(25))
     assert max(backlog) <= 7
     assert 0 < max(estimates) <= 0.25 + 0.05 * 2
+
+
+def test_a_slow_first_value_does_not_make_larger_ones_wait_for_an_empty_queue(tmp_path: Path) -> None:
+    # The first value of a kind pays for imports: 0.3 s for 10 bytes. Larger ones take 10 ms a megabyte.
+    stored: list[Any] = []
+    sink = MediaSink(tmp_path, lambda kind, item: stored.append(item), workers=1, max_drain=1.0)
+    gate = threading.Event()
+
+    def encode(value: int, seconds: float, wait: threading.Event | None = None) -> Any:
+        def work() -> Items:
+            if wait is not None:
+                wait.wait(10)
+            time.sleep(seconds)
+            return [("data", value)]
+
+        return work
+
+    for value, seconds, size in ((0, 0.3, 10), (1, 0.01, 1_000_000)):
+        sink.defer(encode(value, seconds), size=size, kind="image")
+        deadline = time.monotonic() + 10
+        while len(stored) <= value and time.monotonic() < deadline:
+            time.sleep(0.01)
+    sink.defer(encode(2, 0.01, gate), size=1_000_000, kind="image")  # holds the worker
+    more = threading.Thread(
+        target=lambda: [sink.defer(encode(v, 0.01), size=1_000_000, kind="image") for v in (3, 4)]
+    )
+    more.start()
+    more.join(5)
+    # A megabyte is now known to cost about a quarter of a second, not 0.03 s a byte: two more fit in
+    # the 1 s bound behind the one in progress instead of waiting for it.
+    assert not more.is_alive()
+    gate.set()
+    assert sink.close() == 0
+    assert stored == [0, 1, 2, 3, 4]

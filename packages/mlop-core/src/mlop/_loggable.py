@@ -63,8 +63,11 @@ class MediaSink:
         self.add = add
         self.max_pending = max_pending
         self.max_drain = max_drain
-        # Seconds per byte of each kind of work (see defer's ``kind``), and its bytes waiting.
+        # Seconds per byte of each kind of work (see defer's ``kind``), and its bytes waiting. The rate is
+        # the ratio of decayed sums of seconds and of bytes, so that a small value's fixed cost (the first
+        # one's imports above all) does not make every larger one look slow.
         self._rates: dict[str, float] = {}
+        self._spent: dict[str, tuple[float, float]] = {}
         self._pending_by: dict[str, int] = {}
         self._kinds: dict[int, str] = {}  # ticket: kind, for work not finished yet
         # Two threads, four on machines with eight cores or more: encoding must not crowd out training.
@@ -160,9 +163,10 @@ class MediaSink:
                 if size:
                     # What this kind of work costs a worker per byte now, the recent past weighing most.
                     kind = self._kinds.get(ticket, "")
-                    rate = elapsed / size
-                    last = self._rates.get(kind)
-                    self._rates[kind] = rate if last is None else 0.8 * last + 0.2 * rate
+                    seconds, count = self._spent.get(kind, (0.0, 0.0))
+                    seconds, count = 0.8 * seconds + elapsed, 0.8 * count + size
+                    self._spent[kind] = (seconds, count)
+                    self._rates[kind] = seconds / count
                 self._forget(ticket, size)
                 self._room.notify_all()
             self._deliver(ticket, items)
