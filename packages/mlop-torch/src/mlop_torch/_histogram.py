@@ -26,7 +26,7 @@ import torch
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-__all__ = ["TensorHistogram", "copy_values", "flat_values", "histograms"]
+__all__ = ["TensorHistogram", "copy_dtype", "copy_values", "flat_values", "histograms"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,7 @@ def flat_values(tensor: Any) -> Any:
     A distributed tensor gives its local shard, a sparse tensor its stored values.
     """
     value = _local(tensor)
-    if value.dtype not in _EXACT:
-        value = value.to(torch.float32)
-    return value.reshape(-1)
+    return value.to(copy_dtype(value)).reshape(-1)
 
 
 def copy_values(tensor: Any, into: Any = None) -> Any:
@@ -69,11 +67,16 @@ def copy_values(tensor: Any, into: Any = None) -> Any:
         into: a one-dimensional tensor to copy into, if it has the copy's size, dtype and device.
     """
     value = _local(tensor)
-    dtype = value.dtype if value.dtype in _EXACT else torch.float32
+    dtype = copy_dtype(value)
     if into is None or (into.numel(), into.dtype, into.device) != (value.numel(), dtype, value.device):
         into = torch.empty(value.numel(), dtype=dtype, device=value.device)
     into.view(value.shape).copy_(value)
     return into
+
+
+def copy_dtype(tensor: Any) -> Any:
+    """The dtype of a tensor's values as counted: its own for float32 and float64, else float32."""
+    return tensor.dtype if tensor.dtype in _EXACT else torch.float32
 
 
 def _local(tensor: Any) -> Any:
@@ -177,8 +180,9 @@ class _Scratch:
         return buffer[:size]
 
 
-#: Values counted per pass on the CPU: their positions (a float buffer) stay in the core's cache between
-#: the passes, and each pass stays on one thread (at torch's grain size), which suits mlop's workers.
+#: Values counted per pass on the CPU: their positions (a 1 MiB float buffer) stay in the core's cache
+#: between the passes. Smaller chunks cost more in Python than they save (and, on a background worker,
+#: in waits for the interpreter lock).
 CHUNK: Final = 1 << 18
 #: Inputs from this many values on are counted two bin numbers at a time (see _cpu_counts).
 _PAIRED: Final = 1 << 14

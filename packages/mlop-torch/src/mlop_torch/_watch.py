@@ -26,7 +26,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from mlop._loggable import DEFAULT_MAX_PENDING
 from mlop_torch._deferred import Copies, CountLater, StepCounts
 from mlop_torch._graph import GraphCapture, is_compiled, model_graph, module_key, no_trace, unwrap
-from mlop_torch._histogram import TensorHistogram, copy_values, histograms
+from mlop_torch._histogram import TensorHistogram, copy_dtype, copy_values, histograms
 
 if TYPE_CHECKING:
     from mlop import Op
@@ -262,10 +262,6 @@ def _spare_cpus() -> bool:
     return torch.get_num_threads() < cpus
 
 
-def _copy_dtype(tensor: Any) -> Any:
-    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
-
-
 def _nbytes(tensor: Any) -> int:
-    """The bytes of a tensor's copy (float32, or float64 for float64)."""
-    return int(tensor.numel()) * int(_copy_dtype(tensor).itemsize)
+    """The bytes of a tensor's copy (see ``copy_values``)."""
+    return int(tensor.numel()) * int(copy_dtype(tensor).itemsize)
