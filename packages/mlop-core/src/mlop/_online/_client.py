@@ -22,7 +22,6 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
-import mlop
 from mlop._exceptions import RunExistsError
 from mlop._online._options import Options
 
@@ -231,7 +230,7 @@ class UploaderHandle:
 def _spawn(run_dir: Path, options: Options) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLOP_API_TOKEN", "MLOP_API_KEY")}
     # The uploader imports the same mlop as this process, wherever it was imported from.
-    root = str(Path(mlop.__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds the mlop package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlop._online._uploader", str(run_dir)],

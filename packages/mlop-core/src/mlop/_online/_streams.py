@@ -25,7 +25,7 @@ from mlop._online._server import ServerInterface
 from mlop._store import Store, unpack
 
 if TYPE_CHECKING:
-    from mlop._online._uploader import Uploader
+    from mlop._online._types import StreamOwner
 
 __all__ = ["STREAMS", "Batch", "Stream", "pending_items", "protocol_tags"]
 
@@ -107,7 +107,7 @@ class Stream:
     max_items: ClassVar[int] = 20_000
     max_bytes: ClassVar[int] = 4 << 20  # about, by :meth:`weight`: below the body limits of servers
 
-    def __init__(self, uploader: Uploader) -> None:
+    def __init__(self, uploader: StreamOwner) -> None:
         self.up = uploader
         self.server: ServerInterface = uploader.server
         self.store = Store(uploader.store_path)  # the reading thread's connection
@@ -378,7 +378,7 @@ class FilesStream(Stream):
     kinds = ("files",)
     max_items = 16
 
-    def __init__(self, uploader: Uploader) -> None:
+    def __init__(self, uploader: StreamOwner) -> None:
         super().__init__(uploader)
         self._pool: ThreadPoolExecutor | None = None
 
