@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mlop._exceptions import StoreError
-from mlop._store import STORE_FILE, Store
-from mlop._values import wire_number
+from mlop._store import STORE_FILE, Record, Store
 
 __all__ = ["RunReader", "list_runs", "open_run"]
 
@@ -19,13 +19,28 @@ def _ms(seconds: float) -> int:
 
 
 class RunReader:
-    """A run as its store holds it. Safe to use while the run is still writing."""
+    """A run as its store holds it. Safe to use while the run is still writing.
+
+    A record that cannot be decoded (a damaged or crafted store) is reported once, naming the run, the
+    record and the reason, and skipped; every other record is read. A store that SQLite cannot read at
+    all raises :class:`mlop.StoreError`.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         path = Path(path)
         self.dir = path.parent if path.name == STORE_FILE else path
         self._store = Store(self.dir)
-        self._meta = self._store.meta()
+        try:
+            self._meta = self._store.meta()
+        except sqlite3.Error as exc:
+            self._store.close()
+            raise StoreError(f"cannot read the run store in {self.dir}: {exc}") from None
+
+    def _records(self, kinds: Sequence[str]) -> Iterator[Record]:
+        try:
+            yield from self._store.records(kinds)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the run store in {self.dir}: {exc}") from None
 
     def __repr__(self) -> str:
         return f"<mlop run {self.project}/{self.name} id={self.id} status={self.status}>"
@@ -41,7 +56,10 @@ class RunReader:
 
     def refresh(self) -> None:
         """Read the run's meta values again (status, config, tags) while it is live."""
-        self._meta = self._store.meta()
+        try:
+            self._meta = self._store.meta()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the run store in {self.dir}: {exc}") from None
 
     @property
     def id(self) -> str:
@@ -98,29 +116,30 @@ class RunReader:
     def metrics(self, key: str | None = None, *, system: bool = True) -> Iterator[dict[str, Any]]:
         """Yield ``{"key", "step", "time", "value"}`` per logged number, in logging order.
 
-        ``time`` is in epoch milliseconds; a non-finite value is ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+        ``time`` is in epoch milliseconds; values are the numbers logged (ints and floats, NaN and the
+        infinities as floats).
         System metrics (keys under ``sys/``) come too unless ``system`` is False; their ``step`` is the
         monitor's sample index, not the user's step.
         """
-        for _seq, _kind, items in self._store.records(["metrics", "system"] if system else ["metrics"]):
+        for _seq, _kind, items in self._records(["metrics", "system"] if system else ["metrics"]):
             for step, when, values in items:
                 if key is not None:
                     if key in values:
-                        yield {"key": key, "step": step, "time": _ms(when), "value": wire_number(values[key])}
+                        yield {"key": key, "step": step, "time": _ms(when), "value": values[key]}
                     continue
                 for name, value in values.items():
-                    yield {"key": name, "step": step, "time": _ms(when), "value": wire_number(value)}
+                    yield {"key": name, "step": step, "time": _ms(when), "value": value}
 
     def data(self, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Yield ``{"key", "step", "time", "type", "value"}`` for string series and the data types."""
-        for _seq, _kind, items in self._store.records(["data"]):
+        for _seq, _kind, items in self._records(["data"]):
             for step, when, name, data_type, value in items:
                 if key is None or name == key:
                     yield {"key": name, "step": step, "time": _ms(when), "type": data_type, "value": value}
 
     def media(self, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Yield ``{"key", "step", "time", "type", "caption", "path", "sample_index"}`` for logged files."""
-        for _seq, _kind, items in self._store.records(["files"]):
+        for _seq, _kind, items in self._records(["files"]):
             for step, when, name, info in items:
                 if key is None or name == key:
                     yield {
@@ -140,12 +159,12 @@ class RunReader:
 
     def logs(self) -> Iterator[dict[str, Any]]:
         """Yield console lines as ``{"time", "line_number", "level", "message"}``; level is INFO or ERROR."""
-        for _seq, _kind, items in self._store.records(["logs"]):
+        for _seq, _kind, items in self._records(["logs"]):
             for when, line, log_type, message in items:
                 yield {"time": _ms(when), "line_number": line, "level": log_type, "message": message}
 
     def alerts(self) -> Iterator[dict[str, Any]]:
-        for _seq, _kind, items in self._store.records(["alert"]):
+        for _seq, _kind, items in self._records(["alert"]):
             for _when, alert in items:
                 yield alert
 
@@ -153,7 +172,7 @@ class RunReader:
         """For listings: how many steps have metrics, the last step, the last update (epoch ms)."""
         steps: set[int] = set()
         last_update = self.created_at or 0.0
-        for _seq, _kind, items in self._store.records(["metrics"]):
+        for _seq, _kind, items in self._records(["metrics"]):
             for step, when, _values in items:
                 steps.add(step)
                 last_update = max(last_update, when)

@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from mlop._exceptions import StoreError
 
-__all__ = ["STORE_FILE", "Record", "Store", "pack", "unpack"]
+__all__ = ["STORE_FILE", "Record", "Store", "decode_record", "pack", "unpack"]
 
 STORE_FILE: Final = "run.db"
 _SCHEMA_VERSION: Final = 1
@@ -101,11 +101,49 @@ def _pack_plain(kind: str, items: list[Any]) -> bytes:
 
 
 def unpack(payload: bytes) -> list[Any]:
-    """Unpack what :func:`pack` wrote."""
-    out = _PlainUnpickler(io.BytesIO(payload)).load()
+    """Unpack what :func:`pack` wrote.
+
+    Raises:
+        StoreError: the payload cannot be decoded (a damaged or crafted record), saying why.
+    """
+    try:
+        out = _PlainUnpickler(io.BytesIO(payload)).load()
+    except Exception as exc:  # broad: a damaged pickle raises many types; each is one bad record
+        raise StoreError(f"{type(exc).__name__}: {exc}") from None
     if not isinstance(out, list):
-        raise StoreError("a store record is not a list")
+        raise StoreError(f"the record is a {type(out).__name__}, not a list")
     return out
+
+
+# How many fields an item of each kind has (see the module docstring).
+_FIELDS: Final = {
+    "metrics": 3, "system": 3, "data": 5, "files": 4, "logs": 4, "config": 2, "tags": 2, "status": 3,
+    "graph": 2, "alert": 2, "lognames": 3,
+}  # fmt: skip
+_reported: set[tuple[str, int]] = set()
+
+
+def decode_record(path: Path, seq: int, kind: str, payload: bytes) -> list[Any] | None:
+    """The items of one record, or None for a record that cannot be decoded (said once per record).
+
+    A record that is not a list of items of its kind's shape is damaged (or crafted): it is reported with
+    the run, the record and the reason, and skipped; the records around it are read as usual.
+    """
+    try:
+        items = unpack(payload)
+        fields = _FIELDS.get(kind)
+        if fields is not None:
+            for item in items:
+                if not isinstance(item, (list, tuple)) or len(item) != fields:
+                    raise StoreError(f"an item is not a {kind} item: {str(item)[:80]}")
+    except StoreError as exc:
+        if (str(path), seq) not in _reported:
+            _reported.add((str(path), seq))
+            logger.warning(
+                "mlop: run %s: record %d (%s) cannot be read and is skipped: %s", path.parent, seq, kind, exc
+            )
+        return None
+    return items
 
 
 class Store:
@@ -170,7 +208,18 @@ class Store:
     # -- reading -------------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+        """The run's meta values; one that cannot be decoded is said once and left out."""
+        out: dict[str, Any] = {}
+        for key, value in self._db.execute("SELECT key, value FROM meta"):
+            try:
+                out[key] = json.loads(value)
+            except (TypeError, ValueError) as exc:
+                if (str(self.path), -1) not in _reported:
+                    _reported.add((str(self.path), -1))
+                    logger.warning(
+                        "mlop: run %s: meta value %r cannot be read: %s", self.path.parent, key, exc
+                    )
+        return out
 
     def records(self, kinds: Sequence[str] | None = None, after_seq: int = 0) -> Iterator[Record]:
         """Yield ``(seq, kind, items)`` in write order, optionally only some kinds and after a seq."""
@@ -179,7 +228,7 @@ class Store:
                 "SELECT seq, kind, payload FROM records WHERE seq > ? ORDER BY seq", (after_seq,)
             )
             for seq, kind, payload in cur:
-                yield seq, kind, unpack(payload)
+                yield seq, kind, decode_record(self.path, seq, kind, payload) or []
             return
         # One query per kind walks the (kind, seq) index in order; a single "kind IN (...)" query would
         # make SQLite sort every matching payload first. Merge the per-kind streams by seq instead.
@@ -191,7 +240,7 @@ class Store:
             "SELECT seq, payload FROM records WHERE kind = ? AND seq > ? ORDER BY seq", (kind, after_seq)
         )
         for seq, payload in cur:
-            yield seq, kind, unpack(payload)
+            yield seq, kind, decode_record(self.path, seq, kind, payload) or []
 
     def last_seq(self) -> int:
         row = self._db.execute("SELECT MAX(seq) FROM records").fetchone()

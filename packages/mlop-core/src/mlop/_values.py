@@ -10,9 +10,26 @@ import math
 import types
 from collections.abc import Mapping
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["flatten", "jsonable", "wire_number"]
+__all__ = [
+    "MAX_KEY",
+    "MAX_STEP",
+    "flatten",
+    "has_surrogate",
+    "jsonable",
+    "key_problem",
+    "number_problem",
+    "wire_number",
+]
+
+#: The longest key a server takes (characters).
+MAX_KEY: Final = 512
+#: The largest step (and time in milliseconds) a server takes: a signed 64-bit integer.
+MAX_STEP: Final = 2**63 - 1
+#: The largest int that a float (and so the protocol's numbers) can hold.
+MAX_INT: Final = int(1.7976931348623157e308)
+_MAX_DEPTH: Final = 32
 
 
 def flatten(data: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
@@ -27,6 +44,33 @@ def flatten(data: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (a code point no UTF-8 text, and so no server, can hold)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def key_problem(key: str) -> str | None:
+    """Why a server would refuse ``key`` as a logged key, or None when it takes it."""
+    if not key:
+        return "an empty key"
+    if len(key) > MAX_KEY:
+        return f"a key longer than {MAX_KEY} characters"
+    if has_surrogate(key):
+        return "a key with a lone surrogate (not valid Unicode text)"
+    return None
+
+
+def number_problem(value: int | float) -> str | None:
+    """Why a server would refuse a number, or None: an int beyond the range of a float."""
+    if type(value) is not float and not -MAX_INT <= value <= MAX_INT:
+        return "an integer beyond the range of a float"
+    return None
+
+
 def wire_number(value: float | int) -> float | int | str:
     """A number as the protocol sends it: a non-finite float becomes "NaN", "Infinity" or "-Infinity"."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -36,34 +80,61 @@ def wire_number(value: float | int) -> float | int | str:
     return value
 
 
-def jsonable(value: Any, _depth: int = 0) -> Any:
+def jsonable(value: Any, _depth: int = 0, problems: list[str] | None = None) -> Any:
     """Convert a config value into something ``json.dumps`` takes, never raising.
 
     Numpy and torch scalars become numbers, paths and enums their value, dataclasses and mappings dicts,
-    sets and tuples lists, dates ISO strings; anything else its ``repr``.
+    sets and tuples lists, dates ISO strings; anything else its ``repr``. What a server cannot take is
+    turned into text and said in ``problems`` (when given): an integer beyond the range of a float, a
+    container that holds itself, nesting deeper than 32 levels.
     """
-    if _depth > 32:
-        return repr(value)
+    return _jsonable(value, _depth, problems if problems is not None else [], set())
+
+
+def _jsonable(value: Any, depth: int, problems: list[str], path: set[int]) -> Any:
+    if depth > _MAX_DEPTH:
+        problems.append(f"nesting deeper than {_MAX_DEPTH} levels (kept as text)")
+        return f"<{type(value).__name__} nested deeper than {_MAX_DEPTH} levels>"
     if isinstance(value, enum.Enum):  # first: a str or int enum (peft's PeftType) must not stay an enum
-        return jsonable(value.value, _depth + 1)
-    if value is None or isinstance(value, (bool, str)):
+        return _jsonable(value.value, depth + 1, problems, path)
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _text(value, problems)
     if isinstance(value, int):
-        return int(value)
+        number = int(value)
+        if number_problem(number):
+            problems.append("an integer beyond the range of a float (kept as text)")
+            return str(number)
+        return number
     if isinstance(value, float):
         return float(value)
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
+    if id(value) in path:
+        problems.append("a value that holds itself (a cycle, kept as text)")
+        return f"<cycle: {type(value).__name__}>"
+    path.add(id(value))
+    try:
+        return _container(value, depth, problems, path)
+    finally:
+        path.discard(id(value))
+
+
+def _container(value: Any, depth: int, problems: list[str], path: set[int]) -> Any:
+    def inner(v: Any) -> Any:
+        return _jsonable(v, depth + 1, problems, path)
+
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name), _depth + 1) for f in dataclasses.fields(value)}
+        return {f.name: inner(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v, _depth + 1) for k, v in value.items()}
+        return {_text(str(k), problems): inner(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v, _depth + 1) for v in value]
+        return [inner(v) for v in value]
     if isinstance(value, (set, frozenset)):
-        items = [jsonable(v, _depth + 1) for v in value]
+        items = [inner(v) for v in value]
         try:
             return sorted(items)
         except TypeError:
@@ -73,15 +144,29 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     item = getattr(value, "item", None)
     if callable(item):
         try:
-            return jsonable(item(), _depth + 1)
+            return inner(item())
         except Exception:  # broad: .item() of a foreign object may raise anything; fall back to repr
             pass
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
         try:
-            return jsonable(tolist(), _depth + 1)
+            return inner(tolist())
         except Exception:  # broad: as above
             pass
     if isinstance(value, (argparse.Namespace, types.SimpleNamespace)):
-        return {str(k): jsonable(v, _depth + 1) for k, v in vars(value).items()}
-    return repr(value)
+        return {str(k): inner(v) for k, v in vars(value).items()}
+    return _repr(value)
+
+
+def _text(value: str, problems: list[str]) -> str:
+    if has_surrogate(value):
+        problems.append("text with a lone surrogate (replaced by U+FFFD)")
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return str(value)
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # broad: a foreign __repr__ may raise anything (RecursionError among them)
+        return f"<{type(value).__name__}>"

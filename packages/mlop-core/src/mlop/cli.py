@@ -65,9 +65,11 @@ def _version_text() -> str:
 
 def _rows(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     from mlop._reader import open_run
+    from mlop._values import wire_number
 
     with open_run(args.run_dir) as run:
-        yield from run.metrics(args.key)
+        for row in run.metrics(args.key):  # NaN and the infinities as the protocol writes them: valid JSON
+            yield {**row, "value": wire_number(row["value"])}
         yield from run.data(args.key)
 
 

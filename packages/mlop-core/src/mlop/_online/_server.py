@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 import httpx
 
 from mlop._exceptions import AuthError, ServerError
+from mlop._headers import encode_header_value
 from mlop._version import __version__
 
 __all__ = ["Abandoned", "Base", "Secret", "ServerInterface", "Transient", "is_transient_status"]
@@ -168,9 +169,9 @@ class ServerInterface:
         if self.run_id is not None:
             headers["X-Run-Id"] = str(self.run_id)
         if self.run_name is not None:
-            headers["X-Run-Name"] = self.run_name
+            headers["X-Run-Name"] = encode_header_value(self.run_name)
         if self.project is not None:
-            headers["X-Project-Name"] = self.project
+            headers["X-Project-Name"] = encode_header_value(self.project)
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         return headers
