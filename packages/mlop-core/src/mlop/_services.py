@@ -147,6 +147,6 @@ def _start_console(op: Op, redactor: Redactor, rank: RankInfo | None) -> Service
         writer.add("logs", (when, number, level, tag + message))
 
     capture = ConsoleCapture(
-        emit, redactor.text, fd=op.settings.console_fd, first_line=first, line_step=stride
+        emit, redactor.lines(), fd=op.settings.console_fd, first_line=first, line_step=stride
     )
     return capture.start()

@@ -307,5 +307,5 @@ def git_info(where: Path, redactor: Redactor, *, diff: bool = False) -> dict[str
     if rest and rest[0] is not None:
         text = rest[0]
         out["diff_truncated"] = len(text) > _MAX_DIFF
-        out["diff"] = "\n".join(redactor.text(line) for line in text[:_MAX_DIFF].split("\n"))
+        out["diff"] = redactor.text(text[:_MAX_DIFF])
     return out
