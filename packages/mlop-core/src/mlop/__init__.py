@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from mlop import _runs
 from mlop._exceptions import (
     AuthError,
     ConfigError,
@@ -25,7 +26,6 @@ from mlop._loggable import Loggable
 from mlop._op import Op
 from mlop._rank import RankInfo
 from mlop._reader import RunReader, list_runs, open_run
-from mlop._runs import ops
 from mlop._settings import Settings
 from mlop._version import __version__
 from mlop.hookspecs import hookimpl
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from mlop._data import Artifact, Audio, File, Graph, Histogram, Image, Table, Text, Video
 
 Run = Op
+#: The process's live runs, newest last (the same list as the registry's, typed as the runs init() returns).
+ops = cast("list[Op]", _runs.ops)
 
 __all__ = [
     "Artifact",

@@ -14,7 +14,7 @@ from mlop._plugins import get_plugin_manager
 from mlop._rank import RankInfo, rank_from_environ
 
 if TYPE_CHECKING:
-    from mlop._op import Op
+    from mlop._types import Run
 
 __all__ = ["add_commands", "convert", "graph", "rank", "run_finished", "run_started", "watch"]
 
@@ -30,14 +30,14 @@ def rank() -> RankInfo:
     return out if isinstance(out, RankInfo) else rank_from_environ()
 
 
-def run_started(run: Op) -> None:
+def run_started(run: Run) -> None:
     try:
         get_plugin_manager().hook.mlop_run_started(run=run)
     except Exception:  # broad: a plugin's fault must not stop the run
         logger.exception("an mlop plugin failed in mlop_run_started")
 
 
-def run_finished(run: Op, status: str) -> None:
+def run_finished(run: Run, status: str) -> None:
     try:
         get_plugin_manager().hook.mlop_run_finished(run=run, status=status)
     except Exception:  # broad: a plugin's fault must not stop the finish
@@ -52,7 +52,7 @@ def convert(value: Any) -> Any | None:
         return None
 
 
-def watch(run: Op, model: Any, log: str | None, log_freq: int, log_graph: bool, bins: int) -> Any | None:
+def watch(run: Run, model: Any, log: str | None, log_freq: int, log_graph: bool, bins: int) -> Any | None:
     return get_plugin_manager().hook.mlop_watch(
         run=run, model=model, log=log, log_freq=log_freq, log_graph=log_graph, bins=bins
     )

@@ -8,7 +8,7 @@ import re
 import string
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mlop import _hooks, _runs
 from mlop._exceptions import ConfigError, NoRunError, RunExistsError
@@ -100,7 +100,7 @@ def init(
     rank = _hooks.rank() if resolved.run_mode != "disabled" else None
     if rank is None or (rank.rank != 0 and not resolved.shared):
         noop = NoopOp(resolved, config_dict, tag_list)
-        _runs.register(noop)  # type: ignore[arg-type]
+        _runs.register(noop)
         return noop  # type: ignore[return-value]
 
     _check_name("project", resolved.project)
@@ -183,7 +183,7 @@ def _config_dict(config: Any) -> dict[str, Any]:
 def _newest(call: str) -> Op:
     if not _runs.ops:
         raise NoRunError(f"mlop.{call}() needs a run: call mlop.init() first")
-    return _runs.ops[-1]
+    return cast("Op", _runs.ops[-1])  # the registry holds what init() registered
 
 
 def log(

@@ -36,7 +36,7 @@ class NoopOp:
     def finish(self, code: int | None = None) -> None:
         from mlop import _runs
 
-        _runs.forget(self)  # type: ignore[arg-type]
+        _runs.forget(self)
 
     def _end(self, status: str, metadata: object) -> None:
         self.finish()

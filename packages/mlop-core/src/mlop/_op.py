@@ -6,7 +6,6 @@ import copy
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -15,6 +14,7 @@ from typing import Any, Final
 from mlop import _hooks
 from mlop._loggable import Loggable, MediaSink
 from mlop._settings import Settings
+from mlop._status import exception_status
 from mlop._store import Store
 from mlop._values import flatten, jsonable
 from mlop._writer import Writer
@@ -43,30 +43,6 @@ def _tag_list(tags: str | Iterable[str] | None) -> list[str]:
     if isinstance(tags, str):
         return [tags]
     return [str(t) for t in tags]
-
-
-def error_metadata(
-    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-) -> dict[str, Any]:
-    """The protocol's error description of an exception (statusMetadata)."""
-    frames = [
-        {"filename": f.filename, "lineno": f.lineno, "name": f.name, "line": f.line}
-        for f in traceback.extract_tb(tb)
-    ]
-    return {
-        "type": exc_type.__name__,
-        "message": str(exc),
-        "frames": frames,
-        "trace": "".join(traceback.format_exception(exc_type, exc, tb)),
-    }
-
-
-def exception_status(
-    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-) -> tuple[str, dict[str, Any]]:
-    """How an exception ends a run: TERMINATED for Ctrl-C, FAILED for anything else, with its description."""
-    status = "TERMINATED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-    return status, error_metadata(exc_type, exc, tb)
 
 
 class Op:

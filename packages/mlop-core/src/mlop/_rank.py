@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 
+from mlop._types import RankInfo
 from mlop.hookspecs import hookimpl
 
 __all__ = ["RankInfo", "rank_from_environ"]
-
-
-@dataclasses.dataclass(frozen=True)
-class RankInfo:
-    """A process's place in a distributed job."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
 
 
 def _int(environ: Mapping[str, str], *names: str) -> int | None:

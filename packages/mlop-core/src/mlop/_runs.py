@@ -16,35 +16,46 @@ import signal
 import sys
 import threading
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from mlop._op import Op
+from mlop._status import exception_status
 
-__all__ = ["forget", "install_handlers", "ops", "register"]
+__all__ = ["LiveRun", "forget", "install_handlers", "ops", "register"]
 
 logger = logging.getLogger("mlop")
 
-ops: list[Op] = []
+
+class LiveRun(Protocol):
+    """What the registry needs of a run (:class:`mlop.Run`, or the no-op run of other ranks)."""
+
+    _forked: bool
+    _closed: bool
+
+    def finish(self, code: int | None = None) -> None: ...
+
+    def _end(self, status: str, metadata: dict[str, Any] | None) -> None: ...
+
+
+ops: list[LiveRun] = []
 _installed = False
 _lock = threading.Lock()
 _previous_excepthook: Any = None
 _previous_sigterm: Any = None
 
 
-def register(op: Op) -> None:
+def register(op: LiveRun) -> None:
     with _lock:
         ops.append(op)
     install_handlers()
 
 
-def forget(op: Op) -> None:
+def forget(op: LiveRun) -> None:
     with _lock:
         if op in ops:
             ops.remove(op)
 
 
-def _live() -> list[Op]:
+def _live() -> list[LiveRun]:
     with _lock:
         return list(reversed(ops))
 
@@ -69,8 +80,6 @@ def install_handlers() -> None:
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    from mlop._op import exception_status
-
     status, metadata = exception_status(exc_type, exc, tb)
     for op in _live():
         op._end(status, metadata)

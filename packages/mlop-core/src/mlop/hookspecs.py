@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from mlop._op import Op
-    from mlop._rank import RankInfo
+    from mlop._types import RankInfo, Run
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -48,7 +47,7 @@ def mlop_rank() -> RankInfo | None:
 
 
 @hookspec
-def mlop_run_started(run: Op) -> None:
+def mlop_run_started(run: Run) -> None:
     """A run was created and is ready to log.
 
     Called by ``init()`` once the run's store is open, on the process that owns the run. Implemented by
@@ -57,7 +56,7 @@ def mlop_run_started(run: Op) -> None:
 
 
 @hookspec
-def mlop_run_finished(run: Op, status: str) -> None:
+def mlop_run_finished(run: Run, status: str) -> None:
     """A run ended with ``status`` (COMPLETED, FAILED, TERMINATED or CANCELLED).
 
     Called by ``finish()`` after the final records were written, once per run. Implemented by integrations
@@ -87,7 +86,9 @@ def mlop_convert(value: Any) -> Any | None:
 
 
 @hookspec(firstresult=True)
-def mlop_watch(run: Op, model: Any, log: str | None, log_freq: int, log_graph: bool, bins: int) -> Any | None:
+def mlop_watch(
+    run: Run, model: Any, log: str | None, log_freq: int, log_graph: bool, bins: int
+) -> Any | None:
     """Attach gradient and parameter hooks to ``model`` for ``run``.
 
     Called by ``run.watch``. Implemented by integrations that recognise the model's type.

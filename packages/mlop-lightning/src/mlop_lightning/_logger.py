@@ -13,8 +13,8 @@ from typing import Any, Final, Literal
 
 import mlop
 from mlop import _hooks
-from mlop._op import exception_status
 from mlop._settings import resolve_settings
+from mlop._status import exception_status
 from mlop_lightning._checkpoints import CheckpointTracker
 from mlop_lightning._compat import NoopRun, global_rank, logger_base
 from mlop_lightning._params import to_config

@@ -171,7 +171,7 @@ def _import_one(
 ) -> ImportResult:
     import mlop
     from mlop._init import run_directory
-    from mlop._op import error_metadata
+    from mlop._status import error_metadata
     from mlop._store import STORE_FILE
 
     files = _event_files(folder)

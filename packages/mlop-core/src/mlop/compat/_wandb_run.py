@@ -424,7 +424,7 @@ class Run:
         if exc_type is None or exc is None:
             self.finish()
             return
-        from mlop._op import exception_status
+        from mlop._status import exception_status
 
         status, metadata = exception_status(exc_type, exc, tb)
         self._end(lambda: self._op._end(status, metadata))

@@ -358,7 +358,7 @@ def _patched(name: str, original: Any) -> Any:
         @functools.wraps(original)
         def exit_(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
             if exc is not None:
-                from mlop._op import exception_status
+                from mlop._status import exception_status
 
                 _finish(self, *exception_status(exc_type, exc, tb))
             return original(self, exc_type, exc, tb)
