@@ -19,10 +19,12 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(
     """
+    import os
     import sys
 
     import torch
-    from lightning.pytorch import LightningModule, Trainer
+    from lightning.pytorch import Callback, LightningModule, Trainer
+    from lightning.pytorch.loggers.logger import DummyExperiment
     from torch.utils.data import DataLoader, TensorDataset
 
     from mlop_lightning import MlopLogger
@@ -45,7 +47,24 @@ SCRIPT = textwrap.dedent(
             return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
+    class Contract(Callback):
+        # What Lightning's own logger tests demand of every logger in a 2-process job.
+
+        def setup(self, trainer, pl_module, stage):
+            if trainer.global_rank == 0:  # the experiment exists once Lightning has set up
+                assert trainer.logger._run is not None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            experiment = trainer.logger.experiment
+            if trainer.is_global_zero:
+                assert not isinstance(experiment, DummyExperiment)
+            else:
+                assert isinstance(experiment, DummyExperiment)
+                assert pl_module.logger.experiment.anything(key="value") is None
+
+
     if __name__ == "__main__":
+        before = dict(os.environ)
         out, strategy, shared = sys.argv[1], sys.argv[2], sys.argv[3] == "shared"
         x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
         data = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=8)
@@ -63,8 +82,11 @@ SCRIPT = textwrap.dedent(
             enable_progress_bar=False,
             enable_model_summary=False,
             default_root_dir=out,
+            callbacks=[Contract()],
         )
         trainer.fit(Tiny(), data)
+        leaked = {k: v for k, v in os.environ.items() if k.startswith("MLOP") and before.get(k) != v}
+        assert not leaked, leaked
         # In ddp_spawn this is the main process, whose trainer did not train; in ddp, each rank prints.
         print("VERSION", logger.version)
     """
@@ -87,7 +109,7 @@ def test_two_cpu_processes_make_one_run(tmp_path: Path, strategy: str, shared: b
     assert out.returncode == 0, out.stderr[-4000:]
     words = out.stdout.split()
     versions = {words[i + 1] for i, word in enumerate(words) if word == "VERSION"}
-    assert len(versions) == 1  # every rank's logger names the same run
+    assert len(versions) == 1  # every rank's logger names the same run (rank 0's, by broadcast)
     (version,) = versions
     global_step = 8  # 64 samples, 2 ranks, batches of 8, 2 epochs
 

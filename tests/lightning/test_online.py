@@ -78,7 +78,7 @@ def test_fit_and_test_arrive_on_the_server(
     assert keys["model"] == "ARTIFACT" and keys["train/loss"] == "METRIC"
     (checkpoint,) = api.get(f"/api/runs/{listed['id']}/files", params={"key": "model"}).json()
     assert checkpoint["fileType"] == "ckpt" and checkpoint["uploaded"]
-    local = Path(logger.log_dir) / "checkpoints" / checkpoint["caption"]
+    local = Path(logger.save_dir) / "lit-online" / logger.version / "checkpoints" / checkpoint["caption"]
     assert api.get(checkpoint["url"]).content == local.read_bytes()
 
 

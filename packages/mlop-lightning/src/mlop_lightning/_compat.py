@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
-__all__ = ["NoopRun", "global_rank", "logger_base"]
+__all__ = ["NoopRun", "agree_with_rank_zero", "dummy_experiment", "global_rank", "logger_base"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,39 @@ def logger_base() -> type[Any]:
             "mlop-lightning needs Lightning: pip install 'mlop-lightning[lightning]'", name="lightning"
         ) from None
     return LegacyLogger
+
+
+def dummy_experiment(base: type[Any]) -> Any:
+    """Lightning's ``DummyExperiment`` of the namespace ``base`` (a Logger class) comes from.
+
+    Lightning's loggers return it from ``experiment`` on ranks other than 0 (``rank_zero_experiment``), and
+    code written for them checks for it; every attribute is a method that does nothing.
+    """
+    module = sys.modules[base.__module__]
+    dummy = getattr(module, "DummyExperiment", None)
+    if dummy is None:  # pragma: no cover - both namespaces export it from their logger module
+        return NoopRun()
+    return dummy()
+
+
+def agree_with_rank_zero(value: str) -> str | None:
+    """Rank 0's ``value``, sent to every rank by a broadcast of the default process group.
+
+    A collective call: every rank of the group must make it at the same point (Lightning reads every
+    logger's ``experiment`` on every rank while it sets up, which is where the logger calls this).
+
+    Returns:
+        Rank 0's value; None when there is no process group of more than one process.
+    """
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - Lightning depends on torch
+        return None
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+        return None
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
 
 
 def global_rank() -> int:

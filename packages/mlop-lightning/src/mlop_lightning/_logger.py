@@ -7,6 +7,7 @@ import os
 import secrets
 import string
 import sys
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -16,7 +17,7 @@ from mlop import _hooks
 from mlop._settings import resolve_settings
 from mlop._status import exception_status
 from mlop_lightning._checkpoints import CheckpointTracker
-from mlop_lightning._compat import NoopRun, global_rank, logger_base
+from mlop_lightning._compat import agree_with_rank_zero, dummy_experiment, global_rank, logger_base
 from mlop_lightning._params import to_config
 
 __all__ = ["MLOPLogger", "MlopLogger"]
@@ -24,9 +25,8 @@ __all__ = ["MLOPLogger", "MlopLogger"]
 logger = logging.getLogger(__name__)
 
 _ID_ALPHABET: Final = string.ascii_lowercase + string.digits
-#: The run id a Lightning ``ddp`` launcher process hands to the copies of the script it starts for the other
-#: local ranks (they inherit its environment), so every rank's logger names the same run.
-RUN_ID_VARIABLE: Final = "MLOP_LIGHTNING_RUN_ID"
+#: The project of a logger given none, as for Lightning's other loggers.
+DEFAULT_PROJECT: Final = "lightning_logs"
 _COMPLETED: Final = frozenset({"success"})
 _FAILED: Final = frozenset({"failed"})
 
@@ -35,10 +35,13 @@ def _new_run_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
-def _launched_rank() -> bool:
-    """Whether this process is a local rank other than 0, started by a launcher (Lightning, torchrun)."""
-    local = os.environ.get("LOCAL_RANK", "").strip()
-    return local not in ("", "0")
+def _project_set_elsewhere(settings: Any) -> bool:
+    """Whether the project comes from the environment or from ``settings`` rather than the default."""
+    if os.environ.get("MLOP_PROJECT"):
+        return True
+    if isinstance(settings, Mapping):
+        return settings.get("project") is not None
+    return settings is not None and settings.project != mlop.Settings().project
 
 
 def _records(run: Any) -> bool:
@@ -89,94 +92,112 @@ def _array(value: Any) -> Any:
 class MlopLogger(logger_base()):  # type: ignore[misc]
     """Log a Lightning run to mlop: ``Trainer(logger=MlopLogger(project="x"))``.
 
-    The run is created on first use, on global rank 0 only, so the logger can be pickled before it exists
-    (``ddp_spawn``) and other ranks never create one; there :attr:`experiment` is an object whose methods do
-    nothing. With the ``shared=True`` setting every rank attaches to the one run (for its own system
-    metrics) while rank 0 records what is logged. Each ``fit``, ``validate`` or ``test`` ends the run
-    (Lightning calls :meth:`finalize`) with its status; the next one continues the same run.
+    The logger follows the contract of Lightning's own loggers: ``save_dir`` is the folder given, ``name``
+    the project (``lightning_logs`` unless one is given), ``version`` the run id, ``experiment`` the
+    :class:`mlop.Run` on global rank 0 and Lightning's ``DummyExperiment`` on every other rank, metric keys
+    prefixed with ``prefix`` and :attr:`LOGGER_JOIN_CHAR`. The run is created on first use of
+    ``experiment``, on global rank 0 only, so the logger can be pickled before it exists (``ddp_spawn``).
+    When Lightning sets up a distributed job, every rank takes rank 0's run id (a broadcast of the
+    strategy's process group), so ``version`` agrees everywhere. With the ``shared=True`` setting every
+    rank also attaches to the run to record its own system metrics. Each ``fit``, ``validate`` or ``test``
+    ends the run (Lightning calls :meth:`finalize`) with its status; the next one continues the same run.
+    A logger that is never finalized ends its run (COMPLETED) when it is garbage-collected or the process
+    exits, so no mlop thread outlives it.
 
     Args:
-        project: the mlop project; Lightning's :attr:`name`.
-        name: the run's display name.
-        config: the run's starting config; Lightning's hyperparameters are merged into it.
-        tags: one tag or a list.
-        dir: the folder under which ``.mlop/<project>/<run id>/`` is made (default: ``MLOP_DIR`` or the
-            working directory). Checkpoints go to ``<run directory>/checkpoints`` unless the
-            ``ModelCheckpoint`` has its own ``dirpath``.
-        settings: a :class:`mlop.Settings` or a dict of settings.
-        run_id: the run's id (its external id on the server); by default a new random one, drawn when
-            the logger is made, so every copy of the logger (``ddp_spawn``) and every rank Lightning's
-            ``ddp`` launcher starts names the same run.
+        save_dir: the folder under which mlop keeps its files (``<save_dir>/.mlop/<project>/<run id>/``);
+            default ``MLOP_DIR`` or the working directory.
+        name: the run's display name (default: its id).
+        version: the run's id (its external id on the server); a new random one by default. Give the id of
+            an existing run together with ``resume=True`` to continue it.
+        log_dir: another name for ``save_dir`` (``dir`` is one too).
+        project: the mlop project, which Lightning calls the experiment's :attr:`name` (default
+            ``MLOP_PROJECT``, else ``"lightning_logs"``).
+        offline: keep the run on this machine only (``mode="offline"``); ``mlop sync`` uploads it later.
         log_model: log checkpoints as artifacts: ``True`` the final ones when training ends, ``"all"``
             each one when it is saved, ``False`` none.
-        prefix: put before every metric key, joined with ``/``.
+        prefix: put before every metric key, joined with :attr:`LOGGER_JOIN_CHAR` (``"-"``).
         checkpoint_name: the key the checkpoints are logged under (default ``"model"``).
-        op: an existing run to log to instead of creating one; the logger never finishes it.
-        **init_kwargs: any other argument of :func:`mlop.init` (``mode="offline"``, ``host=...``,
-            ``resume=True``).
+        experiment: an existing run to log to instead of creating one; the logger never ends it.
+        config: the run's starting config; Lightning's hyperparameters are merged into it.
+        tags: one tag or a list.
+        settings: a :class:`mlop.Settings` or a dict of settings.
+        **kwargs: any other argument of :func:`mlop.init` (``host=...``, ``resume=True``, ``shared=True``).
 
     Raises:
-        ValueError: ``log_model`` is not True, False or ``"all"``.
+        ValueError: ``log_model`` is not True, False or ``"all"``, or ``offline`` contradicts ``mode``.
         mlop.ConfigError: an unknown or malformed setting.
     """
 
+    #: What joins ``prefix`` to a metric key, as in Lightning's own loggers.
+    LOGGER_JOIN_CHAR: Final = "-"
+
     def __init__(
         self,
-        project: str | None = None,
+        save_dir: str | os.PathLike[str] | None = None,
         name: str | None = None,
-        config: Mapping[str, Any] | Any | None = None,
-        tags: str | Sequence[str] | None = None,
-        dir: str | os.PathLike[str] | None = None,
-        settings: mlop.Settings | Mapping[str, Any] | None = None,
-        run_id: str | None = None,
+        version: str | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
+        project: str | None = None,
+        offline: bool = False,
         log_model: bool | Literal["all"] = False,
         prefix: str = "",
         checkpoint_name: str | None = None,
-        op: mlop.Run | None = None,
-        **init_kwargs: Any,
+        experiment: mlop.Run | None = None,
+        config: Mapping[str, Any] | Any | None = None,
+        tags: str | Sequence[str] | None = None,
+        settings: mlop.Settings | Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         if log_model not in (True, False, "all"):
             raise ValueError(f"log_model must be True, False or 'all', not {log_model!r}")
-        if "save_dir" in init_kwargs:
-            saved = init_kwargs.pop("save_dir")
-            dir = dir if dir is not None else saved
-        self._resume = bool(init_kwargs.pop("resume", False))
-        keywords = {"project": project, "name": name, "run_id": run_id, **init_kwargs}
-        if dir is not None:
-            keywords["dir"] = os.fspath(dir)
+        # The names of earlier releases (and of mlop.init): dir, run_id, op.
+        folder = next((d for d in (save_dir, log_dir, kwargs.pop("dir", None)) if d is not None), None)
+        version = version if version is not None else kwargs.pop("run_id", None)
+        kwargs.pop("run_id", None)
+        experiment = experiment if experiment is not None else kwargs.pop("op", None)
+        kwargs.pop("op", None)
+        if offline:
+            if kwargs.get("mode", "offline") != "offline":
+                raise ValueError(f"offline=True contradicts mode={kwargs['mode']!r}")
+            kwargs["mode"] = "offline"
+        self._resume = bool(kwargs.pop("resume", False))
+        if project is None and not _project_set_elsewhere(settings):
+            project = DEFAULT_PROJECT
+        keywords = {"project": project, "name": name, "run_id": version, **kwargs}
+        if folder is not None:
+            keywords["dir"] = os.fspath(folder)
         resolved = resolve_settings(keywords, settings)
         self._project: str = resolved.project
         self._run_name = name
         self._root = Path(resolved.dir).expanduser() if resolved.dir else Path.cwd()
         # A drawn id is this logger's own: if its run exists, a copy of this logger made it (ddp_spawn).
         self._own_id = resolved.run_id is None
-        if resolved.run_id is not None:
-            self._run_id: str = resolved.run_id
-        elif _launched_rank():
-            self._run_id = os.environ.get(RUN_ID_VARIABLE) or _new_run_id()
-        else:
-            self._run_id = _new_run_id()
-            os.environ[RUN_ID_VARIABLE] = self._run_id
+        self._run_id: str = resolved.run_id if resolved.run_id is not None else _new_run_id()
+        self._agreed = False  # the ranks of a process group took rank 0's id
         self._shared = resolved.shared
         self._disabled = resolved.run_mode == "disabled"
         self._config = to_config(config) if config is not None else None
         self._tags = [tags] if isinstance(tags, str) else None if tags is None else [str(t) for t in tags]
         self._settings = dict(settings) if isinstance(settings, Mapping) else settings
-        self._init_kwargs = init_kwargs
+        self._init_kwargs = kwargs
         self._log_model: bool | str = log_model
         self._prefix = prefix
         self._checkpoint_name = checkpoint_name or "model"
-        self._owns_run = op is None
-        if op is not None:
-            self._run_id = str(op.id)
-            self._project = str(op.project)
-            self._root = Path(op.dir).parent.parent.parent if op.dir is not None else self._root
-            self._disabled = op.dir is None
-        self._run: Any = op
-        self._noop: NoopRun | None = None
+        self._owns_run = experiment is None
+        if experiment is not None:
+            self._run_id = str(experiment.id)
+            self._own_id = False
+            self._project = str(experiment.project)
+            if experiment.dir is not None:
+                self._root = Path(experiment.dir).parent.parent.parent
+            self._disabled = experiment.dir is None
+        self._run: Any = experiment
+        self._attached: Any = None  # shared=True on a rank other than 0: this rank's attachment
         self._finalized = False  # finalize() ended the run: the next use continues it
         self._created = False  # this logger created its run once: later creations continue it
+        self._ender: weakref.finalize[Any, Any] | None = None  # ends an abandoned run (GC, exit)
         self._step: int | None = None  # the last step Lightning logged at
         self._graphs: set[int] = set()
         self._checkpoints = CheckpointTracker()
@@ -191,41 +212,42 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
 
     @property
     def version(self) -> str:
-        """The run id."""
+        """The run id (on every rank, once Lightning has set up a distributed job)."""
         return self._run_id
 
     @property
     def save_dir(self) -> str | None:
-        """``<dir>/.mlop``: under it, ``<project>/<run id>`` is the run directory (None when disabled)."""
-        return None if self._disabled else str(self._root / ".mlop")
+        """The folder given as ``save_dir`` (or the default one); None when mlop is disabled."""
+        return None if self._disabled else str(self._root)
 
     @property
     def root_dir(self) -> str | None:
-        """``<dir>/.mlop/<project>``: where the project's runs live (None when disabled)."""
-        save_dir = self.save_dir
-        return None if save_dir is None else os.path.join(save_dir, self._project)
+        """``<save_dir>/.mlop/<project>``: where the project's runs live (None when disabled)."""
+        return None if self._disabled else str(self._root / ".mlop" / self._project)
 
     @property
     def log_dir(self) -> str | None:
-        """The run directory, ``<dir>/.mlop/<project>/<run id>`` (None when disabled)."""
+        """The run directory, ``<save_dir>/.mlop/<project>/<run id>`` (None when disabled)."""
         root = self.root_dir
         return None if root is None else os.path.join(root, self._run_id)
 
     @property
     def experiment(self) -> Any:
-        """The :class:`mlop.Run` on global rank 0, created on first use; elsewhere a no-op object.
+        """The :class:`mlop.Run` on global rank 0, created on first use; Lightning's ``DummyExperiment`` on
+        other ranks (with ``shared=True`` they attach to the run for their system metrics all the same).
 
-        With ``shared=True``, other ranks get their attachment to the same run (core's shared mode).
+        Lightning reads it on every rank while it sets up; in a distributed job that is where the ranks
+        take rank 0's run id.
         """
+        self._agree()
+        if global_rank() != 0:
+            if self._shared and (self._agreed or not self._own_id):
+                self._attach()
+            return dummy_experiment(logger_base())
         run = self._run
-        if run is not None and not self._finalized:
+        if run is not None and not self._finalized and (not self._owns_run or _live(run)):
             return run
-        if self._noop is not None:
-            return self._noop
-        if global_rank() != 0 and not self._shared:
-            self._noop = NoopRun()
-            return self._noop
-        self._run = mlop.init(
+        self._run = _live_run(self.log_dir) or mlop.init(
             project=self._project,
             name=self._run_name,
             config=None if self._created else self._config,
@@ -238,7 +260,35 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         )
         self._created = True
         self._finalized = False
+        if isinstance(self._run, mlop.Run):
+            self._watch_for_abandonment(self._run)
         return self._run
+
+    def _agree(self) -> None:
+        """Take rank 0's run id, once, when a process group of several ranks exists."""
+        if self._agreed or not self._own_id or not self._owns_run:
+            return
+        agreed = agree_with_rank_zero(self._run_id)
+        if agreed is not None:
+            self._agreed = True
+            self._run_id = agreed
+
+    def _attach(self) -> None:
+        if self._attached is None:
+            self._attached = mlop.init(
+                project=self._project,
+                dir=self._root,
+                settings=self._settings,
+                run_id=self._run_id,
+                **self._init_kwargs,
+            )
+            if isinstance(self._attached, mlop.Run):
+                self._watch_for_abandonment(self._attached)
+
+    def _watch_for_abandonment(self, run: mlop.Run) -> None:
+        """End ``run`` when this logger is garbage-collected or the process exits without a finalize."""
+        if self._owns_run:
+            self._ender = weakref.finalize(self, _end_abandoned, run)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log metrics at Lightning's step, with the step itself as ``trainer/global_step``.
@@ -247,7 +297,8 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         """
         run = self.experiment
         prefix = self._prefix
-        data = {f"{prefix}/{k}": v for k, v in metrics.items()} if prefix else dict(metrics)
+        join = self.LOGGER_JOIN_CHAR
+        data = {f"{prefix}{join}{k}": v for k, v in metrics.items()} if prefix else dict(metrics)
         if step is not None:
             data["trainer/global_step"] = step
             self._step = step
@@ -300,10 +351,17 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         """End the run with the status Lightning reports, after logging the final checkpoints.
 
         ``"success"`` is COMPLETED, ``"failed"`` FAILED with the trace of the exception (TERMINATED for
-        Ctrl-C), anything else TERMINATED. A run passed as ``op`` is left running.
+        Ctrl-C), anything else TERMINATED. A run passed as ``experiment`` is left running. A run that has
+        ended already (a copy of this logger finalized it) is not ended again.
         """
+        attached, self._attached = self._attached, None
+        if attached is not None:
+            attached.finish()
         run = self._run
         if run is None or self._finalized:
+            return
+        if self._owns_run and not _live(run):
+            self._finalized = True
             return
         callbacks, self._checkpoint_callbacks = self._checkpoint_callbacks, {}
         for callback in callbacks.values():
@@ -312,6 +370,9 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
             return
         final, metadata = _lightning_status(status)
         self._finalized = True
+        if self._ender is not None:
+            self._ender.detach()
+            self._ender = None
         if final == "COMPLETED":
             run.finish()
         else:
@@ -432,16 +493,41 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
     # -- pickling (ddp_spawn) -------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        """The logger without its run: a copy in another process continues the same run id on first use."""
+        """The logger without its run: a copy continues the same run id on first use (the same run
+        object when the copy is made in the process that holds it live)."""
         state = self.__dict__.copy()
         live = isinstance(self._run, mlop.Run) and not self._finalized
         state["_created"] = self._created or live
-        state["_run"] = None
+        state["_run"] = self._run if not self._owns_run else None
+        state["_attached"] = None
+        state["_ender"] = None
         state["_graphs"] = set()
-        state["_noop"] = None
         state["_finalized"] = False
         state["_checkpoint_callbacks"] = {}
         return state
+
+
+def _live(run: Any) -> bool:
+    """Whether ``run`` has not ended (a copy of the logger, or the user, may have ended it)."""
+    return getattr(run, "status", "RUNNING") == "RUNNING"
+
+
+def _live_run(run_dir: str | None) -> Any:
+    """The live run of this process that lives in ``run_dir``, if any (a pickled copy's original's)."""
+    if run_dir is None:
+        return None
+    for op in reversed(mlop.ops):
+        if isinstance(op, mlop.Run) and op.primary and _live(op) and str(op.dir) == run_dir:
+            return op
+    return None
+
+
+def _end_abandoned(run: Any) -> None:
+    """End a run whose logger was garbage-collected (or whose process exits) without a finalize."""
+    try:
+        run.finish()
+    except Exception:  # broad: called from the garbage collector or at exit, where nothing may raise
+        logger.exception("mlop could not end the run of an abandoned logger")
 
 
 #: The original mlop client's name for the logger.
