@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ def test_mlop_cli_has_the_server_command(tmp_path: Path) -> None:
     ).stdout
     assert "ci" in listed
     assert key not in listed
-    with ServerProcess(tmp_path, admin_key="mlps_another_admin") as server:
+    with ServerProcess(tmp_path, admin_key="mlps_another_admin_key_0123") as server:
         answer = httpx.post(f"{server.url}/api/slug", headers={"Authorization": f"Bearer {key}"})
         assert answer.status_code == 200
         assert key not in server.output()
@@ -105,24 +104,6 @@ def test_downsample_keeps_each_buckets_extremes(values: list[float], max_points:
     if finite:
         assert min(finite) in kept_values
         assert max(finite) in kept_values
-
-
-def test_too_many_connections_get_503_and_the_server_stays_up(tmp_path: Path) -> None:
-    with ServerProcess(tmp_path, extra_args=["--max-connections", "3"]) as server:
-        host, port = server.url.removeprefix("http://").split(":")
-        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(3)]
-        try:
-            time.sleep(0.2)  # let the server accept them
-            with httpx.Client(base_url=server.url) as client:
-                answer = client.get("/health")
-                assert answer.status_code == 503
-        finally:
-            for sock in idle:
-                sock.close()
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{server.url}/health").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
 
 
 def test_server_process_reports_a_failed_start(tmp_path: Path) -> None:

@@ -191,8 +191,8 @@ def test_trigger_and_cancel(client: httpx.Client, server: ServerProcess, new_run
     }
     user_key = keys_cli(server, "create", "--name", "user").strip()
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {user_key}"}) as user:
-        bad(user.post(f"/api/runs/{run_id}/cancel"), 403)
-        assert user.post("/api/runs/trigger", json={"runId": run_id}).json()["status"] == "RUNNING"
+        bad(user.post(f"/api/runs/{run_id}/cancel"), 403, "another owner")
+        bad(user.post("/api/runs/trigger", json={"runId": run_id}), 403, "another owner")
     assert client.post(f"/api/runs/{run_id}/cancel").json() == {"success": True}
     assert client.post("/api/runs/trigger", json={"runId": run_id}).json()["status"] == "CANCELLED"
     assert run_of(client, run_id)["cancelRequested"] is True
@@ -376,7 +376,9 @@ def test_read_runs(client: httpx.Client, new_run: Callable[..., int]) -> None:
         "created",
         "updated",
         "externalId",
+        "owner",
     }
+    assert runs[0]["owner"] == "admin"
     assert client.get("/api/runs", params={"project": "nothing-here"}).json() == []
     bad(client.get("/api/runs"), 400, "'project'")
     bad(client.get(f"/api/runs/{10**9}"), 404)

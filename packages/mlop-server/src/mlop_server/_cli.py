@@ -3,12 +3,17 @@
 The first line the server prints on stdout is its URL (``http://HOST:PORT``), so a script that started it
 with ``--port 0`` can read where it listens. When the database has no key yet and none is given, the server
 creates an admin key and prints it once on the next line.
+
+The admin key comes from ``MLOP_SERVER_ADMIN_KEY``, from standard input (``--admin-key-stdin``, a prompt on a
+terminal) or, visible to every user of the machine in ``ps``, from ``--admin-key``. A start that fails (a
+weak key, a port taken, a bad option) creates nothing: every check runs before the data folder is touched.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import getpass
 import logging
 import os
 import socket
@@ -17,10 +22,10 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mlop_server._config import MIB, ServerConfig
-from mlop_server._errors import Conflict
+from mlop_server._errors import BadRequest, Conflict
 from mlop_server._keys import KEY_PATTERN, generate_key, hash_key, key_prefix
 
 if TYPE_CHECKING:
@@ -32,17 +37,45 @@ logger = logging.getLogger(__name__)
 
 ADMIN_KEY_ENV = "MLOP_SERVER_ADMIN_KEY"
 DEFAULT_DATA = "~/.mlop/server"
+#: The shortest admin key accepted: a guessable admin key opens every run.
+MIN_ADMIN_KEY: Final = 20
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data or DEFAULT_DATA).expanduser().resolve()
 
 
+def _given_admin_key(args: argparse.Namespace) -> str | None:
+    """The admin key from ``--admin-key``, ``--admin-key-stdin`` or the environment, checked; or None."""
+    given = os.environ.get(ADMIN_KEY_ENV) or None
+    source = ADMIN_KEY_ENV
+    if args.admin_key_stdin:
+        given = getpass.getpass("admin key: ") if sys.stdin.isatty() else sys.stdin.readline()
+        given, source = given.strip(), "--admin-key-stdin"
+    elif args.admin_key:
+        print(
+            "mlop server: warning: --admin-key shows the key to every user of this machine (ps); "
+            f"set {ADMIN_KEY_ENV} or use --admin-key-stdin",
+            file=sys.stderr,
+        )
+        given, source = args.admin_key, "--admin-key"
+    if given is None:
+        return None
+    if len(given) < MIN_ADMIN_KEY:
+        raise SystemExit(
+            f"mlop server: the admin key ({source}) must have at least {MIN_ADMIN_KEY} characters"
+        )
+    if not KEY_PATTERN.match(given):
+        raise SystemExit(
+            f"mlop server: the admin key ({source}) must look like mlps_… or mlpi_… "
+            "(letters, digits, - and _, up to 200 characters)"
+        )
+    return given
+
+
 def _ensure_admin_key(storage: SqliteStorage, given: str | None) -> str | None:
     """Make sure an admin key exists; returns a key created now (to print once), else None."""
     if given:
-        if not KEY_PATTERN.match(given):
-            raise SystemExit("mlop server: --admin-key must look like mlps_… or mlpi_… (4 to 200 characters)")
         found = storage.find_key(hash_key(given))
         if found is None:
             storage.add_key(hash_key(given), key_prefix(given), "admin", admin=True)
@@ -85,10 +118,33 @@ def _watch_parent(server: Any) -> None:
     threading.Thread(target=watch, name="mlop-server-parent-watch", daemon=True).start()
 
 
+_POSITIVE: Final = (
+    "heartbeat_timeout",
+    "max_body_mb",
+    "max_file_mb",
+    "max_uploads",
+    "max_connections",
+    "max_requests",
+    "max_pending_writes",
+    "upload_ttl",
+    "header_timeout",
+    "body_timeout",
+)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    for name in _POSITIVE:
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"mlop server: --{name.replace('_', '-')} must be above 0")
+    if args.reap_interval is not None and args.reap_interval <= 0:
+        raise SystemExit("mlop server: --reap-interval must be above 0")
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from mlop_server._app import create_app
+    from mlop_server._guard import ConnectionGuard, limit_requests
     from mlop_server._sqlite import SqliteStorage
 
     logging.basicConfig(
@@ -96,6 +152,10 @@ def _serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _check_options(args)
+    given = _given_admin_key(args)
+    sock = _bind(args.host, args.port)  # before the data folder: a port taken creates nothing
+    os.umask(0o077)  # everything the server creates is its user's only
     timeout = float(args.heartbeat_timeout)
     config = ServerConfig(
         data_dir=_data_dir(args),
@@ -107,11 +167,14 @@ def _serve(args: argparse.Namespace) -> int:
         max_file_size=int(args.max_file_mb * MIB),
         max_uploads=args.max_uploads,
         max_pending_writes=args.max_pending_writes,
+        max_requests=args.max_requests,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         upload_ttl=args.upload_ttl,
     )
     storage = SqliteStorage(config.database, max_pending=config.max_pending_writes)
-    created = _ensure_admin_key(storage, args.admin_key or os.environ.get(ADMIN_KEY_ENV))
-    sock = _bind(args.host, args.port)
+    created = _ensure_admin_key(storage, given)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"http://{shown}:{port}", flush=True)
@@ -119,13 +182,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"admin key (shown once, keep it): {created}", flush=True)
     print(f"mlop-server: data in {config.data_dir}", flush=True)
     app = create_app(config, storage)
+    guard = ConnectionGuard(config)
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            limit_requests(app, config.max_requests),
+            http=guard.protocol_class(),
             log_level="warning",
             access_log=False,
-            timeout_keep_alive=30,
-            limit_concurrency=args.max_connections,
+            timeout_keep_alive=int(config.keep_alive),
             lifespan="on",
         )
     )
@@ -138,7 +202,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> SqliteStorage:
     from mlop_server._sqlite import SqliteStorage
 
+    os.umask(0o077)
     return SqliteStorage(_data_dir(args) / "mlop-server.db")
+
+
+def _projects(args: argparse.Namespace) -> tuple[str, ...] | None:
+    if not args.projects:
+        return None
+    names = tuple(dict.fromkeys(p.strip() for item in args.projects for p in item.split(",") if p.strip()))
+    if not names:
+        raise SystemExit("mlop server keys: --projects needs at least one project name")
+    return names
 
 
 def _when(ms: int | None) -> str:
@@ -148,19 +222,28 @@ def _when(ms: int | None) -> str:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
+    projects = _projects(args)
+    if not args.name.strip():
+        raise SystemExit("mlop server keys: --name must not be empty")
     storage = _open(args)
     try:
         key = generate_key()
         try:
-            stored = storage.add_key(hash_key(key), key_prefix(key), args.name, admin=args.admin)
+            stored = storage.add_key(
+                hash_key(key), key_prefix(key), args.name, admin=args.admin, projects=projects
+            )
         except Conflict:  # pragma: no cover - 256 random bits do not collide
             print("mlop server keys: try again", file=sys.stderr)
             return 1
+        except BadRequest as exc:
+            print(f"mlop server keys: {exc.message}", file=sys.stderr)
+            return 2
     finally:
         storage.close()
     print(key)
+    scope = f"; projects: {', '.join(projects)}" if projects else ""
     print(
-        f"key {stored.id} ({args.name}{', admin' if stored.admin else ''}); shown once, keep it",
+        f"key {stored.id} (owner {args.name}{', admin' if stored.admin else ''}{scope}); shown once, keep it",
         file=sys.stderr,
     )
     return 0
@@ -172,9 +255,17 @@ def _keys_list(args: argparse.Namespace) -> int:
         keys = storage.list_keys()
     finally:
         storage.close()
-    rows = [("ID", "PREFIX", "NAME", "ADMIN", "CREATED", "REVOKED")]
+    rows = [("ID", "PREFIX", "NAME", "ADMIN", "PROJECTS", "CREATED", "REVOKED")]
     rows += [
-        (str(k.id), k.prefix + "…", k.name, "yes" if k.admin else "no", _when(k.created), _when(k.revoked))
+        (
+            str(k.id),
+            k.prefix + "…",
+            k.name,
+            "yes" if k.admin else "no",
+            "*" if k.projects is None else ",".join(k.projects),
+            _when(k.created),
+            _when(k.revoked),
+        )
         for k in keys
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -200,10 +291,18 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 def add_server_parser(parser: argparse.ArgumentParser) -> None:
     """Add the server's options and its ``keys`` sub-commands to ``parser``."""
+    parser.allow_abbrev = False  # `keys create --admin` must not read as a prefix of `--admin-key`
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=3001, help="port; 0 picks a free one (default: 3001)")
     parser.add_argument("--data", default=None, help=f"database and files folder (default: {DEFAULT_DATA})")
-    parser.add_argument("--admin-key", default=None, help=f"the admin key to create (or ${ADMIN_KEY_ENV})")
+    parser.add_argument(
+        "--admin-key",
+        default=None,
+        help=f"the admin key to create; visible to other users in ps: prefer ${ADMIN_KEY_ENV}",
+    )
+    parser.add_argument(
+        "--admin-key-stdin", action="store_true", help="read the admin key from standard input (a prompt)"
+    )
     parser.add_argument("--org", default="local", help="organization slug (default: local)")
     parser.add_argument("--public-url", default=None, help="base URL for links (default: the one asked)")
     parser.add_argument(
@@ -213,8 +312,20 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MiB")
     parser.add_argument("--max-file-mb", type=float, default=5120.0, help="largest upload in MiB")
     parser.add_argument("--max-uploads", type=int, default=16, help="uploads at once before 429")
-    parser.add_argument("--max-connections", type=int, default=512, help="connections at once before 503")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=2048,
+        help="open connections; slow and idle ones go first above",
+    )
+    parser.add_argument("--max-requests", type=int, default=256, help="requests handled at once before 503")
     parser.add_argument("--max-pending-writes", type=int, default=1024, help="writes waiting before 503")
+    parser.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds, in all, for a request line and headers"
+    )
+    parser.add_argument(
+        "--body-timeout", type=float, default=60.0, help="seconds a body may pause (and its base deadline)"
+    )
     parser.add_argument("--upload-ttl", type=int, default=3600, help="seconds an upload URL is valid")
     parser.add_argument(
         "--exit-with-parent", action="store_true", help="stop when the process that started the server ends"
@@ -230,8 +341,11 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
         "--data", default=argparse.SUPPRESS, help=f"the server's folder (default: {DEFAULT_DATA})"
     )
     create = actions.add_parser("create", parents=[data], help="create a key and print it once")
-    create.add_argument("--name", default="key", help="a label for the key")
-    create.add_argument("--admin", action="store_true", help="the key may also cancel runs")
+    create.add_argument("--name", default="key", help="the key's owner: keys of one name share their runs")
+    create.add_argument("--admin", action="store_true", help="the key reads and changes every run")
+    create.add_argument(
+        "--projects", nargs="+", default=None, metavar="PROJECT", help="the projects it may create runs in"
+    )
     create.set_defaults(func=_keys_create)
     listing = actions.add_parser("list", parents=[data], help="list keys (prefixes only)")
     listing.set_defaults(func=_keys_list)

@@ -27,8 +27,19 @@ class ServerConfig:
         max_file_size: Largest upload, in bytes (rejected when asked for, 413 on the PUT).
         max_uploads: Uploads streamed at once (429 above).
         max_pending_writes: Writes waiting for the database before new ones answer 503.
+        max_requests: Requests handled at once (body read, parsed, stored, answered) before new ones
+            answer 503 with ``Retry-After``; slow or idle connections never count here.
+        max_connections: Open connections; above it the server closes idle and slow ones (those that
+            have not sent their headers, oldest first, from the address holding most) to admit new ones.
+        header_timeout: Seconds a connection has, in total, to send a request line and headers.
+        keep_alive: Seconds an idle keep-alive connection stays open (closed early under pressure).
         body_timeout: Seconds a client may stay silent while sending a body (408 after).
+        upload_min_rate: Bytes per second an upload must average after ``body_timeout`` (408 below).
         upload_ttl: Seconds an upload URL stays valid.
+        metric_points: The most points ``/api/runs/{id}/metrics`` answers without ``max_points``:
+            longer series are downsampled to it, as ``max_points`` would.
+        auth_burst: Failed key checks an address may make at once before it gets 429.
+        auth_rate: Failed key checks per second an address earns back.
     """
 
     data_dir: Path
@@ -40,8 +51,16 @@ class ServerConfig:
     max_file_size: int = 5 * 1024 * MIB
     max_uploads: int = 16
     max_pending_writes: int = 1024
+    max_requests: int = 256
+    max_connections: int = 2048
+    header_timeout: float = 10.0
+    keep_alive: float = 5.0
     body_timeout: float = 60.0
+    upload_min_rate: int = 64 * 1024
     upload_ttl: int = 3600
+    metric_points: int = 100_000
+    auth_burst: int = 100
+    auth_rate: float = 2.0
 
     @property
     def database(self) -> Path:

@@ -80,18 +80,18 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_HEADERS)
 
     async def projects(request: Request) -> Response:
-        ctx.authenticate(request)
-        return json_response(await ctx.storage.list_projects())
+        key = ctx.authenticate(request)
+        return json_response(await ctx.storage.list_projects(None if key.admin else key.owner))
 
     async def last(request: Request) -> Response:
-        ctx.authenticate(request)
+        key = ctx.authenticate(request)
         project = request.query_params.get("project")
         if not project:
             raise BadRequest("the query parameter is needed", field="project")
         keys = list(dict.fromkeys(request.query_params.getlist("key")))
         if not keys or len(keys) > MAX_LAST_KEYS:
             raise BadRequest(f"give 1 to {MAX_LAST_KEYS} keys", field="key")
-        found = await ctx.storage.last_values(project, keys)
+        found = await ctx.storage.last_values(project, keys, None if key.admin else key.owner)
         return json_response(
             [
                 {"id": run_id, "values": {k: _wire(v) for k, v in values.items()}}
@@ -100,9 +100,10 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
         )
 
     async def series(request: Request) -> Response:
-        ctx.authenticate(request)
+        asker = ctx.authenticate(request)
         run_id = path_id(request, "run_id")
-        if await ctx.storage.get_run(run_id) is None:
+        run = await ctx.storage.get_run(run_id)
+        if run is None or not asker.may_read(run["owner"]):
             raise NotFound(f"run {run_id} does not exist")
         keys = list(dict.fromkeys(request.query_params.getlist("key")))
         if not keys or len(keys) > MAX_SERIES_KEYS:

@@ -12,8 +12,8 @@ Every refusal is one :class:`Problem`, which the app turns into the protocol's e
     ├── Timeout         408 the body did not arrive in time
     ├── TooLarge        413 a body or file over the configured cap
     ├── Unsupported     415 a body whose Content-Type is not JSON or NDJSON
-    ├── TooMany         429 too many uploads at once
-    └── Unavailable     503 the writer is behind; retry later
+    ├── TooMany         429 too many uploads at once, or too many failed keys (with Retry-After)
+    └── Unavailable     503 the writer is behind; retry later (with Retry-After)
 """
 
 from __future__ import annotations
@@ -119,14 +119,22 @@ class Unsupported(Problem):
 
 
 class TooMany(Problem):
-    """Too many concurrent uploads; retry later."""
+    """Too many concurrent uploads, or failed key checks; retry after ``retry_after`` seconds."""
 
     status = 429
     kind = "TooManyRequests"
 
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class Unavailable(Problem):
-    """The server is overloaded; retry later."""
+    """The server is overloaded; retry after ``retry_after`` seconds."""
 
     status = 503
     kind = "ServiceUnavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,4 +1,7 @@
-"""The folder of uploaded files. Names on disk come from file ids only; no request path reaches it."""
+"""The folder of uploaded files. Names on disk come from file ids only; no request path reaches it.
+
+Files are 0600 and folders 0700: uploads are readable by the server's user only.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,13 @@ __all__ = ["FileStore"]
 logger = logging.getLogger(__name__)
 
 
+def _private_dir(path: Path) -> None:
+    """Create ``path`` as a folder only this user can enter (0700), whatever the umask or its mode was."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+
+
 class FileStore:
     """Stores each file as ``<root>/<id // 1000>/<id>.bin``.
 
@@ -24,7 +34,7 @@ class FileStore:
 
     def __init__(self, root: Path) -> None:
         self._root = root
-        root.mkdir(parents=True, exist_ok=True)
+        _private_dir(root)
 
     def path(self, file_id: int) -> Path:
         """Where the bytes of file ``file_id`` are kept."""
@@ -41,11 +51,13 @@ class FileStore:
             BadRequest: fewer than ``size`` bytes arrived.
         """
         target = self.path(file_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _private_dir(target.parent)
         part = target.with_name(f"{file_id}.{secrets.token_hex(8)}.part")
         received = 0
         try:
-            with part.open("wb") as out:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, 0o600)  # whatever the umask
+            with os.fdopen(fd, "wb") as out:
                 async for chunk in chunks:
                     received += len(chunk)
                     if received > size:

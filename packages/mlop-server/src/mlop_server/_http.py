@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import anyio
 import orjson
@@ -13,15 +16,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mlop_server._config import ServerConfig
-from mlop_server._errors import BadRequest, NotFound, Problem, Timeout, TooLarge, Unauthorized, Unsupported
+from mlop_server._errors import (
+    BadRequest,
+    NotFound,
+    Problem,
+    Timeout,
+    TooLarge,
+    TooMany,
+    Unauthorized,
+    Unsupported,
+)
 from mlop_server._files import FileStore
 from mlop_server._keys import hash_key
 from mlop_server._storage import ApiKey, Storage
 
 __all__ = [
+    "AuthLimiter",
     "Context",
     "Handler",
     "body",
+    "body_deadline",
     "content_length",
     "error_response",
     "guarded",
@@ -35,6 +49,52 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
 
 _BODY_TYPES = ("application/json", "application/x-ndjson", "text/plain", "")
+#: Addresses the failed-key limiter remembers at most (the fullest buckets are forgotten first).
+MAX_TRACKED_ADDRESSES: Final = 10_000
+#: Hashes of keys that passed, remembered so that a limited address never locks a working key out.
+MAX_KNOWN_KEYS: Final = 10_000
+
+
+class AuthLimiter:
+    """Failed key checks per client address: a token bucket of ``burst`` that refills ``rate`` per second.
+
+    An address whose bucket is empty gets 429 with ``Retry-After`` (seconds until one check is allowed)
+    for any key the server has not seen pass before; a key that passed once keeps working from anywhere.
+    """
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.known: OrderedDict[str, None] = OrderedDict()
+
+    def _level(self, address: str, now: float) -> float:
+        level, then = self._buckets.get(address, (self.burst, now))
+        return min(self.burst, level + (now - then) * self.rate)
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds to wait before ``address`` may fail again, or None while it may."""
+        if address not in self._buckets:
+            return None
+        level = self._level(address, time.monotonic())
+        if level >= 1.0:
+            return None
+        return max(1, math.ceil((1.0 - level) / self.rate))
+
+    def failed(self, address: str) -> None:
+        """Count one failed check of ``address``."""
+        now = time.monotonic()
+        self._buckets[address] = (self._level(address, now) - 1.0, now)
+        self._buckets.move_to_end(address)
+        if len(self._buckets) > MAX_TRACKED_ADDRESSES:
+            self._buckets.popitem(last=False)
+
+    def passed(self, key_hash: str) -> None:
+        """Remember a key that passed."""
+        self.known[key_hash] = None
+        self.known.move_to_end(key_hash)
+        if len(self.known) > MAX_KNOWN_KEYS:
+            self.known.popitem(last=False)
 
 
 @dataclass
@@ -46,20 +106,35 @@ class Context:
     files: FileStore
     secret: bytes
     uploads: int = 0
+    limiter: AuthLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = AuthLimiter(self.config.auth_burst, self.config.auth_rate)
 
     def authenticate(self, request: Request) -> ApiKey:
         """The key of the request's ``Authorization: Bearer`` header.
 
         Raises:
             Unauthorized: the header is missing, or the key is unknown or revoked.
+            TooMany: the client's address failed too often lately, and the key never passed before.
         """
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send a key as 'Authorization: Bearer <key>'")
-        key = self.storage.find_key(hash_key(token.strip()))
+        key_hash = hash_key(token.strip())
+        address = request.client.host if request.client else ""
+        if key_hash not in self.limiter.known:
+            wait = self.limiter.retry_after(address)
+            if wait is not None:
+                raise TooMany(
+                    f"too many failed key checks from {address}; retry in {wait} s", retry_after=wait
+                )
+        key = self.storage.find_key(key_hash)
         if key is None or not key.active:
+            self.limiter.failed(address)
             raise Unauthorized("the key is unknown or revoked")
+        self.limiter.passed(key_hash)
         return key
 
     def base_url(self, request: Request) -> str:
@@ -76,7 +151,8 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(problem: Problem) -> Response:
     """The protocol's error body for a refusal."""
-    headers = {"Retry-After": "1"} if problem.status in (429, 503) else None
+    retry = getattr(problem, "retry_after", 1)
+    headers = {"Retry-After": str(retry)} if problem.status in (429, 503) else None
     return json_response(problem.body(), problem.status, headers)
 
 
@@ -97,19 +173,35 @@ def guarded(handler: Handler) -> Handler:
     return run
 
 
-async def stream(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
-    """The request body chunk by chunk; a client silent for ``idle_timeout`` seconds gets 408."""
+async def stream(
+    request: Request, idle_timeout: float, total_timeout: float | None = None
+) -> AsyncIterator[bytes]:
+    """The request body chunk by chunk.
+
+    A client silent for ``idle_timeout`` seconds, or still sending after ``total_timeout`` seconds in all,
+    gets 408, so a trickling client cannot hold a request (or an upload slot) for ever.
+    """
     chunks = request.stream().__aiter__()
+    deadline = None if total_timeout is None else time.monotonic() + total_timeout
     while True:
+        wait = idle_timeout if deadline is None else min(idle_timeout, deadline - time.monotonic())
         try:
-            with anyio.fail_after(idle_timeout):
+            with anyio.fail_after(max(0.0, wait)):
                 chunk = await chunks.__anext__()
         except StopAsyncIteration:
             return
         except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline - 0.001:
+                raise Timeout(f"the body took over {total_timeout:g} s to arrive") from None
             raise Timeout(f"the body did not arrive within {idle_timeout:g} s") from None
         if chunk:
             yield chunk
+
+
+def body_deadline(config: ServerConfig, size: int) -> float:
+    """The seconds a body of ``size`` bytes may take in all: ``body_timeout`` plus ``size`` at the
+    slowest rate accepted (``upload_min_rate``)."""
+    return config.body_timeout + size / config.upload_min_rate
 
 
 def path_id(request: Request, name: str) -> int:
@@ -141,7 +233,7 @@ async def body(request: Request, config: ServerConfig) -> bytes:
         raise TooLarge(f"the body is over this server's limit of {limit} bytes")
     parts = []
     size = 0
-    async for chunk in stream(request, config.body_timeout):
+    async for chunk in stream(request, config.body_timeout, body_deadline(config, length or limit)):
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"the body is over this server's limit of {limit} bytes")

@@ -7,13 +7,15 @@ import math
 import mimetypes
 from typing import Any, Final
 
+import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
+import orjson
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mlop_server._errors import BadRequest, Forbidden, NotFound
+from mlop_server._errors import BadRequest, NotFound
 from mlop_server._http import Context, guarded, json_response, path_id
 from mlop_server._storage import FileRow, Series
 from mlop_server._version import __version__
@@ -23,6 +25,16 @@ __all__ = ["downsample", "read_routes"]
 logger = logging.getLogger(__name__)
 
 MAX_LOG_LINES: Final = 100_000
+#: Points encoded per piece of a streamed ``/metrics`` answer.
+STREAM_POINTS: Final = 20_000
+#: Uploaded files of these types are shown inline by the dashboard; everything else is an attachment.
+INLINE_MEDIA: Final = ("image/", "audio/", "video/")
+#: Every uploaded file is served sandboxed: no script runs and nothing loads as the dashboard's origin.
+FILE_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "Cache-Control": "private, no-cache",
+}
 
 
 def downsample(series: Series, max_points: int) -> npt.NDArray[np.intp]:
@@ -62,6 +74,20 @@ def _points(series: Series, index: npt.NDArray[np.intp]) -> list[dict[str, Any]]
     return [{"step": s, "time": t, "value": v} for s, t, v in zip(steps, times, values, strict=True)]
 
 
+def _encoded(series: Series, index: npt.NDArray[np.intp], start: int, stop: int) -> bytes:
+    """The JSON of points ``index[start:stop]``, without the list's brackets."""
+    return orjson.dumps(_points(series, index[start:stop]))[1:-1]
+
+
+async def _stream_points(series: Series, index: npt.NDArray[np.intp]) -> Any:
+    """A JSON list of the points at ``index``, encoded piece by piece on worker threads."""
+    yield b"["
+    for start in range(0, index.size, STREAM_POINTS):
+        piece = await anyio.to_thread.run_sync(_encoded, series, index, start, start + STREAM_POINTS)
+        yield piece if start == 0 else b"," + piece
+    yield b"]"
+
+
 def _int_param(request: Request, name: str, default: int | None, minimum: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
@@ -82,9 +108,11 @@ def read_routes(ctx: Context) -> list[Route]:
     """The read API's routes, bound to ``ctx``."""
 
     async def run_of(request: Request) -> int:
-        ctx.authenticate(request)
+        """The run of the path, when it exists and the key may read it (404 otherwise)."""
+        key = ctx.authenticate(request)
         run_id = path_id(request, "run_id")
-        if await ctx.storage.get_run(run_id) is None:
+        found = await ctx.storage.get_run(run_id)
+        if found is None or not key.may_read(found["owner"]):
             raise NotFound(f"run {run_id} does not exist")
         return run_id
 
@@ -92,29 +120,33 @@ def read_routes(ctx: Context) -> list[Route]:
         return json_response({"status": "ok", "version": __version__})
 
     async def runs(request: Request) -> Response:
-        ctx.authenticate(request)
+        key = ctx.authenticate(request)
         project = request.query_params.get("project")
         if not project:
             raise BadRequest("the query parameter is needed", field="project")
-        return json_response(await ctx.storage.list_runs(project))
+        return json_response(await ctx.storage.list_runs(project, None if key.admin else key.owner))
 
     async def run(request: Request) -> Response:
-        ctx.authenticate(request)
+        key = ctx.authenticate(request)
         run_id = path_id(request, "run_id")
         found = await ctx.storage.get_run(run_id, detail=True)
-        if found is None:
+        if found is None or not key.may_read(found["owner"]):
             raise NotFound(f"run {run_id} does not exist")
         return json_response(found)
 
     async def metrics(request: Request) -> Response:
         run_id = await run_of(request)
         key = _key_param(request)
-        max_points = _int_param(request, "max_points", None, 2)
+        max_points = _int_param(request, "max_points", ctx.config.metric_points, 2)
+        assert max_points is not None
         series = await ctx.storage.metric(run_id, key)
         if series is None:
             raise NotFound(f"run {run_id} has no metric {key!r}")
-        index = np.arange(series.steps.size) if max_points is None else downsample(series, max_points)
-        return json_response(_points(series, index))
+        index = await anyio.to_thread.run_sync(downsample, series, max_points)
+        headers = {"X-Total-Points": str(series.steps.size)}
+        return StreamingResponse(
+            _stream_points(series, index), media_type="application/json", headers=headers
+        )
 
     async def keys(request: Request) -> Response:
         run_id = await run_of(request)
@@ -166,19 +198,19 @@ def read_routes(ctx: Context) -> list[Route]:
         if row is None or row.run_id != run_id or not row.uploaded:
             raise NotFound(f"run {run_id} has no uploaded file {file_id}")
         media, _ = mimetypes.guess_type(f"x.{row.file_type}") if row.file_type else (None, None)
+        media = media or "application/octet-stream"
+        inline = media.startswith(INLINE_MEDIA) and media != "image/svg+xml"  # SVG can carry script
         return FileResponse(
             ctx.files.path(file_id),
-            media_type=media or "application/octet-stream",
+            media_type=media,
             filename=row.name,
-            content_disposition_type="inline",
+            content_disposition_type="inline" if inline else "attachment",
+            headers=FILE_HEADERS,
         )
 
     async def cancel(request: Request) -> Response:
         key = ctx.authenticate(request)
-        if not key.admin:
-            raise Forbidden("cancelling a run needs an admin key")
-        run_id = path_id(request, "run_id")
-        await ctx.storage.request_cancel(run_id)
+        await ctx.storage.request_cancel(path_id(request, "run_id"), key)  # 404, or 403 for another's run
         return json_response({"success": True})
 
     return [

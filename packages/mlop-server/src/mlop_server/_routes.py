@@ -15,7 +15,17 @@ from starlette.routing import Route
 
 from mlop_server import _protocol
 from mlop_server._errors import BadRequest, Conflict, TooLarge, TooMany, Unauthorized
-from mlop_server._http import Context, Handler, body, content_length, guarded, json_response, path_id, stream
+from mlop_server._http import (
+    Context,
+    Handler,
+    body,
+    body_deadline,
+    content_length,
+    guarded,
+    json_response,
+    path_id,
+    stream,
+)
 from mlop_server._keys import sign_upload, verify_upload
 from mlop_server._metrics import parse_metrics
 from mlop_server._ops import Op
@@ -35,13 +45,15 @@ def _header_run_id(request: Request) -> int:
     return int(raw)
 
 
-def _idempotency(request: Request, run_id: int | None) -> tuple[str, str] | None:
+def _idempotency(request: Request, run_id: int | None, owner: str) -> tuple[str, str] | None:
+    """The ``(scope, key)`` of an ``Idempotency-Key``: per route, run and owner, so that one owner's key
+    never replays another owner's answer."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise BadRequest(f"header Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    return (f"{request.url.path}:{run_id or ''}", key)
+    return (f"{request.url.path}:{run_id or ''}:{owner}", key)
 
 
 def _op_run_id(op: Op) -> int | None:
@@ -68,9 +80,9 @@ def protocol_routes(ctx: Context) -> list[Route]:
         """A run-control route: check the key, parse the body, apply it once."""
 
         async def handler(request: Request) -> Response:
-            ctx.authenticate(request)
+            key = ctx.authenticate(request)
             op = parse(await body(request, ctx.config))
-            answer = await ctx.storage.apply(op, _idempotency(request, _op_run_id(op)))
+            answer = await ctx.storage.apply(op, _idempotency(request, _op_run_id(op), key.owner), key)
             if "run" in answer:
                 return json_response(run_answer(request, answer))
             return json_response(answer)
@@ -81,14 +93,14 @@ def protocol_routes(ctx: Context) -> list[Route]:
         """An NDJSON route: the run comes from ``X-Run-Id``; the batch applies whole, once."""
 
         async def handler(request: Request) -> Response:
-            ctx.authenticate(request)
+            key = ctx.authenticate(request)
             run_id = _header_run_id(request)
             data = await body(request, ctx.config)
             if len(data) > PARSE_IN_THREAD_BYTES:  # keep the event loop answering while a huge batch parses
                 op = await anyio.to_thread.run_sync(parse, data, run_id)
             else:
                 op = parse(data, run_id)
-            answer = await ctx.storage.apply(op, _idempotency(request, run_id))
+            answer = await ctx.storage.apply(op, _idempotency(request, run_id, key.owner), key)
             return json_response(answer)
 
         return handler
@@ -99,16 +111,16 @@ def protocol_routes(ctx: Context) -> list[Route]:
         return json_response({"organization": {"slug": ctx.config.org}})
 
     async def trigger(request: Request) -> Response:
-        ctx.authenticate(request)
+        key = ctx.authenticate(request)
         run_id = _protocol.parse_trigger(await body(request, ctx.config))
-        status = await ctx.storage.heartbeat(run_id)
+        status = await ctx.storage.heartbeat(run_id, key)
         return json_response({"status": status, "triggers": []})
 
     async def files(request: Request) -> Response:
         key = ctx.authenticate(request)
         run_id = _header_run_id(request)
         op = _protocol.parse_files(await body(request, ctx.config), run_id, key.id, ctx.config.max_file_size)
-        answer = await ctx.storage.apply(op, _idempotency(request, run_id))
+        answer = await ctx.storage.apply(op, _idempotency(request, run_id, key.owner), key)
         expires = int(time.time()) + ctx.config.upload_ttl
         base = ctx.base_url(request)
         out: dict[str, list[dict[str, str]]] = {}
@@ -150,7 +162,8 @@ def protocol_routes(ctx: Context) -> list[Route]:
         length = content_length(request)
         if length is not None and length > row.size:
             raise TooLarge(f"the upload is larger than the {row.size} bytes announced")
-        await ctx.files.write(file_id, stream(request, ctx.config.body_timeout), row.size)
+        chunks = stream(request, ctx.config.body_timeout, body_deadline(ctx.config, row.size))
+        await ctx.files.write(file_id, chunks, row.size)
         await ctx.storage.file_uploaded(file_id, row.size)
         return json_response({"success": True})
 

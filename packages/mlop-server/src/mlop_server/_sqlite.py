@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import secrets
 import sqlite3
@@ -25,10 +26,10 @@ import anyio.to_thread
 import numpy as np
 import orjson
 
-from mlop_server._errors import Conflict, NotFound, Unavailable
+from mlop_server._errors import BadRequest, Conflict, NotFound, Unavailable
 from mlop_server._ops import Op
-from mlop_server._sqlite_writes import HANDLERS, RUN_COLUMNS, now_ms, run_summary
-from mlop_server._storage import ApiKey, FileRow, Series, Storage
+from mlop_server._sqlite_writes import HANDLERS, RUN_COLUMNS, check_owner, now_ms, run_summary
+from mlop_server._storage import ADMIN_OWNER, ApiKey, FileRow, Series, Storage
 
 __all__ = ["SqliteStorage"]
 
@@ -43,13 +44,14 @@ _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
     id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, name TEXT NOT NULL,
-    admin INTEGER NOT NULL, created INTEGER NOT NULL, revoked INTEGER);
+    admin INTEGER NOT NULL, created INTEGER NOT NULL, revoked INTEGER, projects TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, project TEXT NOT NULL, number INTEGER NOT NULL, name TEXT NOT NULL,
     status TEXT NOT NULL, external_id TEXT, tags TEXT NOT NULL, config TEXT NOT NULL,
     logger_settings TEXT, system_metadata TEXT, status_metadata TEXT, graph TEXT,
     created INTEGER NOT NULL, updated INTEGER NOT NULL, last_seen INTEGER NOT NULL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0, UNIQUE (project, external_id), UNIQUE (project, number));
+    cancel_requested INTEGER NOT NULL DEFAULT 0, owner TEXT,
+    UNIQUE (project, external_id), UNIQUE (project, number));
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, last_seen);
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
@@ -74,6 +76,7 @@ CREATE TABLE IF NOT EXISTS files (
     name TEXT NOT NULL, size INTEGER NOT NULL, file_type TEXT NOT NULL, time INTEGER NOT NULL,
     step INTEGER NOT NULL, sample_index INTEGER, caption TEXT, uploaded INTEGER NOT NULL DEFAULT 0,
     UNIQUE (series_id, name));
+CREATE INDEX IF NOT EXISTS runs_owner ON runs (owner, project);
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT NOT NULL, key TEXT NOT NULL, answer BLOB NOT NULL, created INTEGER NOT NULL,
     PRIMARY KEY (scope, key)) WITHOUT ROWID;
@@ -86,6 +89,39 @@ _FILE_COLUMNS: Final = (
     "f.id, f.run_id, f.key_id, s.name, f.name, f.size, f.file_type, f.time, f.step, f.sample_index, "
     "f.caption, f.uploaded"
 )
+
+
+#: Columns added after the first release: (table, column, declaration), added to older databases on open.
+_ADDED_COLUMNS: Final = (("api_keys", "projects", "TEXT"), ("runs", "owner", "TEXT"))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older server up to this schema (runs made before owners: admin only)."""
+    for table, column, declaration in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            if (table, column) == ("runs", "owner"):
+                conn.execute("UPDATE runs SET owner = ?", (ADMIN_OWNER,))
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` (when missing) readable by this user only, and make an existing one so (0600).
+
+    SQLite gives the ``-wal`` and ``-shm`` files the mode of the database file, so they are 0600 too.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    for suffix in ("-wal", "-shm", "-journal"):
+        journal = path.with_name(path.name + suffix)
+        if journal.exists():
+            os.chmod(journal, 0o600)
+
+
+def private_dir(path: Path) -> None:
+    """Create the folder ``path`` (and missing parents) and make it this user's only (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -218,11 +254,13 @@ class SqliteStorage(Storage):
 
     def __init__(self, path: Path, *, max_pending: int = 1024) -> None:
         self._path = path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # key hashes and run data: owner only
+        private_dir(path.parent)  # key hashes and run data: this user's only, whatever the umask
+        private_file(path)
         self._conn = _connect(path)
         self._lock = threading.Lock()
         with self._lock:
             self._conn.executescript(_SCHEMA)
+            _migrate(self._conn)
         self._writer = _Writer(path, max_pending)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -232,11 +270,19 @@ class SqliteStorage(Storage):
     def _keys(self, where: str, params: tuple[Any, ...]) -> list[ApiKey]:
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT id, name, prefix, admin, created, revoked FROM api_keys {where}", params
+                f"SELECT id, name, prefix, admin, created, revoked, projects FROM api_keys {where}", params
             ).fetchall()
         return [
-            ApiKey(key_id, name, prefix, bool(admin), created, revoked)
-            for key_id, name, prefix, admin, created, revoked in rows
+            ApiKey(
+                key_id,
+                name,
+                prefix,
+                bool(admin),
+                created,
+                revoked,
+                None if projects is None else tuple(orjson.loads(projects)),
+            )
+            for key_id, name, prefix, admin, created, revoked, projects in rows
         ]
 
     def find_key(self, key_hash: str) -> ApiKey | None:
@@ -247,12 +293,18 @@ class SqliteStorage(Storage):
         found = self._keys("WHERE id = ?", (key_id,))
         return found[0] if found else None
 
-    def add_key(self, key_hash: str, prefix: str, name: str, *, admin: bool) -> ApiKey:
+    def add_key(
+        self, key_hash: str, prefix: str, name: str, *, admin: bool, projects: tuple[str, ...] | None = None
+    ) -> ApiKey:
+        if name == ADMIN_OWNER and not admin:
+            raise BadRequest(f"the name {ADMIN_OWNER!r} is kept for admin keys; pick another")
+        stored = None if projects is None else orjson.dumps(list(projects)).decode()
         with self._lock:
             try:
                 cur = self._conn.execute(
-                    "INSERT INTO api_keys (hash, prefix, name, admin, created) VALUES (?, ?, ?, ?, ?)",
-                    (key_hash, prefix, name, int(admin), now_ms()),
+                    "INSERT INTO api_keys (hash, prefix, name, admin, created, projects) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (key_hash, prefix, name, int(admin), now_ms(), stored),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("this key exists already") from None
@@ -306,27 +358,34 @@ class SqliteStorage(Storage):
         result: T = await asyncio.wrap_future(job.future)
         return result
 
-    async def apply(self, op: Op, idempotency: tuple[str, str] | None = None) -> dict[str, Any]:
+    async def apply(
+        self, op: Op, idempotency: tuple[str, str] | None = None, key: ApiKey | None = None
+    ) -> dict[str, Any]:
         handler = HANDLERS[type(op)]
-        return await self._write(lambda conn: handler(conn, op), idempotency)
+        return await self._write(lambda conn: handler(conn, op, key), idempotency)
 
-    async def heartbeat(self, run_id: int) -> str:
+    async def heartbeat(self, run_id: int, key: ApiKey | None = None) -> str:
         def job(conn: sqlite3.Connection) -> str:
             row = conn.execute(
-                "UPDATE runs SET last_seen = ? WHERE id = ? RETURNING status, cancel_requested",
+                "UPDATE runs SET last_seen = ? WHERE id = ? RETURNING status, cancel_requested, owner",
                 (now_ms(), run_id),
             ).fetchone()
             if row is None:
                 raise NotFound(f"run {run_id} does not exist")
-            status, cancel = row
+            status, cancel, owner = row
+            check_owner(key, run_id, owner)
             return "CANCELLED" if cancel and status == "RUNNING" else str(status)
 
         return await self._write(job)
 
-    async def request_cancel(self, run_id: int) -> None:
+    async def request_cancel(self, run_id: int, key: ApiKey | None = None) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            if conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,)).rowcount == 0:
+            row = conn.execute(
+                "UPDATE runs SET cancel_requested = 1 WHERE id = ? RETURNING owner", (run_id,)
+            ).fetchone()
+            if row is None:
                 raise NotFound(f"run {run_id} does not exist")
+            check_owner(key, run_id, row[0])
 
         await self._write(job)
 
@@ -372,32 +431,39 @@ class SqliteStorage(Storage):
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await anyio.to_thread.run_sync(lambda: fn(self._reader()))
 
-    async def list_projects(self) -> list[dict[str, Any]]:
+    async def list_projects(self, owner: str | None = None) -> list[dict[str, Any]]:
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
-                "SELECT project, COUNT(*), MAX(updated) FROM runs GROUP BY project ORDER BY 3 DESC"
+                "SELECT project, COUNT(*), MAX(updated) FROM runs WHERE ? IS NULL OR owner = ? "
+                "GROUP BY project ORDER BY 3 DESC",
+                (owner, owner),
             ).fetchall()
             return [{"name": name, "runs": count, "updated": updated} for name, count, updated in rows]
 
         return await self._read(read)
 
-    async def list_runs(self, project: str) -> list[dict[str, Any]]:
+    async def list_runs(self, project: str, owner: str | None = None) -> list[dict[str, Any]]:
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE project = ? ORDER BY id DESC", (project,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE project = ? AND (? IS NULL OR owner = ?) "
+                "ORDER BY id DESC",
+                (project, owner, owner),
             ).fetchall()
             return [run_summary(row) for row in rows]
 
         return await self._read(read)
 
-    async def last_values(self, project: str, keys: list[str]) -> dict[int, dict[str, float]]:
+    async def last_values(
+        self, project: str, keys: list[str], owner: str | None = None
+    ) -> dict[int, dict[str, float]]:
         def read(conn: sqlite3.Connection) -> dict[int, dict[str, float]]:
             out: dict[int, dict[str, float]] = {}
             rows = conn.execute(
                 "SELECT s.run_id, s.name, substr(c.vals, -8, 8) FROM runs r JOIN series s ON s.run_id = r.id "
                 "JOIN metric_chunks c ON c.id = (SELECT MAX(id) FROM metric_chunks WHERE series_id = s.id) "
-                f"WHERE r.project = ? AND s.name IN ({','.join('?' * len(keys))})",
-                (project, *keys),
+                "WHERE r.project = ? AND (? IS NULL OR r.owner = ?) "
+                f"AND s.name IN ({','.join('?' * len(keys))})",
+                (project, owner, owner, *keys),
             )
             for run_id, name, last in rows:
                 out.setdefault(run_id, {})[name] = float(np.frombuffer(last, dtype="<f8")[0])
@@ -414,7 +480,7 @@ class SqliteStorage(Storage):
                 return None
             out = run_summary(row)
             if detail:
-                config, settings, system, status_meta, graph, cancel, last_seen = row[9:]
+                config, settings, system, status_meta, graph, cancel, last_seen = row[10:]
                 out.update(
                     config=_decoded(config),
                     loggerSettings=_decoded(settings),

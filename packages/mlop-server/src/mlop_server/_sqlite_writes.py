@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import orjson
 
-from mlop_server._errors import Conflict, NotFound
+from mlop_server._errors import Conflict, Forbidden, NotFound
 from mlop_server._ops import (
     DATA_TYPES,
     Alert,
@@ -30,8 +30,9 @@ from mlop_server._ops import (
     StatusUpdate,
     TagsUpdate,
 )
+from mlop_server._storage import ADMIN_OWNER, ApiKey
 
-__all__ = ["HANDLERS", "RUN_COLUMNS", "display_id", "now_ms", "run_summary"]
+__all__ = ["HANDLERS", "RUN_COLUMNS", "check_owner", "display_id", "now_ms", "run_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 SMALL_CHUNK: Final = 512
 CHUNK_TARGET: Final = 8192
 
-RUN_COLUMNS: Final = "id, number, name, project, status, tags, created, updated, external_id"
+RUN_COLUMNS: Final = "id, number, name, project, status, tags, created, updated, external_id, owner"
 
 
 def now_ms() -> int:
@@ -61,7 +62,7 @@ def display_id(project: str, number: int) -> str:
 
 
 def run_summary(row: tuple[Any, ...]) -> dict[str, Any]:
-    run_id, number, name, project, status, tags, created, updated, external_id = row[:9]
+    run_id, number, name, project, status, tags, created, updated, external_id, owner = row[:10]
     return {
         "id": run_id,
         "number": number,
@@ -73,19 +74,28 @@ def run_summary(row: tuple[Any, ...]) -> dict[str, Any]:
         "created": created,
         "updated": updated,
         "externalId": external_id,
+        "owner": owner,
     }
+
+
+def check_owner(key: ApiKey | None, run_id: int, owner: str | None) -> None:
+    """Raise ``Forbidden`` unless ``key`` (None: the server itself) may change a run of ``owner``."""
+    if key is not None and not key.may_read(owner):
+        raise Forbidden(f"run {run_id} belongs to another owner; this key may not change it")
 
 
 # -- the write ops, each run by the writer thread inside its own savepoint ---------------------------------
 
 
-def _touch(conn: sqlite3.Connection, run_id: int) -> None:
+def _touch(conn: sqlite3.Connection, run_id: int, key: ApiKey | None) -> None:
+    """Mark the run as just heard from; ``NotFound`` or ``Forbidden`` (rolled back with the savepoint)."""
     now = now_ms()
-    if (
-        conn.execute("UPDATE runs SET updated = ?, last_seen = ? WHERE id = ?", (now, now, run_id)).rowcount
-        == 0
-    ):
+    row = conn.execute(
+        "UPDATE runs SET updated = ?, last_seen = ? WHERE id = ? RETURNING owner", (now, now, run_id)
+    ).fetchone()
+    if row is None:
         raise NotFound(f"run {run_id} does not exist")
+    check_owner(key, run_id, row[0])
 
 
 def _series(conn: sqlite3.Connection, run_id: int, name: str, kind: str) -> int:
@@ -102,13 +112,19 @@ def _run_answer(conn: sqlite3.Connection, run_id: int, resumed: bool) -> dict[st
     return {"run": run_summary(row), "resumed": resumed}
 
 
-def _create(conn: sqlite3.Connection, op: CreateRun) -> dict[str, Any]:
+def _create(conn: sqlite3.Connection, op: CreateRun, key: ApiKey | None) -> dict[str, Any]:
     now = now_ms()
+    if key is not None and not key.may_write_project(op.project):
+        raise Forbidden(f"this key may not create runs in project {op.project!r}")
     if op.external_id is not None:
         row = conn.execute(
-            "SELECT id FROM runs WHERE project = ? AND external_id = ?", (op.project, op.external_id)
+            "SELECT id, owner FROM runs WHERE project = ? AND external_id = ?", (op.project, op.external_id)
         ).fetchone()
         if row is not None:
+            if key is not None and not key.may_read(row[1]):
+                raise Conflict(
+                    "this externalId belongs to a run of another owner in this project; pick another"
+                )
             conn.execute(
                 "UPDATE runs SET status = 'RUNNING', last_seen = ?, updated = ? WHERE id = ?",
                 (now, now, row[0]),
@@ -119,7 +135,8 @@ def _create(conn: sqlite3.Connection, op: CreateRun) -> dict[str, Any]:
     ).fetchone()
     cur = conn.execute(
         "INSERT INTO runs (project, number, name, status, external_id, tags, config, logger_settings, "
-        "system_metadata, created, updated, last_seen) VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?, ?)",
+        "system_metadata, created, updated, last_seen, owner) "
+        "VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             op.project,
             number,
@@ -132,32 +149,34 @@ def _create(conn: sqlite3.Connection, op: CreateRun) -> dict[str, Any]:
             op.created or now,
             op.updated or now,
             now,
+            ADMIN_OWNER if key is None else key.owner,
         ),
     )
     assert cur.lastrowid is not None
     return _run_answer(conn, cur.lastrowid, False)
 
 
-def _resume(conn: sqlite3.Connection, op: ResumeRun) -> dict[str, Any]:
+def _resume(conn: sqlite3.Connection, op: ResumeRun, key: ApiKey | None) -> dict[str, Any]:
     if op.run_id is not None:
-        row = conn.execute("SELECT id FROM runs WHERE id = ?", (op.run_id,)).fetchone()
+        row = conn.execute("SELECT id, owner FROM runs WHERE id = ?", (op.run_id,)).fetchone()
     elif op.external_id is not None:
         row = conn.execute(
-            "SELECT id FROM runs WHERE project = ? AND external_id = ?", (op.project, op.external_id)
+            "SELECT id, owner FROM runs WHERE project = ? AND external_id = ?", (op.project, op.external_id)
         ).fetchone()
     else:
         row = None
         digits = (op.display_id or "").rpartition("-")[2]
         number = int(digits) if digits.isdigit() and len(digits) < 19 else -1
-        for run_id, project in conn.execute(
-            "SELECT id, project FROM runs WHERE number = ? AND (? IS NULL OR project = ?)",
+        for run_id, project, owner in conn.execute(
+            "SELECT id, project, owner FROM runs WHERE number = ? AND (? IS NULL OR project = ?)",
             (number, op.project, op.project),
         ):
-            if display_id(project, number) == op.display_id:
-                row = (run_id,)
+            if display_id(project, number) == op.display_id and (key is None or key.may_read(owner)):
+                row = (run_id, owner)
                 break
     if row is None:
         raise NotFound("no run matches")
+    check_owner(key, row[0], row[1])
     now = now_ms()
     conn.execute(
         "UPDATE runs SET status = 'RUNNING', last_seen = ?, updated = ? WHERE id = ?", (now, now, row[0])
@@ -168,8 +187,8 @@ def _resume(conn: sqlite3.Connection, op: ResumeRun) -> dict[str, Any]:
 _OK: Final = {"success": True}
 
 
-def _status(conn: sqlite3.Connection, op: StatusUpdate) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _status(conn: sqlite3.Connection, op: StatusUpdate, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     conn.execute(
         "UPDATE runs SET status = ?, status_metadata = COALESCE(?, status_metadata) WHERE id = ?",
         (op.status, op.metadata, op.run_id),
@@ -177,8 +196,8 @@ def _status(conn: sqlite3.Connection, op: StatusUpdate) -> dict[str, Any]:
     return _OK
 
 
-def _log_names(conn: sqlite3.Connection, op: LogNamesAdd) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _log_names(conn: sqlite3.Connection, op: LogNamesAdd, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     conn.executemany(
         "INSERT INTO series (run_id, name, type) VALUES (?, ?, ?) "
         "ON CONFLICT (run_id, name) DO UPDATE SET type = excluded.type",
@@ -187,28 +206,28 @@ def _log_names(conn: sqlite3.Connection, op: LogNamesAdd) -> dict[str, Any]:
     return _OK
 
 
-def _tags(conn: sqlite3.Connection, op: TagsUpdate) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _tags(conn: sqlite3.Connection, op: TagsUpdate, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     conn.execute("UPDATE runs SET tags = ? WHERE id = ?", (orjson.dumps(list(op.tags)).decode(), op.run_id))
     return _OK
 
 
-def _config(conn: sqlite3.Connection, op: ConfigUpdate) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _config(conn: sqlite3.Connection, op: ConfigUpdate, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     (config,) = conn.execute("SELECT config FROM runs WHERE id = ?", (op.run_id,)).fetchone()
     merged = _merge(orjson.loads(config), op.delta)
     conn.execute("UPDATE runs SET config = ? WHERE id = ?", (orjson.dumps(merged).decode(), op.run_id))
     return _OK
 
 
-def _graph(conn: sqlite3.Connection, op: GraphUpdate) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _graph(conn: sqlite3.Connection, op: GraphUpdate, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     conn.execute("UPDATE runs SET graph = ? WHERE id = ?", (op.graph, op.run_id))
     return _OK
 
 
-def _alert(conn: sqlite3.Connection, op: Alert) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _alert(conn: sqlite3.Connection, op: Alert, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     conn.execute(
         "INSERT INTO alerts (run_id, timestamp, level, title, body, email, url) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (op.run_id, op.timestamp, op.level, op.title, op.body, int(op.email), op.url),
@@ -216,10 +235,10 @@ def _alert(conn: sqlite3.Connection, op: Alert) -> dict[str, Any]:
     return _OK
 
 
-def _metrics(conn: sqlite3.Connection, op: MetricBatch) -> dict[str, Any]:
-    _touch(conn, op.run_id)
-    for key, (steps, times, values) in op.series.items():
-        series_id = _series(conn, op.run_id, key, "METRIC")
+def _metrics(conn: sqlite3.Connection, op: MetricBatch, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
+    for name, (steps, times, values) in op.series.items():
+        series_id = _series(conn, op.run_id, name, "METRIC")
         n = len(steps) // 8
         if n < SMALL_CHUNK:
             last = conn.execute(
@@ -241,8 +260,8 @@ def _metrics(conn: sqlite3.Connection, op: MetricBatch) -> dict[str, Any]:
     return {"success": True, "count": op.count}
 
 
-def _data(conn: sqlite3.Connection, op: DataBatch) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _data(conn: sqlite3.Connection, op: DataBatch, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     ids: dict[str, int] = {}
     rows = []
     for step, t, name, data_type, payload in op.rows:
@@ -256,8 +275,8 @@ def _data(conn: sqlite3.Connection, op: DataBatch) -> dict[str, Any]:
     return {"success": True, "count": len(rows)}
 
 
-def _logs(conn: sqlite3.Connection, op: LogBatch) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _logs(conn: sqlite3.Connection, op: LogBatch, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     conn.executemany(
         "INSERT INTO logs (run_id, time, line_number, log_type, message) VALUES (?, ?, ?, ?, ?)",
         [(op.run_id, *row) for row in op.rows],
@@ -265,8 +284,8 @@ def _logs(conn: sqlite3.Connection, op: LogBatch) -> dict[str, Any]:
     return {"success": True, "count": len(op.rows)}
 
 
-def _files(conn: sqlite3.Connection, op: FilesRequest) -> dict[str, Any]:
-    _touch(conn, op.run_id)
+def _files(conn: sqlite3.Connection, op: FilesRequest, key: ApiKey | None) -> dict[str, Any]:
+    _touch(conn, op.run_id, key)
     out = []
     for f in op.files:
         series_id = _series(conn, op.run_id, f.log_name, "FILE")
@@ -294,7 +313,7 @@ def _files(conn: sqlite3.Connection, op: FilesRequest) -> dict[str, Any]:
     return {"files": out}
 
 
-HANDLERS: Final[dict[type, Callable[[sqlite3.Connection, Any], dict[str, Any]]]] = {
+HANDLERS: Final[dict[type, Callable[[sqlite3.Connection, Any, ApiKey | None], dict[str, Any]]]] = {
     CreateRun: _create,
     ResumeRun: _resume,
     StatusUpdate: _status,

@@ -19,14 +19,23 @@ if TYPE_CHECKING:
 
     from mlop_server._ops import Op
 
-__all__ = ["ApiKey", "FileRow", "Series", "Storage"]
+__all__ = ["ADMIN_OWNER", "ApiKey", "FileRow", "Series", "Storage"]
 
 logger = logging.getLogger(__name__)
 
 
+#: The owner of the runs that admin keys create (a name no other key may take).
+ADMIN_OWNER = "admin"
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """A key the server issued. The secret itself is never stored, only its hash."""
+    """A key the server issued. The secret itself is never stored, only its hash.
+
+    The key's ``name`` is its owner: every key of one name shares that owner's runs. A non-admin key reads
+    and changes only its owner's runs and creates runs only in ``projects`` (any project when None); an
+    admin key reads and changes every run.
+    """
 
     id: int
     name: str
@@ -34,11 +43,25 @@ class ApiKey:
     admin: bool
     created: int
     revoked: int | None
+    projects: tuple[str, ...] | None = None
 
     @property
     def active(self) -> bool:
         """True while the key is not revoked."""
         return self.revoked is None
+
+    @property
+    def owner(self) -> str:
+        """The owner recorded on the runs this key creates."""
+        return ADMIN_OWNER if self.admin else self.name
+
+    def may_read(self, owner: str | None) -> bool:
+        """True when this key may see (and change) a run of ``owner``."""
+        return self.admin or owner == self.owner
+
+    def may_write_project(self, project: str) -> bool:
+        """True when this key may create runs in ``project``."""
+        return self.admin or self.projects is None or project in self.projects
 
 
 @dataclass(frozen=True)
@@ -86,8 +109,13 @@ class Storage(abc.ABC):
         """The key with this id, revoked or not, or None."""
 
     @abc.abstractmethod
-    def add_key(self, key_hash: str, prefix: str, name: str, *, admin: bool) -> ApiKey:
-        """Store a new key by its hash. Raises ``Conflict`` if the hash exists."""
+    def add_key(
+        self, key_hash: str, prefix: str, name: str, *, admin: bool, projects: tuple[str, ...] | None = None
+    ) -> ApiKey:
+        """Store a new key by its hash; ``projects``: those it may create runs in (None: any).
+
+        Raises ``Conflict`` if the hash exists, ``BadRequest`` for a non-admin key named ``admin``.
+        """
 
     @abc.abstractmethod
     def list_keys(self) -> list[ApiKey]:
@@ -118,13 +146,18 @@ class Storage(abc.ABC):
     # -- writes ----------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def apply(self, op: Op, idempotency: tuple[str, str] | None = None) -> dict[str, Any]:
+    async def apply(
+        self, op: Op, idempotency: tuple[str, str] | None = None, key: ApiKey | None = None
+    ) -> dict[str, Any]:
         """Apply one op atomically and return its answer.
 
         Args:
             op: The write, already checked.
             idempotency: ``(scope, key)``: when given, an op with the same pair applied before is not
                 applied again, and its first answer is returned.
+            key: The key that asks: a non-admin key changes only its owner's runs (``Forbidden``), creates
+                runs only in its projects, and never gets another owner's run back from ``create`` or
+                ``resume``. None acts as an admin.
 
         Returns:
             A JSON-able answer: ``{"run": {...}, "resumed": bool}`` for create and resume,
@@ -132,15 +165,16 @@ class Storage(abc.ABC):
 
         Raises:
             NotFound: the op names a run that does not exist.
+            Forbidden: the run belongs to another owner, or the project is not the key's.
             Unavailable: too many writes are waiting.
         """
 
     @abc.abstractmethod
-    async def heartbeat(self, run_id: int) -> str:
+    async def heartbeat(self, run_id: int, key: ApiKey | None = None) -> str:
         """Record that the run is alive; returns the status to answer (``CANCELLED`` once cancelled)."""
 
     @abc.abstractmethod
-    async def request_cancel(self, run_id: int) -> None:
+    async def request_cancel(self, run_id: int, key: ApiKey | None = None) -> None:
         """Make the run's next heartbeat answer ``CANCELLED``."""
 
     @abc.abstractmethod
@@ -158,20 +192,24 @@ class Storage(abc.ABC):
     # -- reads -------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def list_projects(self) -> list[dict[str, Any]]:
-        """Every project with runs: ``[{"name", "runs", "updated"}]``, most recently updated first."""
+    async def list_projects(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Every project with runs (of ``owner`` only, when given): ``[{"name", "runs", "updated"}]``,
+        most recently updated first."""
 
     @abc.abstractmethod
-    async def list_runs(self, project: str) -> list[dict[str, Any]]:
-        """The runs of a project, newest first, as read-API summaries."""
+    async def list_runs(self, project: str, owner: str | None = None) -> list[dict[str, Any]]:
+        """The runs of a project (of ``owner`` only, when given), newest first, as read-API summaries."""
 
     @abc.abstractmethod
-    async def last_values(self, project: str, keys: list[str]) -> dict[int, dict[str, float]]:
-        """The last logged value of each of ``keys`` in each run of a project that has it, by run id."""
+    async def last_values(
+        self, project: str, keys: list[str], owner: str | None = None
+    ) -> dict[int, dict[str, float]]:
+        """The last logged value of each of ``keys`` in each run of a project (of ``owner`` only, when
+        given) that has it, by run id."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: int, *, detail: bool = False) -> dict[str, Any] | None:
-        """A run's summary (with config, metadata and graph when ``detail``), or None."""
+        """A run's summary with its ``owner`` (with config, metadata and graph when ``detail``), or None."""
 
     @abc.abstractmethod
     async def metric(self, run_id: int, key: str) -> Series | None:

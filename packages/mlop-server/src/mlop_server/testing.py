@@ -42,7 +42,8 @@ class ServerProcess:
 
     Args:
         data_dir: The server's ``--data`` folder (created if missing; kept across restarts).
-        admin_key: The admin key the server creates on start (``--admin-key``).
+        admin_key: The admin key the server creates on start (given as ``MLOP_SERVER_ADMIN_KEY``, never in
+            the command line).
         extra_args: More command-line options, e.g. ``["--heartbeat-timeout", "2"]``.
         startup_timeout: Seconds to wait for the URL line and ``/health``.
         env: Extra environment variables for the process.
@@ -109,14 +110,13 @@ class ServerProcess:
         cmd += [
             "--data",
             str(self.data_dir),
-            "--admin-key",
-            self._key,
             "--log-level",
             "warning",
             "--exit-with-parent",  # no server outlives a test run that was killed
             *self._extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+        env["MLOP_SERVER_ADMIN_KEY"] = self._key
         env.update(self._env)
         self._first.clear()
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
