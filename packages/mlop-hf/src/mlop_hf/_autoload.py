@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 import sys
 
+from mlop_hf._targets import ACCELERATE_MODULE, TRANSFORMERS_MODULE
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,8 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["ACCELERATE_MODULE", "DISABLE_ENV", "TRANSFORMERS_MODULE", "autoload_disabled", "install"]
 
 DISABLE_ENV: Final = "MLOP_HF_DISABLE_AUTOLOAD"
-TRANSFORMERS_MODULE: Final = "transformers.integrations.integration_utils"
-ACCELERATE_MODULE: Final = "accelerate.tracking"
 _TARGETS: Final = frozenset({TRANSFORMERS_MODULE, ACCELERATE_MODULE})
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 
@@ -62,9 +62,14 @@ def _patch(name: str, module: ModuleType) -> None:
         from mlop_hf import _register
 
         if name == TRANSFORMERS_MODULE:
-            _register.patch_transformers(module)
+            from mlop_hf._callback import MlopCallback
+
+            _register.patch_transformers(module, MlopCallback)
         elif name == ACCELERATE_MODULE:
-            _register.patch_accelerate(module)
+            tracker: type[Any] | None = None
+            if getattr(module, "register_tracker_class", None) is not None:  # accelerate 1.15 and later
+                from mlop_hf._tracker import MlopTracker as tracker
+            _register.patch_accelerate(module, tracker)
     except Exception:  # broad: whatever fails here must not break the user's import of transformers
         _report(f"register mlop in {name}")
 

@@ -21,7 +21,7 @@ from typing import Any, Final
 from transformers.trainer_callback import TrainerCallback
 
 import mlop
-from mlop_hf import _autoload, _cleanup
+from mlop_hf import _cleanup, _register
 from mlop_hf._config import trainer_config
 
 __all__ = ["MlopCallback", "prefixed"]
@@ -293,4 +293,4 @@ def _run_root(run: Any) -> str | None:
 
 # When this module's own import is what loaded the framework, the import hook could not register the class
 # yet (it was not defined); register it now.
-_autoload.install()
+_register.patch_imported(callback=MlopCallback)

@@ -1,33 +1,57 @@
 """Adding ``"mlop"`` to transformers' and accelerate's tracker tables.
 
 Called by the import hook in ``mlop_hf._autoload`` right after the module it patches has run, so importing
-the framework here costs nothing more: it is being imported anyway. Every function may be called again;
-the second call changes nothing.
+the framework here costs nothing more: it is being imported anyway; and by ``mlop_hf._callback`` and
+``mlop_hf._tracker`` once their class exists. Every function may be called again; the second call changes
+nothing. The classes come in as arguments, so that this module imports neither of theirs.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["NAME", "patch_accelerate", "patch_transformers"]
+from mlop_hf._targets import ACCELERATE_MODULE, TRANSFORMERS_MODULE
+
+__all__ = ["NAME", "patch_accelerate", "patch_imported", "patch_transformers"]
+
+logger = logging.getLogger("mlop_hf")
 
 NAME: Final = "mlop"
 _MARK: Final = "__mlop_hf_wrapped__"
 
 
-def patch_transformers(module: Any) -> None:
-    """Make ``report_to="mlop"`` (and ``"all"``) resolve to :class:`mlop_hf.MlopCallback`.
+def patch_imported(*, callback: type[Any] | None = None, tracker: type[Any] | None = None) -> None:
+    """Patch the target modules that are already imported with the classes given; never raises.
+
+    ``mlop_hf._callback`` and ``mlop_hf._tracker`` call it once their class is defined: when their own import
+    is what loaded the framework, the import hook could not register the class yet.
+    """
+    for name, cls in ((TRANSFORMERS_MODULE, callback), (ACCELERATE_MODULE, tracker)):
+        module = sys.modules.get(name)
+        if cls is None or module is None:
+            continue
+        try:
+            if name == TRANSFORMERS_MODULE:
+                patch_transformers(module, cls)
+            else:
+                patch_accelerate(module, cls)
+        except Exception:  # broad: whatever fails here must not break the user's import of the framework
+            logger.debug("mlop-hf could not register mlop in %s", name, exc_info=True)
+
+
+def patch_transformers(module: Any, callback: type[Any]) -> None:
+    """Make ``report_to="mlop"`` (and ``"all"``) resolve to ``callback`` (:class:`mlop_hf.MlopCallback`).
 
     Args:
         module: ``transformers.integrations.integration_utils``.
+        callback: the class to register.
     """
-    from mlop_hf._callback import MlopCallback
-
     table: dict[str, Any] = module.INTEGRATION_TO_CALLBACK
-    table.setdefault(NAME, MlopCallback)
+    table.setdefault(NAME, callback)
     available = module.get_available_reporting_integrations
     if getattr(available, _MARK, False):
         return
@@ -51,8 +75,8 @@ def _with_mlop(available: Callable[[], list[str]]) -> Callable[[], list[str]]:
     return get_available_reporting_integrations
 
 
-def patch_accelerate(module: Any) -> None:
-    """Make ``Accelerator(log_with="mlop")`` build a :class:`mlop_hf.MlopTracker`.
+def patch_accelerate(module: Any, tracker: type[Any] | None = None) -> None:
+    """Make ``Accelerator(log_with="mlop")`` build ``tracker`` (:class:`mlop_hf.MlopTracker`).
 
     accelerate 1.15 and later register custom trackers by name (``register_tracker_class``). Older versions
     have no such thing: there ``log_with="mlop"`` raises a ValueError that says to pass
@@ -60,13 +84,13 @@ def patch_accelerate(module: Any) -> None:
 
     Args:
         module: ``accelerate.tracking``.
+        tracker: the class to register by name; None registers nothing on an accelerate that registers
+            trackers by name (there only the refusal of older versions needs no class).
     """
     register = getattr(module, "register_tracker_class", None)
     if register is not None:
-        from mlop_hf._tracker import MlopTracker
-
-        if NAME not in module.LOGGER_TYPE_TO_CLASS:
-            register(MlopTracker)
+        if tracker is not None and NAME not in module.LOGGER_TYPE_TO_CLASS:
+            register(tracker)
         return
     filter_trackers = module.filter_trackers
     if getattr(filter_trackers, _MARK, False):

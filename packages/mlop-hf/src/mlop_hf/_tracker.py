@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from accelerate.tracking import GeneralTracker
 
 import mlop
-from mlop_hf import _autoload
+from mlop_hf import _register
 
 __all__ = ["MlopTracker"]
 
@@ -117,4 +117,4 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
 
 # When this module's own import is what loaded the framework, the import hook could not register the class
 # yet (it was not defined); register it now.
-_autoload.install()
+_register.patch_imported(tracker=MlopTracker)
