@@ -311,7 +311,7 @@ def test_list_runs_and_reading_a_live_run(tmp_path: Path) -> None:
     assert set(runs) == {"done", "live"}
     assert runs["done"].status == "COMPLETED"
     assert runs["live"].status == "RUNNING"
-    assert runs["live"].summary()["steps"] == 5
+    assert runs["live"].progress()["steps"] == 5
     live.finish()
     runs["live"].refresh()
     assert runs["live"].status == "COMPLETED"

@@ -103,8 +103,8 @@ def test_samples_have_their_own_step_counter_and_leave_the_user_steps_alone(tmp_
     assert steps == list(range(len(steps)))
     reader = mlop.open_run(run.dir)
     try:
-        assert reader.summary()["steps"] == 2
-        assert reader.summary()["last_step"] == 101
+        assert reader.progress()["steps"] == 2
+        assert reader.progress()["last_step"] == 101
         assert [r["step"] for r in reader.metrics("loss")] == [100, 101]
         assert all(not r["key"].startswith("sys/") for r in reader.metrics(system=False))
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlop._settings import Settings
+from mlop._summary import Summary
 
 __all__ = ["NoopOp"]
 
@@ -23,6 +24,7 @@ class NoopOp:
         self.project = settings.project
         self.config = config
         self.tags = tags
+        self.summary = Summary(None)  # kept in this object only, as every other value here
         self._forked = self._closed = False
 
     def __repr__(self) -> str:

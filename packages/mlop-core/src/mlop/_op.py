@@ -16,6 +16,7 @@ from mlop._loggable import Loggable, MediaSink
 from mlop._settings import Settings
 from mlop._status import exception_status
 from mlop._store import Store
+from mlop._summary import Summary, summary_of
 from mlop._values import flatten, jsonable
 from mlop._writer import Writer
 
@@ -265,6 +266,11 @@ class Op:
             self._warn_once("<forked>", "run.log in a forked process (a DataLoader worker?) does nothing")
         else:
             self._warn_once("<finished>", f"run {self.name} is finished; log() does nothing")
+
+    @property
+    def summary(self) -> Summary:
+        """The run's final values, a dict-like kept apart from the step series; ``open_run(...).summary``."""
+        return summary_of(self)
 
     # -- config and tags ------------------------------------------------------------------------------
 

@@ -168,7 +168,12 @@ class RunReader:
             for _when, alert in items:
                 yield alert
 
+    @property
     def summary(self) -> dict[str, Any]:
+        """The run's final values (``run.summary`` while it was live): train runtime, best score..."""
+        return dict(self._meta.get("summary") or {})
+
+    def progress(self) -> dict[str, Any]:
         """For listings: how many steps have metrics, the last step, the last update (epoch ms)."""
         steps: set[int] = set()
         last_update = self.created_at or 0.0

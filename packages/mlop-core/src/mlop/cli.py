@@ -111,12 +111,12 @@ def _runs(args: argparse.Namespace) -> int:
     header = ("PROJECT", "NAME", "ID", "STATUS", "STEPS", "UPDATED", "DIR")
     table = [header]
     for run in runs:
-        summary = run.summary()
-        updated = summary["updated"]
+        progress = run.progress()
+        updated = progress["updated"]
         when = (
             datetime.datetime.fromtimestamp(updated / 1000).strftime("%Y-%m-%d %H:%M:%S") if updated else "-"
         )
-        table.append((run.project, run.name, run.id, run.status, str(summary["steps"]), when, str(run.dir)))
+        table.append((run.project, run.name, run.id, run.status, str(progress["steps"]), when, str(run.dir)))
         run.close()
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
