@@ -36,9 +36,39 @@ def test_a_stored_key_makes_runs_online_and_explicit_keys_win(monkeypatch: pytes
     assert stored.api_key == "mlps_stored" and stored.host == "http://127.0.0.1:9"
     assert stored.run_mode == "online" and "mlps_stored" not in repr(stored)
     from_env = resolve_settings({}, None, environ={"MLOP_API_TOKEN": "mlps_env"})
-    assert from_env.api_key == "mlps_env" and from_env.host is None
+    assert from_env.api_key == "mlps_env" and from_env.host == "http://127.0.0.1:9"  # the login's server
     assert resolve_settings({}, {"_auth": "mlps_alias"}, environ={}).api_key == "mlps_alias"
     assert resolve_settings({"host": "h"}, None, environ={}).urls()["url_api"] == "http://h:3001"
+
+
+def test_the_stored_key_goes_only_to_the_server_it_was_stored_for(caplog: pytest.LogCaptureFixture) -> None:
+    save(Credentials("mlps_for_nine", "http://127.0.0.1:9"))
+    same = resolve_settings({}, None, environ={"MLOP_HOST": "http://127.0.0.1:9/"})
+    assert same.api_key == "mlps_for_nine"
+    elsewhere = resolve_settings({"host": "http://evil.example:8080"}, None, environ={})
+    assert elsewhere.api_key is None and elsewhere.urls()["url_api"] == "http://evil.example:8080"
+    by_url = resolve_settings({}, None, environ={"MLOP_URL_API": "https://evil.example"})
+    assert by_url.api_key is None
+    assert "is for http://127.0.0.1:9, not http://evil.example:8080" in caplog.text
+    assert "mlps_for_nine" not in caplog.text
+    # A key given for that other server goes there.
+    given = resolve_settings({"host": "http://evil.example:8080", "api_key": "mlps_other"}, None, environ={})
+    assert (given.api_key, given.host) == ("mlps_other", "http://evil.example:8080")
+
+
+def test_a_key_with_no_server_configured_goes_to_the_hosted_service_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import mlop._settings
+
+    mlop._settings._SAID.discard("hosted")
+    for _ in range(3):
+        settings = resolve_settings({}, None, environ={"MLOP_API_TOKEN": "mlps_env"})
+        assert settings.urls()["url_api"] == "https://trakkur-api.trainy.ai"
+    assert caplog.text.count("goes to the hosted service https://trakkur-api.trainy.ai") == 1
+    caplog.clear()
+    offline = resolve_settings({}, None, environ={"MLOP_API_TOKEN": "mlps_env", "MLOP_MODE": "offline"})
+    assert offline.run_mode == "offline" and caplog.text == ""
 
 
 def test_a_file_others_can_read_is_used_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
 from mlop._exceptions import ConfigError
 
-__all__ = ["HOSTED_URLS", "Mode", "Settings", "resolve_settings"]
+__all__ = ["HOSTED_URLS", "Mode", "Settings", "resolve_settings", "same_server"]
+
+logger = logging.getLogger(__name__)
 
 Mode = Literal["online", "offline", "disabled"]
 _MODES: Final = get_args(Mode)
@@ -191,18 +194,61 @@ def resolve_settings(
             raise ConfigError(f"settings must be a mlop.Settings or a dict, got {type(settings).__name__}")
         out.update(settings, "settings")
     out.update({k: v for k, v in keywords.items() if v is not None}, "init()")
-    if out.api_key is None:
-        _stored_credentials(out)
+    _bind_key_to_host(out)
     return out
 
 
-def _stored_credentials(out: Settings) -> None:
-    """Take the key (and its host) that ``mlop login`` stored, when no key was given another way."""
+def same_server(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Whether two sets of base URLs (:meth:`Settings.urls`) name the same server."""
+    return all(a.get(k, "").rstrip("/").lower() == b.get(k, "").rstrip("/").lower() for k in HOSTED_URLS)
+
+
+def _bind_key_to_host(out: Settings) -> None:
+    """Which key goes to which server.
+
+    The key ``mlop login`` stored goes only to the server it was stored for: with no other key given, it is
+    taken when no server is configured (and brings its server along) or when the configured server is
+    that one. A key given another way (``MLOP_API_TOKEN``, ``init(api_key=...)``) goes to the configured
+    server; with none configured, to the server of the stored login, else to the hosted service, which is
+    said once.
+    """
     from mlop._online._auth import load_credentials
 
-    stored = load_credentials()
-    if stored is None:
+    configured = bool(out.host) or any(getattr(out, k) for k in HOSTED_URLS)
+    if out.api_key is not None and configured:
         return
-    out.api_key = stored.api_key
-    if stored.host and not out.host and not any(getattr(out, k) for k in HOSTED_URLS):
-        out.host = stored.host
+    stored = load_credentials()
+    if out.api_key is None:
+        if stored is None:
+            return
+        login_urls = Settings(host=stored.host).urls()
+        if not configured:
+            out.host = stored.host
+            out.api_key = stored.api_key
+        elif same_server(out.urls(), login_urls):
+            out.api_key = stored.api_key
+        else:
+            _say_once(
+                f"stored-elsewhere {login_urls['url_api']} {out.urls()['url_api']}",
+                f"mlop: the key stored by `mlop login` is for {login_urls['url_api']}, not "
+                f"{out.urls()['url_api']}, so it is not sent there; run `mlop login --host URL` for that "
+                "server or set MLOP_API_TOKEN",
+            )
+        return
+    if stored is not None:
+        out.host = stored.host  # None: the login was for the hosted service
+    elif out.run_mode == "online":
+        _say_once(
+            "hosted",
+            f"mlop: no server configured (MLOP_HOST or `mlop login --host`): the API key goes to the hosted "
+            f"service {HOSTED_URLS['url_api']}",
+        )
+
+
+_SAID: Final[set[str]] = set()
+
+
+def _say_once(what: str, message: str) -> None:
+    if what not in _SAID:
+        _SAID.add(what)
+        logger.warning("%s", message)

@@ -15,6 +15,7 @@ import json
 import json.encoder
 import logging
 import math
+import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +28,7 @@ from mlop._store import Store, unpack
 if TYPE_CHECKING:
     from mlop._online._types import StreamOwner
 
-__all__ = ["STREAMS", "Batch", "Stream", "pending_items", "protocol_tags"]
+__all__ = ["STREAMS", "Batch", "Stream", "pending_items", "protocol_tags", "run_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -371,6 +372,25 @@ class LogsStream(Stream):
         self.server.ingest("logs", prepared, self.key(batch), stop=self.up.stop)
 
 
+def run_file(run_dir: Path, recorded: object) -> Path | None:
+    """The file a ``files`` record points at, when it is a regular file inside the run directory.
+
+    A run folder may come from anyone (``mlop sync`` of a folder someone sent): a record that points out
+    of it (``../``, an absolute path, a symbolic link that leads out) must never upload what it names.
+    """
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    try:
+        root = run_dir.resolve(strict=True)
+        path = (root / recorded).resolve(strict=True)
+        info = path.stat()
+    except (OSError, RuntimeError):  # missing, unreadable, a loop of links
+        return None
+    if not path.is_relative_to(root) or not stat.S_ISREG(info.st_mode):
+        return None
+    return path
+
+
 class FilesStream(Stream):
     """Media and files: ask ``/files`` for upload URLs, then PUT each file from disk, a few at a time."""
 
@@ -392,6 +412,10 @@ class FilesStream(Stream):
         entries: list[dict[str, Any]] = []
         paths: dict[tuple[str, str], Path] = {}
         for _seq, _kind, (step, when, key, info) in batch.items:
+            path = run_file(self.up.run_dir, info.get("path"))
+            if path is None:
+                self._refuse(batch, info.get("path"))
+                continue
             log_type = data_log_type(info.get("logType", "FILE"))
             if key not in self.up.known(log_type):
                 names.setdefault(log_type, {})[key] = None
@@ -408,7 +432,9 @@ class FilesStream(Stream):
             if info.get("caption") is not None:
                 entry["caption"] = str(info["caption"])
             entries.append(entry)
-            paths[(key, info["fileName"])] = self.up.run_dir / info["path"]
+            paths[(key, info["fileName"])] = path
+        if not entries:
+            return
         if names:
             self.register({t: list(n) for t, n in names.items()}, self.key(batch))
         answer = self.server.call(
@@ -428,6 +454,15 @@ class FilesStream(Stream):
         futures = [self._pool.submit(self._put, batch, url, path) for url, path in uploads]
         for future in futures:
             future.result()
+
+    def _refuse(self, batch: Batch, recorded: object) -> None:
+        message = (
+            f"a files record of this run points at {recorded!r}, which is not a regular file inside the "
+            f"run directory {self.up.run_dir} (it is missing, outside it or a link out of it); not uploaded"
+        )
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        logger.warning("mlop: %s", message)
+        self.book.add_failure(self.name, batch.first_seq, None, message)
 
     def _put(self, batch: Batch, url: str, path: Path) -> None:
         try:

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from mlop._exceptions import MlopError, StoreError
+from mlop._exceptions import ConfigError, MlopError, StoreError
 from mlop._online._options import Options
 from mlop._online._streams import FINAL, pending_items
 from mlop._online._uploader import Busy, Uploader, last_status, mark_died
 from mlop._reader import list_runs
-from mlop._settings import Settings, resolve_settings
+from mlop._settings import Settings, resolve_settings, same_server
 from mlop._store import STORE_FILE, Store
 
 __all__ = ["find_runs", "sync_run", "sync_runs"]
@@ -147,7 +147,10 @@ def sync_runs(
     """The ``mlop sync`` command; returns its exit code."""
     settings = resolve_settings({"host": host} if host else {}, None)
     if not settings.api_key:
-        out.write("mlop sync: no API key; run `mlop login` or set MLOP_API_TOKEN\n")
+        out.write(
+            f"mlop sync: no API key for {settings.urls()['url_api']}; run `mlop login --host URL` or set "
+            "MLOP_API_TOKEN\n"
+        )
         return 1
     runs = find_runs(paths, every=every, root=root)
     if not runs:
@@ -181,4 +184,17 @@ def _urls(run_dir: Path, settings: Settings, host: str | None) -> dict[str, str]
         recorded = store.meta().get("server_urls")
     finally:
         store.close()
-    return dict(recorded) if isinstance(recorded, dict) and recorded else settings.urls()
+    ours = settings.urls()
+    if not isinstance(recorded, dict) or not recorded:
+        return ours
+    # The run folder names its server, but the folder may come from anyone: the key goes only to the
+    # server it is for (see Settings' key resolution), so a run headed elsewhere needs --host.
+    theirs = {k: str(v) for k, v in recorded.items()}
+    if not same_server(theirs, ours):
+        yours = f"; to send it to yours: mlop sync --host {settings.host} {run_dir}" if settings.host else ""
+        raise ConfigError(
+            f"this run was headed for {theirs.get('url_api')}, and the key in use is for {ours['url_api']}; "
+            "a key goes only to the server it is for, so nothing was sent. To send it to that server: "
+            f"MLOP_API_TOKEN=<its key> mlop sync --host URL {run_dir}{yours}"
+        )
+    return ours
