@@ -55,6 +55,10 @@ def test_fit_validate_test_lands_in_one_run(
     assert len(val_steps) == 3 and val_steps == sorted(val_steps) and val_steps[-1] == trainer.global_step
     (test_loss,) = _series(run, "test/loss")
     assert test_loss[0] == trainer.global_step == 8
+    # The summary holds the last value of each metric: fit's, then validate's and test's.
+    assert run.summary["train/loss"] == loss[-1][1] and run.summary["trainer/global_step"] == 8
+    assert run.summary["test/loss"] == test_loss[1] and run.summary["epoch"] == _series(run, "epoch")[-1][1]
+    assert run.summary["val/loss"] == _series(run, "val/loss")[-1][1]
 
 
 def test_log_model_true_logs_the_final_checkpoints_with_score_path_and_step(

@@ -65,7 +65,9 @@ def test_fit_and_test_arrive_on_the_server(
     run = _wait_status(api, listed["id"], "COMPLETED")
     assert run["status"] == "COMPLETED" and run["name"] == "online"
     assert run["externalId"] == logger.version
+    summary = run["config"].pop("summary")  # the run's summary travels as a config merge
     assert run["config"] == {"lr": 0.1, "optimizer": {"name": "sgd"}, "fail_at": -1}
+    assert summary["trainer/global_step"] == 8 and set(summary) >= {"train/loss", "test/loss", "epoch"}
 
     def points(key: str) -> list[tuple[int, Any]]:
         answer = api.get(f"/api/runs/{listed['id']}/metrics", params={"key": key}).json()

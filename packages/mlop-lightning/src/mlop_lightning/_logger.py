@@ -199,6 +199,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         self._created = False  # this logger created its run once: later creations continue it
         self._ender: weakref.finalize[Any, Any] | None = None  # ends an abandoned run (GC, exit)
         self._step: int | None = None  # the last step Lightning logged at
+        self._final: dict[str, Any] = {}  # the last value of each metric, for the run's summary
         self._graphs: set[int] = set()
         self._checkpoints = CheckpointTracker()
         self._checkpoint_callbacks: dict[int, Any] = {}  # log_model=True: logged at finalize
@@ -303,6 +304,8 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
             data["trainer/global_step"] = step
             self._step = step
         run.log(data, step=step)
+        if _records(run):
+            self._final.update(data)  # references only: a tensor is read once, at finalize
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         """Merge hyperparameters into the run's config (nesting kept), so they reach the server.
@@ -366,6 +369,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         callbacks, self._checkpoint_callbacks = self._checkpoint_callbacks, {}
         for callback in callbacks.values():
             self._log_checkpoints(callback)
+        self._store_summary(run)
         if not self._owns_run:
             return
         final, metadata = _lightning_status(status)
@@ -377,6 +381,13 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
             run.finish()
         else:
             run._end(final, metadata)
+
+    def _store_summary(self, run: Any) -> None:
+        """Put the last value of every metric Lightning logged into the run's summary."""
+        final, self._final = self._final, {}
+        values = {k: v for k, v in ((k, _scalar(v)) for k, v in final.items()) if v is not None}
+        if values and isinstance(run, mlop.Run):
+            run.summary.update(values)
 
     # -- mlop additions -------------------------------------------------------------------------------
 
@@ -504,7 +515,21 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         state["_graphs"] = set()
         state["_finalized"] = False
         state["_checkpoint_callbacks"] = {}
+        state["_final"] = {}
         return state
+
+
+def _scalar(value: Any) -> float | int | None:
+    """A metric's value as a plain number (a one-element tensor read now); None for anything else."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            value = item()
+        except (RuntimeError, ValueError):  # not a one-element tensor
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
 
 
 def _live(run: Any) -> bool:
