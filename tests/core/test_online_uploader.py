@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 import mlop
-from mlop._exceptions import ServerError
+from mlop._exceptions import AuthError, ServerError
 from mlop._online._options import Options
-from mlop._online._server import ServerInterface, Transient
+from mlop._online._server import ServerInterface
 from mlop._online._uploader import Uploader
 from mlop._store import Store
 
@@ -215,11 +215,17 @@ def test_a_permanent_refusal_is_recorded_and_the_rest_still_sent(tmp_path: Path,
     assert recorder.bodies("/api/runs/status/update")[-1]["status"] == "COMPLETED"
     store = Store(run_dir)
     try:
-        (failure,) = store.failures()
+        failures = store.failures()
     finally:
         store.close()
-    assert failure["stream"] == "data" and failure["status"] == 400 and "bad line" in failure["message"]
-    assert "refused part of run unit" in caplog.text and KEY not in caplog.text
+    # Refused whole, the batch is split down to the items the server refuses: each is recorded alone.
+    data_items = sum(
+        1 for r in recorder.requests if r.url.path == "/ingest/data" and r.content.count(b"\n") == 1
+    )
+    assert failures and len(failures) == data_items
+    for failure in failures:
+        assert failure["stream"] == "data" and failure["status"] == 400 and "bad line" in failure["message"]
+    assert caplog.text.count("refused part of run unit") == 1 and KEY not in caplog.text
 
 
 def test_a_batch_in_flight_is_resent_whole_with_its_key(tmp_path: Path) -> None:
@@ -311,7 +317,7 @@ def test_server_interface_keeps_the_key_out_of_reprs_and_errors() -> None:
     urls = {"url_api": "http://s", "url_ingest": "http://s", "url_py": "http://s", "url_app": "http://s"}
     with ServerInterface(urls, KEY, transport=httpx.MockTransport(handler)) as server:
         assert KEY not in repr(server) and KEY not in repr(vars(server))
-        with pytest.raises(Transient) as info:
+        with pytest.raises(AuthError) as info:  # final: a refused key is not retried
             server.send("api", "/api/runs/create", body={})
         assert KEY not in str(info.value)
         with pytest.raises(ServerError) as refused:

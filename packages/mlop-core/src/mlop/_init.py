@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import string
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from mlop import _hooks, _runs
 from mlop._exceptions import ConfigError, NoRunError, RunExistsError
@@ -17,14 +16,16 @@ from mlop._op import Op, SharedRankOp
 from mlop._services import start_services
 from mlop._settings import Settings, resolve_settings
 from mlop._store import STORE_FILE, Store
-from mlop._values import jsonable
+from mlop._values import has_surrogate, jsonable
 
 __all__ = ["alert", "finish", "init", "log", "run_directory", "watch"]
 
 logger = logging.getLogger("mlop")
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
+_MAX_NAME: Final = 128
+_MAX_TEXT: Final = 512  # the longest run name or tag a server takes
+_NAME_PUNCTUATION: Final = frozenset("._- ")
 
 
 def _new_run_id() -> str:
@@ -39,11 +40,29 @@ def run_directory(root: str | os.PathLike[str] | None, project: str, run_id: str
 
 
 def _check_name(what: str, value: str) -> None:
-    if not _SAFE_NAME.match(value) or value in (".", ".."):
+    """A project name or run id names a folder and travels in a header: letters and digits (any script),
+    ``.``, ``_``, ``-`` and spaces, starting with a letter or digit, at most 128 characters."""
+    ok = (
+        0 < len(value) <= _MAX_NAME
+        and value[0].isalnum()
+        and all(c.isalnum() or c in _NAME_PUNCTUATION for c in value)
+        and not has_surrogate(value)
+    )
+    if not ok:
+        bad = sorted({c for c in value if not (c.isalnum() or c in _NAME_PUNCTUATION)})
+        shown = f" (it holds {', '.join(repr(c) for c in bad[:5])})" if bad else ""
         raise ConfigError(
-            f"{what} {value!r} must be 1-128 letters, digits, '.', '_', '-' or spaces, "
-            "starting with a letter or digit"
+            f"{what} {value!r} must be 1-{_MAX_NAME} letters, digits, '.', '_', '-' or spaces, "
+            f"starting with a letter or digit{shown}"
         )
+
+
+def _check_text(what: str, value: str) -> None:
+    """A run name or tag may hold any text that is valid Unicode (it travels as UTF-8)."""
+    if has_surrogate(value):
+        raise ConfigError(f"{what} {value!r} holds a lone surrogate, which is not valid Unicode text")
+    if len(value) > _MAX_TEXT:
+        raise ConfigError(f"{what} is longer than {_MAX_TEXT} characters")
 
 
 def init(
@@ -106,6 +125,10 @@ def init(
     _check_name("project", resolved.project)
     rid = resolved.run_id or _new_run_id()
     _check_name("run_id", rid)
+    if resolved.name is not None:
+        _check_text("run name", resolved.name)
+    for tag in tag_list:
+        _check_text("tag", tag)
     run_dir = run_directory(resolved.dir, resolved.project, rid)
     exists = (run_dir / STORE_FILE).exists()
     primary = rank.rank == 0
@@ -174,7 +197,10 @@ def init(
 def _config_dict(config: Any) -> dict[str, Any]:
     if config is None:
         return {}
-    out = jsonable(config)
+    problems: list[str] = []
+    out = jsonable(config, problems=problems)
+    for problem in dict.fromkeys(problems):
+        logger.warning("mlop: the config holds %s", problem)
     if not isinstance(out, dict):
         raise ConfigError(f"config must be a dict or an object with attributes, got {type(config).__name__}")
     return out

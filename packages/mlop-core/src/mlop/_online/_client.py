@@ -68,6 +68,7 @@ class UploaderHandle:
         self.conflict: str | None = None
         self.outcome: dict[str, Any] | None = None
         self.cancelled = False
+        self.refused: str | None = None  # the server refused the key: the uploader said so, and stopped
         self._answered = threading.Event()
         self._late = False
         self._done = False
@@ -125,6 +126,10 @@ class UploaderHandle:
             threading.Thread(
                 target=self._op._end, args=("CANCELLED", metadata), name="mlop-cancel", daemon=False
             ).start()
+        elif kind == "refused":
+            self.refused = str(event.get("message"))
+            with self._lock:
+                self._answered.set()
         elif kind == "log":
             logger.log(int(event.get("level", logging.WARNING)), "%s", event.get("message", ""))
         elif kind == "done":
@@ -171,6 +176,8 @@ class UploaderHandle:
         url = (self.run_info or {}).get("url")
         if url:
             announce(f"mlop: run {op.name}: {url}")
+        elif self.refused:
+            pass  # the uploader said why, and how to send the run later
         elif answered and self.run_info is None:
             announce(
                 f"mlop: the uploader of run {op.name} ended early; the run goes on locally. Send it later "
@@ -218,8 +225,8 @@ class UploaderHandle:
             logger.debug("mlop: the uploader did not finish within %s s; stopping it", timeout)
         self._terminate()
         outcome = self.outcome or {}
-        if self.cancelled or outcome.get("cancelled") or self.conflict:
-            return
+        if self.cancelled or outcome.get("cancelled") or self.conflict or self.refused:
+            return  # said already
         if not outcome.get("complete"):
             announce(
                 f"mlop: not everything of run {self._op.name} reached the server within {timeout:g} s; "

@@ -1,9 +1,11 @@
 """The server interface: every route of ``protocol.md`` over one pooled httpx client.
 
 One call is one attempt (:meth:`ServerInterface.send`); :meth:`ServerInterface.call` retries the transient
-faults of the protocol's last section (401, 408, 429, 5xx, resets, timeouts) with jittered exponential
-backoff, without a cap, until the call succeeds, the caller's ``stop`` event is set or its deadline passes.
-Any other 4xx is permanent for that request and raised as :class:`mlop.ServerError`.
+faults (408, 429, 5xx, resets, timeouts) with jittered exponential backoff, or after the time a
+``Retry-After`` header asks for, without a cap, until the call succeeds, the caller's ``stop`` event is
+set or its deadline passes. A 401 or 403 is final: the key was refused, and retrying cannot change that
+(:class:`mlop.AuthError`). Any other 4xx is permanent for that request and raised as
+:class:`mlop.ServerError`.
 
 The API key lives in one private attribute and is added to each request's headers; it is never part of a
 message, a repr or an exception. The upload ``PUT`` and webhooks get no auth header at all.
@@ -33,7 +35,8 @@ __all__ = ["Abandoned", "Base", "Secret", "ServerInterface", "Transient", "is_tr
 logger = logging.getLogger(__name__)
 
 Base = Literal["api", "ingest", "py", "app"]
-_TRANSIENT_STATUS: Final = frozenset({401, 408, 429})
+_TRANSIENT_STATUS: Final = frozenset({408, 429})
+_AUTH_STATUS: Final = frozenset({401, 403})
 _MAX_RETRY_AFTER: Final = 120.0
 _JSON: Final = "application/json"
 _NDJSON: Final = "application/x-ndjson"
@@ -190,8 +193,8 @@ class ServerInterface:
 
         Raises:
             Transient: a fault worth retrying.
-            AuthError: never from here (401 is transient); see :meth:`call`.
-            ServerError: a permanent refusal (4xx other than 401, 408 and 429) or an answer that is not JSON.
+            AuthError: the server refused the key (401 or 403).
+            ServerError: a permanent refusal (4xx other than 408 and 429) or an answer that is not JSON.
         """
         url = self.urls[base] + path
         if ndjson is not None:
@@ -213,6 +216,8 @@ class ServerInterface:
         status = response.status_code
         if status >= 400:
             message = f"{method} {path}: HTTP {status}: {_reason(response)}"
+            if status in _AUTH_STATUS and method != "WEBHOOK":
+                raise AuthError(message, status)
             if is_transient_status(status):
                 raise Transient(message, status, _retry_after(response.headers.get("Retry-After")))
             raise ServerError(message, status)
@@ -335,10 +340,7 @@ class ServerInterface:
         with self._fail_lock:
             first, self._failing = not self._failing, True
         if first:
-            if fault.status == 401:
-                logger.error("mlop: the server did not accept the API key (401); retrying")
-            else:
-                logger.warning("mlop: the server is not answering (%s); retrying with backoff", fault)
+            logger.warning("mlop: the server is not answering (%s); retrying with backoff", fault)
         else:
             logger.debug("mlop: still retrying: %s", fault)
 
@@ -359,9 +361,9 @@ class ServerInterface:
         """
         try:
             answer = self.send("api", "/api/slug", body={}, timeout=timeout)
+        except AuthError as exc:
+            raise AuthError("the server did not accept the API key", exc.status_code) from None
         except Transient as exc:
-            if exc.status == 401:
-                raise AuthError("the server did not accept the API key", 401) from None
             raise ServerError(str(exc), exc.status) from None
         try:
             return str(answer["organization"]["slug"])

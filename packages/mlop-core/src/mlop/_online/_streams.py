@@ -21,14 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from mlop._exceptions import ServerError
-from mlop._online._server import ServerInterface
-from mlop._store import Store, unpack
+from mlop._exceptions import AuthError, ServerError
+from mlop._online._server import Abandoned, ServerInterface
+from mlop._store import Store, decode_record
 
 if TYPE_CHECKING:
     from mlop._online._types import StreamOwner
 
-__all__ = ["STREAMS", "Batch", "Stream", "pending_items", "protocol_tags", "run_file"]
+__all__ = ["STREAMS", "Batch", "Stream", "pending_by_stream", "pending_items", "protocol_tags", "run_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class Batch:
     end: Position
     items: list[tuple[int, str, Any]]
     full: bool
+    part: str = ""  # a part of a refused batch, sent alone (see Stream.deliver): "", "a", "ab", ...
 
     @property
     def first_seq(self) -> int:
@@ -142,7 +143,7 @@ class Stream:
         full = False
         size = 0
         visible = self.store.last_seq()
-        for seq, kind, records in self._records(max(a_seq - 1, self._scanned)):
+        for seq, kind, records, count in self._records(max(a_seq - 1, self._scanned)):
             first = a_n if seq == a_seq else 0
             for index in range(first, len(records)):
                 if limit is not None:
@@ -159,7 +160,8 @@ class Stream:
             if full:
                 self._partial = (seq, records)
                 break
-            end = (seq, len(records))
+            # A record that could not be decoded (or lost items when it was packed) is passed whole.
+            end = (seq, max(len(records), count))
         if not full:  # everything of these kinds up to ``visible`` is read: never scan it again
             self._scanned = max(self._scanned, visible)
         if end == self.cursor:
@@ -169,25 +171,30 @@ class Stream:
         start, self.cursor = self.cursor, end
         return Batch(start, end, items, full)
 
-    def _records(self, after_seq: int) -> Iterator[tuple[int, str, list[Any]]]:
-        """This stream's records after ``after_seq``, in order, read lazily.
+    def _records(self, after_seq: int) -> Iterator[tuple[int, str, list[Any], int]]:
+        """This stream's records after ``after_seq``, in order, read lazily, with their item counts.
 
         The rowid range is scanned in order (``+kind`` keeps SQLite off the (kind, seq) index, which for
         several kinds would sort every remaining payload first), and a record that the last batch ended
-        inside is not unpacked again.
+        inside is not unpacked again. A record that cannot be decoded is reported once and yields no
+        items: it is skipped, and everything after it is sent.
         """
         marks = ",".join("?" * len(self.kinds))
         cursor = self.store._db.execute(  # the Store class reads several kinds through a sort
-            f"SELECT seq, kind, payload FROM records WHERE seq > ? AND +kind IN ({marks}) ORDER BY seq",
+            f"SELECT seq, kind, payload, count FROM records WHERE seq > ? AND +kind IN ({marks}) "
+            "ORDER BY seq",
             (after_seq, *self.kinds),
         )
         try:
-            for seq, kind, payload in cursor:
+            for seq, kind, payload, count in cursor:
                 partial = self._partial
                 if partial is not None and partial[0] == seq:
-                    yield seq, kind, partial[1]
-                else:
-                    yield seq, kind, unpack(payload)
+                    yield seq, kind, partial[1], count
+                    continue
+                items = decode_record(self.store.path, seq, kind, payload)
+                if items is None:
+                    self.up.corrupt_record(self.name, seq, kind)
+                yield seq, kind, items or [], count
         finally:
             cursor.close()
 
@@ -197,7 +204,7 @@ class Stream:
 
     def key(self, batch: Batch) -> str:
         (s0, n0), (s1, n1) = batch.start, batch.end
-        return f"{self.up.upload_id}-{self.name}-{s0}.{n0}-{s1}.{n1}"
+        return f"{self.up.upload_id}-{self.name}-{s0}.{n0}-{s1}.{n1}{batch.part}"
 
     def begin(self, batch: Batch) -> None:
         """Mark a batch as in flight before its first attempt."""
@@ -213,7 +220,8 @@ class Stream:
 
     def fail(self, batch: Batch, exc: ServerError, what: str) -> None:
         """Record a permanent refusal of a batch and report it once, loudly; the batch is then skipped."""
-        message = f"{exc} ({what})"
+        # What the server refused may hold text SQLite cannot store (a lone surrogate): escape it.
+        message = f"{exc} ({what})".encode("utf-8", "backslashreplace").decode("utf-8")
         self.book.add_failure(self.name, batch.first_seq, exc.status_code, message)
         self.up.report_failure(self.name, message)
 
@@ -236,17 +244,37 @@ class Stream:
         return f"{len(batch.items)} {self.name} items from record {batch.first_seq}"
 
     def deliver(self, batch: Batch, prepared: Any) -> None:
-        """Send a batch and record its acknowledgement; a permanent refusal is recorded, then skipped.
+        """Send a batch and record its acknowledgement.
+
+        A batch the server refuses for good is split in halves, each sent alone (with its own key), down
+        to the single items it refuses: those are recorded and reported, everything else is sent. A
+        restarted uploader resends a batch in flight and splits it the same way, with the same keys.
 
         Raises:
-            Abandoned: the uploader is stopping; the batch stays in flight for the next uploader.
+            Abandoned: the uploader is stopping, or the server refused the key (then the uploader says
+                so once); the batch stays in flight for the next uploader.
         """
         self.begin(batch)
         try:
-            self.send(batch, prepared)
-        except ServerError as exc:
-            self.fail(batch, exc, self.describe(batch))
+            self._send_or_split(batch, prepared)
+        except AuthError as exc:
+            self.up.key_refused(exc)
+            raise Abandoned(self.name) from None
         self.acknowledge(batch)
+
+    def _send_or_split(self, batch: Batch, prepared: Any) -> None:
+        try:
+            self.send(batch, prepared)
+        except AuthError:
+            raise
+        except ServerError as exc:
+            if len(batch.items) < 2 or exc.status_code is None or not 400 <= exc.status_code < 500:
+                self.fail(batch, exc, self.describe(batch))
+                return
+            half = len(batch.items) // 2
+            for part, items in (("a", batch.items[:half]), ("b", batch.items[half:])):
+                piece = dataclasses.replace(batch, items=items, part=batch.part + part)
+                self._send_or_split(piece, self.prepare(piece))
 
     def call(self, path: str, body: Any, key: str) -> Any:
         return self.server.call("api", path, body, idempotency_key=key, stop=self.up.stop)
@@ -539,6 +567,8 @@ class ControlStream(Stream):
         self.up.wait_drained(seq)
         try:
             self.server.status(status, metadata, key, stop=self.up.stop)
+        except AuthError:
+            raise
         except ServerError:
             self.up.final_sent(status)
             raise
@@ -550,10 +580,17 @@ STREAMS: Final[tuple[type[Stream], ...]] = (MetricsStream, DataStream, LogsStrea
 
 def pending_items(store: Store) -> tuple[int, int]:
     """How many items of the uploaded kinds the store holds, and how many of them are acknowledged."""
+    counts = pending_by_stream(store).values()
+    return sum(total for total, _done in counts), sum(done for _total, done in counts)
+
+
+def pending_by_stream(store: Store) -> dict[str, tuple[int, int]]:
+    """Per stream (metrics, data, logs, files, control): items held, and items acknowledged."""
     acks = store.acks()
     db = store._db  # aggregate queries the Store class has no method for
-    total = done = 0
+    out: dict[str, tuple[int, int]] = {}
     for stream in STREAMS:
+        total = done = 0
         a_seq, a_n = acks.get(stream.name, (0, 0))
         marks = ",".join("?" * len(stream.kinds))
         where = f"FROM records WHERE kind IN ({marks})"
@@ -564,4 +601,5 @@ def pending_items(store: Store) -> tuple[int, int]:
         row = db.execute(f"SELECT count {where} AND seq = ?", (*stream.kinds, a_seq)).fetchone()
         if row is not None:
             done += min(a_n, row[0])
-    return int(total), int(done)
+        out[stream.name] = (int(total), int(done))
+    return out

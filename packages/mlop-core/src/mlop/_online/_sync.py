@@ -8,23 +8,33 @@ sync of a run that was sent already sends nothing (not even a request). A run wh
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from mlop._exceptions import ConfigError, MlopError, StoreError
+from mlop._exceptions import AuthError, ConfigError, MlopError, StoreError
 from mlop._online._options import Options
-from mlop._online._streams import FINAL, pending_items
+from mlop._online._streams import FINAL, pending_by_stream, pending_items
 from mlop._online._uploader import Busy, Uploader, last_status, mark_died
 from mlop._reader import list_runs
 from mlop._settings import Settings, resolve_settings, same_server
 from mlop._store import STORE_FILE, Store
 
-__all__ = ["find_runs", "sync_run", "sync_runs"]
+__all__ = ["DEFAULT_TIMEOUT", "find_runs", "sync_run", "sync_runs"]
 
 _BAR: Final = 30
+#: ``mlop sync --timeout``: seconds without progress before a run is given up.
+DEFAULT_TIMEOUT: Final = 60.0
+_WHAT: Final = {
+    "metrics": "metric lines",
+    "data": "data points",
+    "logs": "console lines",
+    "files": "files",
+    "control": "run updates (config, tags, status, alerts)",
+}
 
 
 def _alive(pid: object) -> bool:
@@ -98,12 +108,26 @@ class _Progress:
             self.show()
 
 
-def sync_run(run_dir: Path, options: Options, out: IO[str] = sys.stderr, transport: object = None) -> bool:
+def sync_run(
+    run_dir: Path,
+    options: Options,
+    out: IO[str] = sys.stderr,
+    transport: object = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> bool:
     """Send one run; returns whether all of it is on the server now.
+
+    Args:
+        run_dir: the run directory.
+        options: where and how to send.
+        out: where to say how it went.
+        transport: a custom httpx transport (tests).
+        timeout: give up after this many seconds without progress (None: never).
 
     Raises:
         Busy: another process is sending this run.
         StoreError: ``run_dir`` holds no run.
+        AuthError: the server refused the key; nothing more is tried.
     """
     store = Store(run_dir)
     try:
@@ -117,13 +141,27 @@ def sync_run(run_dir: Path, options: Options, out: IO[str] = sys.stderr, transpo
     finally:
         store.close()
     label = f"{meta.get('project', run_dir.parent.name)}/{meta.get('name', run_dir.name)}"
-    uploader = Uploader(run_dir, options, once=True, transport=transport)
+    uploader = Uploader(run_dir, options, once=True, transport=transport, patience=timeout)
     try:
         if not uploader.has_work():
             out.write(f"{label}: nothing to send\n")
             return True
         with _Progress(label, uploader.store_path, out):
             complete = uploader.run()
+        if uploader.refused:
+            raise AuthError(uploader.refused)
+        if uploader.corrupt:
+            seqs = ", ".join(str(seq) for seq, _kind in sorted(uploader.corrupt)[:10])
+            out.write(
+                f"{label}: {len(uploader.corrupt)} record(s) of the run's store cannot be read and were "
+                f"skipped (record {seqs}); everything else was sent\n"
+            )
+        if uploader.stalled and not complete:
+            out.write(
+                f"{label}: no progress for {timeout:g} s (server {options.urls.get('url_api')}); gave up. "
+                f"Not sent: {_unsent(uploader.store)}. Run `mlop sync {run_dir}` again to send the rest\n"
+            )
+            return False
         if uploader.failures:
             out.write(f"{label}: the server refused {uploader.failures} part(s) for good (table failures)\n")
         url = (uploader.store.meta().get("server") or {}).get("url")
@@ -136,6 +174,15 @@ def sync_run(run_dir: Path, options: Options, out: IO[str] = sys.stderr, transpo
         uploader.close()
 
 
+def _unsent(store: Store) -> str:
+    parts = [
+        f"{total - done:,} {_WHAT.get(name, name)}"
+        for name, (total, done) in pending_by_stream(store).items()
+        if total > done
+    ]
+    return ", ".join(parts) or "nothing"
+
+
 def sync_runs(
     paths: Sequence[str],
     *,
@@ -143,8 +190,13 @@ def sync_runs(
     root: str | None = None,
     host: str | None = None,
     out: IO[str] = sys.stderr,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> int:
-    """The ``mlop sync`` command; returns its exit code."""
+    """The ``mlop sync`` command; returns its exit code.
+
+    Every error it meets is said on ``out`` in a line and makes the exit code 1; a refused key stops it
+    at once (every other run would be refused too).
+    """
     settings = resolve_settings({"host": host} if host else {}, None)
     if not settings.api_key:
         out.write(
@@ -162,15 +214,21 @@ def sync_runs(
             out.write(f"mlop sync: no mlop run in {run_dir}\n")
             code = 1
             continue
-        options = Options.from_settings(settings, urls=_urls(run_dir, settings, host), resume=False)
         try:
-            if not sync_run(run_dir, options, out):
+            options = Options.from_settings(settings, urls=_urls(run_dir, settings, host), resume=False)
+            if not sync_run(run_dir, options, out, timeout=timeout):
                 code = 1
         except KeyboardInterrupt:
             out.write("\nmlop sync: interrupted; run it again to send the rest\n")
             return 130
+        except AuthError as exc:
+            out.write(f"mlop sync: {exc}\n")
+            return 1
         except (Busy, StoreError, MlopError) as exc:
             out.write(f"mlop sync: {run_dir}: {exc}\n")
+            code = 1
+        except sqlite3.Error as exc:
+            out.write(f"mlop sync: {run_dir}: the run's store cannot be read: {exc}\n")
             code = 1
     return code
 

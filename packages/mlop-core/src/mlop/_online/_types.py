@@ -56,6 +56,12 @@ class StreamOwner(Protocol):
     def report_failure(self, stream: str, message: str) -> None:
         """Report that the server refused part of the run for good."""
 
+    def key_refused(self, exc: Exception) -> None:
+        """The server refused the API key (401/403): stop, and say so once."""
+
+    def corrupt_record(self, stream: str, seq: int, kind: str) -> None:
+        """A record of the store cannot be decoded; it is skipped."""
+
     def wait_drained(self, seq: int) -> None:
         """Block until every other stream sent all its records up to ``seq``."""
 

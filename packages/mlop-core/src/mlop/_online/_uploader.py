@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import queue
+import shlex
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from mlop._exceptions import MlopError, ServerError
+from mlop._exceptions import AuthError, MlopError, ServerError
 from mlop._online._options import Options
 from mlop._online._server import Abandoned, ServerInterface, Transient
 from mlop._online._streams import FINAL, STREAMS, Batch, Stream, pending_items, protocol_tags
@@ -112,6 +113,8 @@ class Uploader:
             status is sent, the process is told to stop, or the training process is gone for too long.
         notify: called with each event for the training process (``{"event": "run", ...}``).
         transport: a custom httpx transport (tests).
+        patience: with ``once``, give up after this many seconds without progress (nothing acknowledged);
+            progress resets the clock. None: no limit.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class Uploader:
         once: bool = False,
         notify: Callable[[dict[str, Any]], object] | None = None,
         transport: Any = None,
+        patience: float | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.store_path = Store(self.run_dir).path
@@ -137,6 +141,11 @@ class Uploader:
         self.cancelled = False
         self.final_status: str | None = None
         self.failures = 0
+        self.patience = patience
+        self.stalled = False
+        self.refused: str | None = None  # what to tell the user once the server refused the key
+        self.corrupt: set[tuple[int, str]] = set()  # (seq, kind) of records that cannot be decoded
+        self._refused_lock = threading.Lock()
         self._reported: set[tuple[str, str]] = set()
         self._names_lock = threading.Lock()
         self._streams: list[Stream] = []
@@ -293,6 +302,27 @@ class Uploader:
             self.store_path,
         )
 
+    def key_refused(self, exc: Exception) -> None:
+        """The server refused the key (401/403): stop sending, keep everything, say once how to fix it."""
+        host = self.server.urls.get("api", "")
+        with self._refused_lock:
+            if self.refused is not None:
+                return
+            self.refused = (
+                f"the server at {host} did not accept the API key ({exc}); nothing more of run "
+                f"{self.server.run_name} is sent, and all of it stays in {self.run_dir}. Store a valid key "
+                f"with `mlop login --host {host}`, then send the run with:\n    "
+                f"mlop sync {shlex.quote(str(self.run_dir))}"
+            )
+        self.stop.set()
+        if not self.once:  # `mlop sync` says it itself
+            logger.error("mlop: %s", self.refused)
+            self.notify({"event": "refused", "message": self.refused})
+
+    def corrupt_record(self, stream: str, seq: int, kind: str) -> None:
+        """A record that cannot be decoded is skipped (the store said which and why, once)."""
+        self.corrupt.add((seq, kind))
+
     def wait_drained(self, seq: int) -> None:
         """Block the control stream until every other stream sent all its records up to ``seq``."""
         self.draining.set()
@@ -368,10 +398,18 @@ class Uploader:
             self.draining.set()
             if not self.has_work():
                 return True
+        first = deadline  # creating the run counts as progress too: it may take ``patience`` at most
+        if self.once and self.patience is not None:
+            limit = time.monotonic() + self.patience
+            first = limit if deadline is None else min(deadline, limit)
         try:
-            if not self._attach(deadline):
+            if not self._attach(first):
                 return False
         except Abandoned:
+            self.stalled = self.once and self.patience is not None
+            return False
+        except AuthError as exc:
+            self.key_refused(exc)
             return False
         except ServerError as exc:
             logger.error("mlop: the server refused run %s: %s", self.server.run_name, exc)
@@ -386,8 +424,19 @@ class Uploader:
         threads.append(threading.Thread(target=self._heartbeat, name="mlop-heartbeat", daemon=True))
         for thread in threads:
             thread.start()
+        marks: list[Any] = []
+        moved = time.monotonic()
         try:
             while not self.stop.is_set():
+                if self.patience is not None:
+                    now = time.monotonic()
+                    progress = [s.ack for s in self._streams]
+                    if progress != marks:
+                        marks, moved = progress, now
+                    elif now - moved > self.patience:
+                        self.stalled = True
+                        self.stop.set()
+                        break
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 if self.once and all(s.caught >= target for s in self._streams):
@@ -404,8 +453,12 @@ class Uploader:
             self.exit.set()
             if deadline is not None and time.monotonic() > deadline:
                 self.stop.set()
+            until = time.monotonic() + 10.0
             for thread in threads:
-                thread.join(timeout=None if self.once and not self.stop.is_set() else 10.0)
+                if self.once and not self.stop.is_set():
+                    thread.join()
+                else:
+                    thread.join(timeout=max(0.0, until - time.monotonic()))
         return not self.has_work()
 
     def _loop(self, stream: Stream) -> None:
@@ -478,6 +531,9 @@ class Uploader:
         while not self.exit.wait(every) and not self.stop.is_set():
             try:
                 answer = self.server.trigger(timeout=min(10.0, every * 2))
+            except AuthError as exc:
+                self.key_refused(exc)
+                return
             except (Transient, ServerError) as exc:
                 logger.debug("mlop: heartbeat failed: %s", exc)
                 continue
