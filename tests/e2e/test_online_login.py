@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import stat
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -56,3 +59,60 @@ def test_the_environment_key_overrides_the_stored_one(online: Any) -> None:
     assert "did not accept the API key" in out.stderr and "mlps_revoked_or_unknown_key" not in out.stderr
     assert "mlop sync" in out.stderr
     assert online.api.get("/api/runs", params={"project": "override"}).json() == []
+
+
+def _login_with_input(online: Any, *args: str, stdin: str, env: dict[str, str]) -> Any:
+    """`mlop login` with ``stdin`` piped in (not a terminal), as a script or a CI job runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlop.cli", "login", *args],
+        cwd=online.tmp,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _no_key(online: Any) -> dict[str, str]:
+    return {k: v for k, v in online.env().items() if k not in ("MLOP_API_TOKEN", "MLOP_HOST")}
+
+
+@pytest.mark.parametrize("how", [["--key-stdin"], []], ids=["--key-stdin", "stdin-not-a-terminal"])
+def test_login_reads_the_key_from_stdin_never_from_the_command_line(online: Any, how: list[str]) -> None:
+    stored = online.config_dir / "credentials.json"
+    done = _login_with_input(
+        online, "--host", online.server.url, *how, stdin=online.server.key + "\n", env=_no_key(online)
+    )
+    assert done.returncode == 0, done.stderr
+    assert online.server.key not in done.stdout + done.stderr and "can be seen" not in done.stderr
+    assert json.loads(stored.read_text()) == {"api_key": online.server.key, "host": online.server.url}
+    stored.unlink()
+    empty = _login_with_input(online, "--host", online.server.url, *how, stdin="", env=_no_key(online))
+    assert empty.returncode == 1 and "no key given" in empty.stderr and not stored.exists()
+
+
+def test_a_key_given_as_an_argument_still_works_with_a_warning(online: Any) -> None:
+    done = online.mlop("login", online.server.key, "--host", online.server.url, env=_no_key(online))
+    assert done.returncode == 0, done.stderr
+    assert "can be seen by other users of this machine" in done.stderr
+    assert online.server.key not in done.stdout + done.stderr
+
+
+def test_the_environment_key_goes_to_the_server_of_the_login(online: Any) -> None:
+    """MLOP_API_TOKEN with no MLOP_HOST: the run goes where `mlop login --host` pointed, not to the
+    hosted service."""
+    env = _no_key(online)
+    login = online.mlop(
+        "login", "--host", online.server.url, env={**env, "MLOP_API_TOKEN": online.server.key}
+    )
+    assert login.returncode == 0, login.stderr
+    body = """
+        run = mlop.init(project="env-key-login-host", dir=sys.argv[1], x_init_timeout=5, x_finish_timeout=5)
+        run.log({"x": 2.5})
+        run.finish()
+    """
+    out = online.run(body, env={**env, "MLOP_API_TOKEN": online.server.key})
+    assert "hosted service" not in out.stderr
+    run = online.server_run("env-key-login-host")
+    assert online.steps(run["id"], "x") == [0]

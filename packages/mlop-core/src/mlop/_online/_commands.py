@@ -17,15 +17,16 @@ def _login(args: argparse.Namespace) -> int:
     from mlop._online._server import ServerInterface
     from mlop._settings import resolve_settings
 
-    key = args.key or os.environ.get("MLOP_API_TOKEN") or os.environ.get("MLOP_API_KEY")
-    if not key:
-        try:
-            key = getpass.getpass("mlop API key (input hidden): ").strip()
-        except (EOFError, KeyboardInterrupt):
-            print("\nmlop login: no key given", file=sys.stderr)
-            return 1
+    try:
+        key = _read_key(args)
+    except (EOFError, KeyboardInterrupt):
+        print("\nmlop login: no key given", file=sys.stderr)
+        return 1
     if not key:
         print("mlop login: no key given", file=sys.stderr)
+        return 1
+    if not key.isprintable() or any(c.isspace() for c in key):
+        print("mlop login: that is not a key (it holds spaces or control characters)", file=sys.stderr)
         return 1
     # --host, else MLOP_HOST or the host of the key stored before, else the hosted service
     settings = resolve_settings({"host": args.host} if args.host else {}, None)
@@ -43,6 +44,40 @@ def _login(args: argparse.Namespace) -> int:
     print(f"Logged in to {urls['url_api']} (organization {slug}).")
     print(f"Key stored in {path} (only you can read it).")
     return 0
+
+
+def _read_key(args: argparse.Namespace) -> str:
+    """The key, from where the user put it: ``--key-stdin``, the argument (warned: ``ps`` shows it to
+    everyone on the machine), ``MLOP_API_TOKEN``, else a hidden prompt on a terminal or a line of stdin.
+
+    Raises:
+        EOFError: stdin ended before a key; KeyboardInterrupt: the user gave up at the prompt.
+    """
+    if args.key_stdin:
+        return _stdin_line()
+    if args.key:
+        print(
+            "mlop login: a key given as an argument can be seen by other users of this machine (ps) and "
+            "stays in your shell's history; next time, type it at the prompt or use --key-stdin or "
+            "MLOP_API_TOKEN",
+            file=sys.stderr,
+        )
+        return str(args.key).strip()
+    from_env = os.environ.get("MLOP_API_TOKEN") or os.environ.get("MLOP_API_KEY")
+    if from_env:
+        return from_env.strip()
+    if sys.stdin is not None and sys.stdin.isatty():
+        return getpass.getpass("mlop API key (input hidden): ").strip()
+    return _stdin_line()
+
+
+def _stdin_line() -> str:
+    if sys.stdin is None:
+        raise EOFError
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.strip()
 
 
 def _logout(args: argparse.Namespace) -> int:
@@ -63,7 +98,13 @@ def _sync(args: argparse.Namespace) -> int:
 def add_online_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``login``, ``logout`` and ``sync`` to the ``mlop`` command."""
     login = sub.add_parser("login", help="check an API key with the server and store it for this user")
-    login.add_argument("key", nargs="?", default=None, help="the key (default: asked without echo)")
+    login.add_argument(
+        "key",
+        nargs="?",
+        default=None,
+        help="the key (discouraged: others see it in ps; default: MLOP_API_TOKEN, else a prompt or stdin)",
+    )
+    login.add_argument("--key-stdin", action="store_true", help="read the key from the first line of stdin")
     login.add_argument("--host", default=None, help="a self-hosted server (host name, or a full URL)")
     login.add_argument("--insecure", action="store_true", help="do not check the server's TLS certificate")
     login.set_defaults(func=_login)
