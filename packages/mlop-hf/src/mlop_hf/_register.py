@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from mlop_hf._targets import ACCELERATE_MODULE, TRANSFORMERS_MODULE
 
-__all__ = ["NAME", "patch_accelerate", "patch_imported", "patch_transformers"]
+__all__ = ["NAME", "include_in_all", "patch_accelerate", "patch_imported", "patch_transformers"]
 
 logger = logging.getLogger("mlop_hf")
 
@@ -91,6 +91,8 @@ def patch_accelerate(module: Any, tracker: type[Any] | None = None) -> None:
     if register is not None:
         if tracker is not None and NAME not in module.LOGGER_TYPE_TO_CLASS:
             register(tracker)
+        if NAME in module.LOGGER_TYPE_TO_CLASS:
+            include_in_all(module)
         return
     filter_trackers = module.filter_trackers
     if getattr(filter_trackers, _MARK, False):
@@ -100,6 +102,37 @@ def patch_accelerate(module: Any, tracker: type[Any] | None = None) -> None:
     accelerator: Any = sys.modules.get("accelerate.accelerator")
     if accelerator is not None and getattr(accelerator, "filter_trackers", None) is filter_trackers:
         accelerator.filter_trackers = wrapped
+
+
+def include_in_all(module: Any) -> bool:
+    """Make ``Accelerator(log_with="all")`` start mlop too, as it starts every other installed tracker.
+
+    ``register_tracker_class`` does not add a class to what ``"all"`` reads: a private module-level list
+    (``_available_trackers``) that ``get_available_trackers()`` returns. This is the one place mlop-hf
+    touches it, and only when it is exactly that; otherwise it says so and leaves accelerate alone
+    (``tests/hf/test_tracker.py`` fails loudly when an accelerate release changes it).
+
+    Args:
+        module: ``accelerate.tracking``.
+
+    Returns:
+        Whether ``"all"`` now includes mlop.
+    """
+    available = getattr(module, "_available_trackers", None)
+    getter = getattr(module, "get_available_trackers", None)
+    try:
+        same = isinstance(available, list) and callable(getter) and getter() is available
+    except Exception:  # broad: a changed accelerate must not break importing it
+        same = False
+    if not same or not isinstance(available, list):
+        logger.warning(
+            "mlop-hf: this accelerate keeps its list of trackers differently, so log_with='all' does not "
+            "start mlop; pass log_with=['all', MlopTracker(...)] instead"
+        )
+        return False
+    if NAME not in available:
+        available.append(NAME)
+    return True
 
 
 def _refusing_mlop(filter_trackers: Callable[..., Any]) -> Callable[..., Any]:

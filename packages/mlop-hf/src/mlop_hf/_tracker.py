@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Mapping, Sequence
+from types import FrameType
 from typing import Any, ClassVar
 
 from accelerate.tracking import GeneralTracker
@@ -14,6 +17,37 @@ from mlop_hf import _register
 __all__ = ["MlopTracker"]
 
 logger = logging.getLogger("mlop_hf")
+
+
+def _accelerator_logging_dir() -> str | None:
+    """The logging dir (``project_dir``) of the Accelerator whose ``init_trackers`` starts this tracker.
+
+    accelerate hands its logging dir only to trackers that require one (and then refuses to run without
+    it); mlop's tracker does not require one, so it reads the dir of the Accelerator up the call stack.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            break
+        if frame.f_code.co_name == "init_trackers":
+            configuration = getattr(frame.f_locals.get("self"), "project_configuration", None)
+            logging_dir = getattr(configuration, "logging_dir", None)
+            return os.fspath(logging_dir) if logging_dir else None
+        frame = frame.f_back
+    return None
+
+
+def _number(value: Any) -> float | int | None:
+    """A logged value as a plain number (a one-element tensor or array read now); None otherwise."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            value = item()
+        except (RuntimeError, ValueError):  # more than one element
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
 
 
 def _is_main_process() -> bool:
@@ -51,6 +85,7 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
         self._run: Any = run
         self._owned = False
         self._finished = False
+        self._last: dict[str, Any] = {}  # the last value of each key logged, for the summary
 
     @property
     def tracker(self) -> Any:
@@ -64,6 +99,10 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
         if self._run is None:
             kwargs = dict(self.init_kwargs)
             kwargs.setdefault("project", self.run_name)
+            if kwargs.get("dir") is None and kwargs.get("save_dir") is None:
+                logging_dir = _accelerator_logging_dir()
+                if logging_dir is not None:  # as accelerate's own trackers write under it
+                    kwargs["dir"] = logging_dir
             self._run = mlop.init(**kwargs)
             self._owned = True
         return True
@@ -78,9 +117,13 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
             self._run.update_config(dict(values))
 
     def log(self, values: Mapping[str, Any], step: int | None = None, **kwargs: Any) -> None:
-        """Log ``values`` at ``step`` (the next step when None). Extra keywords go to ``run.log``."""
+        """Log ``values`` at ``step`` (the next step when None). Extra keywords go to ``run.log``.
+
+        The last value of each key becomes the run's summary when the tracker finishes.
+        """
         if self._active():
             self._run.log(dict(values), step=step, **kwargs)
+            self._last.update(values)
 
     def log_images(self, values: Mapping[str, Any], step: int | None = None, **kwargs: Any) -> None:
         """Log images: each key maps to one image or a list (numpy arrays, PIL images, tensors, paths)."""
@@ -107,8 +150,16 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
             self._run.log({table_name: table}, step=step, **kwargs)
 
     def finish(self) -> None:
-        """Finish the run if this tracker started it (called by ``Accelerator.end_training``)."""
+        """Finish the run if this tracker started it (called by ``Accelerator.end_training``).
+
+        The last value of every number logged goes into the run's summary first.
+        """
         run, owned = self._run, self._owned
+        last, self._last = self._last, {}
+        if run is not None and not self._finished:
+            numbers = {k: v for k, v in ((k, _number(v)) for k, v in last.items()) if v is not None}
+            if numbers:
+                run.summary.update(numbers)
         self._finished = True
         if run is not None and owned:
             self._owned = False
