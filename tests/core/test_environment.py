@@ -225,3 +225,49 @@ def test_package_versions_come_from_the_first_installation_on_sys_path(
     assert found["torch"] == "9.0.0"  # shadows the installed torch, as it would for imports
     assert "requests" not in found  # not an ML framework
     assert list(found) == sorted(found)
+
+
+def test_secret_names_by_pattern_and_the_names_that_stay_readable() -> None:
+    from mlop._system._redact import is_secret_name
+
+    secret = [
+        "SLACK_WEBHOOK_URL", "MLOP_URL_WEBHOOK", "GPG_PASSPHRASE", "PRIVATE_PEM", "SENTRY_DSN", "MYSQL_PWD",
+        "PGPASSWORD", "AWS_SESSION_TOKEN", "SESSION_COOKIE", "GOOGLE_APPLICATION_CREDENTIALS", "DB_PASS",
+        "OAUTH_CLIENT_SECRET", "HF_TOKEN", "--db-pass", "--webhook", "accessToken", "AccountKey",
+        "basic_auth",
+    ]  # fmt: skip
+    readable = ["PWD", "OLDPWD", "GIT_AUTHOR_NAME", "TOKENIZERS_PARALLELISM", "max_tokens", "--keypoints"]
+    assert [name for name in secret if not is_secret_name(name)] == []
+    assert [name for name in readable if is_secret_name(name)] == []
+
+
+def test_a_pem_block_is_hidden_line_by_line_even_with_other_lines_between() -> None:
+    lines = Redactor(environ={"DESKTOP_SESSION": "ubuntu"}).lines()
+    stream = [
+        "loading key",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgHcTz6sE2I2yPB",
+        "epoch 1 loss: 0.25",  # stderr, between the block's lines
+        "aN+0ZBXfiQgc3X2cJ5rwMoXr4wTnQzVb8vxcJmVZgJpDK6hKqmh0LhQ==",
+        "-----END RSA PRIVATE KEY----- done",
+        "running on ubuntu",
+        "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn",  # after the block: not hidden by shape
+    ]
+    assert [lines(line) for line in stream] == [
+        "loading key",
+        REDACTED,
+        REDACTED,
+        "epoch 1 loss: 0.25",
+        REDACTED,
+        REDACTED + " done",
+        "running on ubuntu",
+        "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn",
+    ]
+
+
+def test_argv_options_and_urls_with_secrets() -> None:
+    redactor = Redactor(environ={})
+    argv = ["--db-pass", "hunter2!", "--webhook=https://hooks.example.com/x", "--dsn", "https://k@s.io/1"]
+    assert redactor.argv(argv) == ["--db-pass", REDACTED, f"--webhook={REDACTED}", "--dsn", REDACTED]
+    assert redactor.text("postgresql://u:p@ss/w0rd@db.internal/x") == f"postgresql://{REDACTED}@db.internal/x"
+    assert redactor.text("GPG_PASSPHRASE='correct horse battery'") == f"GPG_PASSPHRASE='{REDACTED}'"

@@ -66,6 +66,7 @@ _PEM_END: Final = re.compile(r"-----END [A-Z0-9 ]*-----")
 _PEM_BODY: Final = re.compile(r"^[\s+\-]?(?:[A-Za-z0-9+/=]+|[A-Za-z\-]+:.*)?\s*$")
 _PEM_MAX_LINES: Final = 400
 _MIN_VALUE_LENGTH: Final = 6
+_PLAIN_WORD: Final = re.compile(r"[a-z]{1,12}")
 
 
 def _name_parts(name: str) -> list[str]:
@@ -96,8 +97,14 @@ class Redactor:
         env = os.environ if environ is None else environ
         values = {v for k, v in env.items() if is_secret_name(k)}
         values.update(v for v in extra if v)
-        # Longest first, so a secret that contains another is replaced whole.
-        self._values = sorted((v for v in values if len(v) >= _MIN_VALUE_LENGTH), key=len, reverse=True)
+        # Longest first, so a secret that contains another is replaced whole. A short plain word (the
+        # value of DESKTOP_SESSION or XDG_SESSION_TYPE: "ubuntu", "wayland") is no secret worth hiding
+        # in every line that says it.
+        self._values = sorted(
+            (v for v in values if len(v) >= _MIN_VALUE_LENGTH and not _PLAIN_WORD.fullmatch(v)),
+            key=len,
+            reverse=True,
+        )
 
     def __repr__(self) -> str:
         return f"<Redactor of {len(self._values)} known values>"
