@@ -92,7 +92,14 @@ def _logout(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     from mlop._online._sync import sync_runs
 
-    return sync_runs(args.run_dirs, every=args.all, root=args.dir, host=args.host, out=sys.stderr)
+    return sync_runs(
+        args.run_dirs,
+        every=args.all,
+        root=args.dir,
+        host=args.host,
+        out=sys.stderr,
+        timeout=args.timeout if args.timeout > 0 else None,
+    )
 
 
 def add_online_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,4 +124,11 @@ def add_online_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sync.add_argument("--all", action="store_true", help="every run under --dir, not only unsent ones")
     sync.add_argument("--dir", default=None, help="the directory that holds .mlop (default: here)")
     sync.add_argument("--host", default=None, help="send to this server instead of the run's own")
+    sync.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up on a run after this long without progress (default 60; 0: never)",
+    )
     sync.set_defaults(func=_sync)
