@@ -16,16 +16,25 @@ __all__ = ["error_metadata", "exception_status"]
 def error_metadata(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
 ) -> dict[str, Any]:
-    """The protocol's error description of an exception (statusMetadata)."""
+    """The protocol's error description of an exception (statusMetadata), secrets redacted: an error's
+    message often quotes the URL, key or password it failed with."""
+    from mlop._system._redact import Redactor
+
+    redact = Redactor().text
     frames = [
-        {"filename": f.filename, "lineno": f.lineno, "name": f.name, "line": f.line}
+        {
+            "filename": f.filename,
+            "lineno": f.lineno,
+            "name": f.name,
+            "line": redact(f.line) if f.line else f.line,
+        }
         for f in traceback.extract_tb(tb)
     ]
     return {
         "type": exc_type.__name__,
-        "message": str(exc),
+        "message": redact(str(exc)),
         "frames": frames,
-        "trace": "".join(traceback.format_exception(exc_type, exc, tb)),
+        "trace": redact("".join(traceback.format_exception(exc_type, exc, tb))),
     }
 
 
