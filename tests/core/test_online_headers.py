@@ -1,5 +1,5 @@
-"""The one encoding of header values that HTTP cannot carry as they are (docs/online.md, "Names in
-headers"): plain ASCII unchanged, anything else as RFC 8187 ``UTF-8''`` percent-encoding."""
+"""The one encoding of header values that HTTP cannot carry as they are (docs/online.md, "Names: Unicode
+everywhere, one encoding in headers"): plain ASCII unchanged, anything else as RFC 8187 ``UTF-8''``."""
 
 from __future__ import annotations
 
