@@ -3,9 +3,12 @@ everywhere, one encoding in headers"): plain ASCII unchanged, anything else as R
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
+from mlop import AuthError
 from mlop._headers import decode_header_value, encode_header_value
 from mlop._online._server import ServerInterface
 
@@ -52,3 +55,26 @@ def test_the_client_sends_unicode_names_in_headers_and_in_full_in_the_body() -> 
     assert decode_header_value(first.headers["X-Project-Name"]) == "проект-1"
     assert first.content.decode() == '{"runName":"\\u8bad\\u7ec3\\n-\\u03b4-\\ud83d\\ude80"}'
     assert (second.headers["X-Run-Name"], second.headers["X-Project-Name"]) == ("plain", "proj")
+
+
+def test_retry_after_of_a_503_is_honoured_and_a_refused_key_is_not_retried() -> None:
+    """httpx.MockTransport: a server that answers 503 with Retry-After on demand."""
+    arrived: list[tuple[str, float]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        arrived.append((request.url.path, time.monotonic()))
+        if request.url.path == "/busy" and len(arrived) == 1:
+            return httpx.Response(503, headers={"Retry-After": "1"}, json={"error": "Busy"})
+        if request.url.path == "/denied":
+            return httpx.Response(403, json={"error": "Forbidden", "message": "not your run"})
+        return httpx.Response(200, json={"ok": True})
+
+    urls = dict.fromkeys(("url_app", "url_api", "url_ingest", "url_py"), "http://test")
+    with ServerInterface(urls, "mlps_k", transport=httpx.MockTransport(answer), retry_base=0.01) as server:
+        assert server.call("api", "/busy", {}) == {"ok": True}
+        (_, first), (_, second) = arrived
+        assert second - first >= 1.0  # the backoff alone would have waited at most 0.01 s
+        arrived.clear()
+        with pytest.raises(AuthError) as refused:
+            server.call("api", "/denied", {}, deadline=time.monotonic() + 30)
+        assert refused.value.status_code == 403 and [p for p, _t in arrived] == ["/denied"]
