@@ -9,7 +9,10 @@ Every error mlop raises on purpose derives from :class:`MlopError`::
     ├── StoreError         a local store that cannot be opened or read
     ├── PluginError        an integration that is missing or failed to load
     └── ServerError        the server refused a request (raised by the online client and `mlop sync`)
-        └── AuthError      the key is missing, unknown or revoked (401)
+        └── AuthError      the key is missing, unknown or revoked (401), or not allowed (403): final
+
+The online client's own signals (a fault worth retrying, a retry given up, a run another process is
+uploading) derive from :class:`MlopError` too, so that nothing mlop raises is anything else.
 
 Wrong arguments raise at once. Faults of the disk, the network or a plugin that happen after ``init()``
 returned are logged and never reach the training loop.

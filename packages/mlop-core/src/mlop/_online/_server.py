@@ -26,7 +26,7 @@ from typing import Any, Final, Literal
 
 import httpx
 
-from mlop._exceptions import AuthError, ServerError
+from mlop._exceptions import AuthError, MlopError, ServerError
 from mlop._headers import encode_header_value
 from mlop._version import __version__
 
@@ -64,8 +64,8 @@ class Secret:
         return self._value
 
 
-class Transient(Exception):
-    """One attempt failed in a way that is worth retrying."""
+class Transient(MlopError):
+    """One attempt failed in a way that is worth retrying (internal: retried, never shown to a user)."""
 
     def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -73,8 +73,8 @@ class Transient(Exception):
         self.retry_after = retry_after
 
 
-class Abandoned(Exception):
-    """A retried call gave up because its caller stopped it or its deadline passed."""
+class Abandoned(MlopError):
+    """A retried call gave up because its caller stopped it or its deadline passed (internal)."""
 
 
 def _retry_after(value: str | None) -> float | None:
