@@ -334,3 +334,17 @@ def test_import_mlop_does_not_import_httpx() -> None:
     code = "import sys, mlop; mlop.init(mode='offline').finish(); print('httpx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_console_lines_that_are_not_valid_unicode_arrive_with_a_replacement(tmp_path: Path) -> None:
+    run_dir = _offline_run(tmp_path)
+    store = Store(run_dir)
+    try:  # a line of output decoded with surrogateescape, as a captured stream can hold
+        store.write([("logs", [(1.0, 1, "INFO", "bytes \udcff here"), (1.0, 2, "INFO", "fine ✓")])])
+    finally:
+        store.close()
+    recorder = Recorder()
+    assert _upload(run_dir, recorder)
+    sent = [r.content for r in recorder.requests if r.url.path == "/ingest/logs"]
+    lines = [json.loads(line) for body in sent for line in body.decode("utf-8", "strict").splitlines()]
+    assert [line["message"] for line in lines] == ["bytes \ufffd here", "fine ✓"]

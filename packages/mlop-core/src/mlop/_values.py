@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import enum
 import math
+import re
 import types
 from collections.abc import Mapping
 from pathlib import PurePath
@@ -30,6 +31,7 @@ MAX_STEP: Final = 2**63 - 1
 #: The largest int that a float (and so the protocol's numbers) can hold.
 MAX_INT: Final = int(1.7976931348623157e308)
 _MAX_DEPTH: Final = 32
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def flatten(data: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,7 +163,7 @@ def _container(value: Any, depth: int, problems: list[str], path: set[int]) -> A
 def _text(value: str, problems: list[str]) -> str:
     if has_surrogate(value):
         problems.append("text with a lone surrogate (replaced by U+FFFD)")
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", value)
     return str(value)
 
 

@@ -15,6 +15,7 @@ import json
 import json.encoder
 import logging
 import math
+import re
 import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["STREAMS", "Batch", "Stream", "pending_by_stream", "pending_items", "protocol_tags", "run_file"]
 
 logger = logging.getLogger(__name__)
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 Position = tuple[int, int]
 _MAX_TAGS: Final = 50
@@ -330,6 +332,16 @@ class MetricsStream(Stream):
             self.server.ingest("metrics", lines, self.key(batch), stop=self.up.stop)
 
 
+def _text(value: Any) -> str:
+    """A console line as valid Unicode: a lone surrogate (undecodable output) becomes U+FFFD."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
 def protocol_tags(tags: list[str]) -> list[str]:
     """At most 50 tags and at most one ``group:*`` tag, as the protocol allows."""
     out: list[str] = []
@@ -390,7 +402,9 @@ class LogsStream(Stream):
 
     def prepare(self, batch: Batch) -> Any:
         out = [
-            json.dumps({"time": _ms(when), "message": str(message), "lineNumber": line, "logType": log_type})
+            json.dumps(
+                {"time": _ms(when), "message": _text(message), "lineNumber": line, "logType": log_type}
+            )
             + "\n"
             for _seq, _kind, (when, line, log_type, message) in batch.items
         ]
