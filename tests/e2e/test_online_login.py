@@ -116,3 +116,25 @@ def test_the_environment_key_goes_to_the_server_of_the_login(online: Any) -> Non
     assert "hosted service" not in out.stderr
     run = online.server_run("env-key-login-host")
     assert online.steps(run["id"], "x") == [0]
+
+
+def test_a_run_configured_for_another_server_does_not_get_the_stored_key(
+    online: Any, fault_proxy: Any
+) -> None:
+    """Logged in to one server, a run whose MLOP_HOST names another (a typo, a script someone sent) sends
+    that server no key, and says which server the stored key is for."""
+    env = _no_key(online)
+    login = online.mlop(
+        "login", "--host", online.server.url, env={**env, "MLOP_API_TOKEN": online.server.key}
+    )
+    assert login.returncode == 0, login.stderr
+    other = fault_proxy(lambda method, path, n: None)
+    body = """
+        run = mlop.init(project="other-host", dir=sys.argv[1], x_init_timeout=5, x_finish_timeout=5)
+        run.log({"x": 1.0})
+        run.finish()
+    """
+    out = online.run(body, env={**env, "MLOP_HOST": other.url})
+    assert f"is for {online.server.url}, not {other.url}" in out.stderr
+    assert online.server.key not in json.dumps(other.headers) + out.stderr + out.stdout
+    assert online.api.get("/api/runs", params={"project": "other-host"}).json() == []
