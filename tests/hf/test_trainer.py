@@ -12,7 +12,7 @@ import pytest
 
 import mlop
 from mlop_hf import MlopCallback
-from mlop_hf._callback import prefixed
+from mlop_hf._callback import SUMMARY_KEYS, prefixed
 
 
 def only_run(root: Path) -> mlop.RunReader:
@@ -79,13 +79,18 @@ def test_report_to_mlop_logs_train_and_eval_at_global_steps(
     )
     assert [type(cb).__name__ for cb in trainer.callback_handler.callbacks].count("MlopCallback") == 1
     trainer.train()
+    assert only_run(tmp_path).status == "RUNNING"  # until the process ends or mlop.finish()
+    mlop.finish()
 
     run = only_run(tmp_path)
     assert (run.name, run.project, run.status) == ("tiny bert", "huggingface", "COMPLETED")
     assert steps(run, "train/loss") == [2, 4, 6]
     assert steps(run, "eval/loss") == [3, 6]
     assert steps(run, "train/learning_rate") == [2, 4, 6]
-    assert steps(run, "train/train_loss") == [6]
+    # What the Trainer reports once at the end is the run's summary, not one-point series.
+    final = trainer.state.log_history[-1]
+    assert run.summary == {k: final[k] for k in SUMMARY_KEYS}
+    assert all(steps(run, f"train/{key}") == [] for key in SUMMARY_KEYS)
     global_steps = [(m["step"], m["value"]) for m in run.metrics("train/global_step")]
     assert all(step == value for step, value in global_steps)
     assert sorted({s for s, _ in global_steps}) == [2, 3, 4, 6]
@@ -114,19 +119,21 @@ def test_evaluate_and_predict_after_training_land_in_the_same_run(
 ) -> None:
     trainer = make_trainer(max_steps=4)
     trainer.train()
-    first = only_run(tmp_path)
-    assert first.status == "COMPLETED"
-
+    (live,) = mlop.ops
     trainer.evaluate()
-    assert only_run(tmp_path).status == "COMPLETED"
     trainer.predict(trainer.eval_dataset)
-    assert mlop.ops == []
+    assert mlop.ops == [live] and live.status == "RUNNING"  # one Trainer, one live run
+    assert only_run(tmp_path).status == "RUNNING"
+    mlop.finish()
+    trainer.evaluate()  # after the user ended it: the same run continues, and ends with the process
+    assert [op.id for op in mlop.ops] == [live.id]
+    mlop.finish()
 
     run = only_run(tmp_path)
-    assert run.id == first.id
-    assert steps(run, "eval/loss") == [4]
+    assert run.id == live.id and run.status == "COMPLETED"
+    assert steps(run, "eval/loss") == [4, 4]
     assert steps(run, "test/loss") == [4]
-    assert run.status == "COMPLETED"
+    assert run.summary["train_runtime"] > 0
 
 
 def test_a_run_the_user_started_is_used_and_left_open(
@@ -158,8 +165,10 @@ def test_a_run_passed_to_the_callback_is_not_finished(
 def test_each_train_call_gets_a_fresh_run(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
     trainer = make_trainer(max_steps=2, eval_strategy="steps", eval_steps=2)
     trainer.train()
-    trainer.log({"custom": 1.0})  # outside training: reopens the first run, which stays open
-    trainer.train()
+    trainer.log({"custom": 1.0})  # outside training: the first run, still open
+    trainer.train()  # ends the first run and starts a fresh one
+    assert [r.status for r in mlop.list_runs(tmp_path)] == ["COMPLETED", "RUNNING"]
+    mlop.finish()
     runs = mlop.list_runs(tmp_path)
     assert [r.status for r in runs] == ["COMPLETED", "COMPLETED"]
     assert len({r.id for r in runs}) == 2
@@ -184,6 +193,7 @@ def test_peft_config_is_stored(make_trainer: Callable[..., Any], tmp_path: Path)
     model = tiny_model()
     model.peft_config = {"default": LoraConfig()}
     make_trainer(model=model, max_steps=2).train()
+    mlop.finish()
     stored = only_run(tmp_path).config["peft_config"]
     assert list(stored) == ["default"]
     assert stored["default"]["peft_type"] == "LORA" and stored["default"]["r"] == 4
@@ -195,6 +205,7 @@ def test_checkpoints_are_stored_as_artifacts(
 ) -> None:
     monkeypatch.setenv("MLOP_LOG_MODEL", "checkpoint")
     make_trainer(max_steps=4, save_strategy="steps", save_steps=2).train()
+    mlop.finish()
 
     run = only_run(tmp_path)
     files = list(run.media("model/checkpoint"))
@@ -219,6 +230,7 @@ def test_the_final_model_is_stored_at_the_end(
     (tmp_path / "tmp").mkdir()
     trainer = make_trainer(max_steps=2)
     trainer.train()
+    mlop.finish()
 
     run = only_run(tmp_path)
     files = list(run.media("model/final"))
@@ -248,6 +260,7 @@ def test_the_final_model_of_a_plain_torch_module_is_its_weights(
     monkeypatch.setenv("MLOP_LOG_MODEL", "end")
     model = Plain()
     make_trainer(model=model, max_steps=2).train()
+    mlop.finish()
     [stored] = list(only_run(tmp_path).media("model/final"))
     assert stored["artifactPath"] == "model.safetensors"
     weights = load_file(stored["path"])
@@ -277,6 +290,7 @@ def test_watch_when_mlop_watch_asks(
     pytest.importorskip("mlop_torch._watch")
     monkeypatch.setenv("MLOP_WATCH", "all")
     make_trainer(max_steps=2, logging_steps=1).train()
+    mlop.finish()
     run = only_run(tmp_path)
     keys = {d["key"] for d in run.data()}
     assert run.graph is not None
@@ -322,6 +336,9 @@ def test_hyperparameter_search_gives_each_trial_a_run(
         n_trials=2,
         hp_name=lambda trial: f"trial-{trial.number}",
     )
+    # Each trial's run ends when the next trial starts; the last one with the process (here: finish()).
+    assert [r.status for r in mlop.list_runs(tmp_path)] == ["COMPLETED", "RUNNING"]
+    mlop.finish()
     runs = mlop.list_runs(tmp_path)
     assert [r.name for r in runs] == ["trial-0", "trial-1"]
     assert [r.status for r in runs] == ["COMPLETED", "COMPLETED"]

@@ -24,13 +24,17 @@ import mlop
 from mlop_hf import _cleanup, _register
 from mlop_hf._config import trainer_config
 
-__all__ = ["MlopCallback", "prefixed"]
+__all__ = ["SUMMARY_KEYS", "MlopCallback", "prefixed"]
 
 logger = logging.getLogger("mlop_hf")
 
 _LOG_MODEL: Final = {"checkpoint": "checkpoint", "end": "end", "true": "end", "1": "end"}
 _OFF: Final = frozenset({"", "0", "false", "no", "off", "none"})
 _WATCH: Final = frozenset({"gradients", "parameters", "all"})
+#: What the Trainer reports once, when training ends: the run's summary, not step series.
+SUMMARY_KEYS: Final = frozenset(
+    {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
+)
 
 
 def prefixed(logs: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,10 +74,14 @@ class MlopCallback(TrainerCallback):
     ``TrainingArguments.run_name``, with the model's config, the training arguments (tokens masked) and
     the PEFT config if the model has one as its config. Each log of the Trainer lands at
     ``state.global_step`` with the ``train/``, ``eval/`` and ``test/`` prefixes of transformers' own
-    trackers, together with ``train/global_step``. The run is finished at the end of training, unless it
-    is the user's: one passed as ``run``, or one the user started with ``mlop.init()`` before training.
-    ``trainer.evaluate()`` and ``trainer.predict()`` after training reopen the run for their metrics and
-    finish it again. In a hyperparameter search each trial gets a fresh run, named after the trial.
+    trackers, together with ``train/global_step``; what the Trainer reports once when training ends
+    (``train_runtime``, ``train_samples_per_second``, ``train_steps_per_second``, ``total_flos``,
+    ``train_loss``) goes into ``run.summary``. One Trainer is one live run: it stays RUNNING after
+    training, so the metrics of ``trainer.evaluate()`` and ``trainer.predict()`` land in it at the last
+    global step, and it ends when the process does, when the user calls ``mlop.finish()`` (a later
+    evaluate() continues it), or when the next ``train()`` starts a fresh run. A run the user owns (passed
+    as ``run``, or started with ``mlop.init()`` before training) is never ended here. In a hyperparameter
+    search each trial gets a fresh run, named after the trial, that ends when the next trial starts.
 
     Args:
         run: a run to log into; the user finishes it.
@@ -101,10 +109,8 @@ class MlopCallback(TrainerCallback):
         if self._watch not in (None, *_WATCH):
             raise ValueError(f"watch must be 'gradients', 'parameters', 'all' or None, got {watch!r}")
         self._init_kwargs = init_kwargs
-        self._reopened = False  # the run was reopened after training, for an evaluate() or predict()
+        self._trained = False  # a training ended in the current run: the next train() gets a fresh one
         self._watched: Any = None  # the run that watches the model
-        # (id, root folder, project) of the run that on_train_end finished, to reopen for later logs.
-        self._ended: tuple[str, str | None, str] | None = None
 
     @property
     def run(self) -> Any:
@@ -152,48 +158,44 @@ class MlopCallback(TrainerCallback):
         return run
 
     def _reopen(self) -> None:
-        """Reopen the run that on_train_end finished, for the logs that come after training."""
-        if self._ended is None:
-            return
-        run_id, root, project = self._ended
-        self._ended = None
+        """Continue our run after something ended it (``mlop.finish()``), for the logs that come later."""
+        run = self._run
+        root = _run_root(run)
         skip = ("name", "tags", "config", "dir", "save_dir", "project", "run_id", "resume")
         kwargs = {k: v for k, v in self._init_kwargs.items() if k not in skip}
         try:
-            self._run = mlop.init(project=project, run_id=run_id, resume=True, dir=root, **kwargs)
+            self._run = mlop.init(project=run.project, run_id=run.id, resume=True, dir=root, **kwargs)
         except Exception:  # broad: a run that cannot be reopened just gets no more logs
-            logger.exception("mlop could not reopen run %s for the logs after training", run_id)
+            logger.exception("mlop could not reopen run %s for the logs after training", run.id)
+            self._run = None
             return
-        self._owned = self._reopened = True
         _cleanup.mark_ours(self._run)
 
     def _ready(self, args: Any, state: Any, model: Any = None) -> bool:
         """Whether this process logs; gets the run first when there is none yet."""
         if not state.is_world_process_zero:
             return False
-        if self._run is None:
+        if self._run is not None and self._owned and not _live(self._run):
             self._reopen()
-            if self._run is None:
-                self.setup(args, state, model)
+        if self._run is None:
+            self.setup(args, state, model)
         return self._run is not None
 
     def _finish(self) -> None:
         """Finish the run if it is ours; forget it either way."""
         run, self._run = self._run, None
         if run is not None and self._owned:
-            self._ended = (run.id, _run_root(run), run.project)
             run.finish()
             _cleanup.run_finished(run)
-        self._owned = self._reopened = False
+        self._owned = self._trained = False
 
     # -- Trainer events -------------------------------------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        if self._owned and (state.is_hyper_param_search or self._reopened):
-            self._finish()  # a fresh run for each trial, and for a train() after a reopened run
-        self._ended = None
+        if self._owned and (state.is_hyper_param_search or self._trained or not _live(self._run)):
+            self._finish()  # a fresh run for each trial, and for each train() after the first
         self.setup(args, state, model)
 
     def on_log(
@@ -207,18 +209,19 @@ class MlopCallback(TrainerCallback):
     ) -> None:
         if not logs or not self._ready(args, state, model):
             return
-        self._run.log({**prefixed(logs), "train/global_step": state.global_step}, step=state.global_step)
+        final = {k: v for k, v in logs.items() if k in SUMMARY_KEYS}
+        series = {k: v for k, v in logs.items() if k not in SUMMARY_KEYS}
+        if final:  # the end of training: one value each, the run's summary rather than a series
+            self._run.summary.update(final)
+        if series:
+            self._run.log(
+                {**prefixed(series), "train/global_step": state.global_step}, step=state.global_step
+            )
 
     def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
         if not metrics or not self._ready(args, state, kwargs.get("model")):
             return
         self._run.log({**prefixed(metrics), "train/global_step": state.global_step}, step=state.global_step)
-        if self._reopened:
-            self._finish()
-
-    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._reopened and state.is_world_process_zero:
-            self._finish()  # an evaluate() after training is over: the run is complete again
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._log_model != "checkpoint" or not self._ready(args, state, kwargs.get("model")):
@@ -236,7 +239,7 @@ class MlopCallback(TrainerCallback):
             return
         if self._log_model == "end" and model is not None:
             self._log_final_model(model, kwargs.get("processing_class"), state)
-        self._finish()
+        self._trained = True  # the run stays live: evaluate(), predict() and a search's objective log to it
 
     # -- models ---------------------------------------------------------------------------------------------
 
@@ -281,6 +284,11 @@ def _save_state_dict(model: Any, folder: str) -> None:
         import torch
 
         torch.save(state, os.path.join(folder, "pytorch_model.bin"))
+
+
+def _live(run: Any) -> bool:
+    """Whether ``run`` has not ended."""
+    return getattr(run, "status", "RUNNING") == "RUNNING"
 
 
 def _run_root(run: Any) -> str | None:
