@@ -73,7 +73,9 @@ def test_version_names_every_package_and_its_commit(tmp_path: Path) -> None:
     assert out.returncode == 0
     lines = out.stdout.splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == sorted(["mlop-core", "mlop-hf", "mlop-lightning", "mlop-server", "mlop-torch"])
+    assert names == sorted(
+        ["mlop-compat", "mlop-core", "mlop-hf", "mlop-lightning", "mlop-server", "mlop-torch"]
+    )
     assert all(f" {mlop.__version__} (commit " in line for line in lines)
     head = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True

@@ -1,4 +1,4 @@
-"""The ``mlop`` command line."""
+"""The ``mlop`` command line: ``export`` and ``runs`` here, the online commands, and those plugins add."""
 
 from __future__ import annotations
 
@@ -146,10 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
     from mlop._online._commands import add_online_commands
 
     add_online_commands(sub)
-
-    from mlop.compat._tensorboard import add_import_command
-
-    add_import_command(sub)
 
     from mlop import _hooks
 

@@ -1,53 +1,44 @@
-"""Ways in from other trackers: drop-in layers and importers.
+"""The migration layers' old import paths, kept in mlop-core: ``mlop.compat.*`` resolves to mlop-compat.
 
-- :mod:`mlop.compat.wandb`: ``import mlop.compat.wandb as wandb`` runs a wandb script on mlop.
-- :mod:`mlop.compat.neptune`: ``enable()`` (or ``MLOP_NEPTUNE_COMPAT=1``) makes every
-  ``neptune_scale.Run`` log to an mlop run as well, or to mlop alone.
-- ``mlop import tensorboard LOGDIR``: TensorBoard event files become mlop runs
-  (:mod:`mlop.compat._tensorboard`).
-
-None of these imports the library it stands in for unless asked, and ``import mlop`` imports none of them.
+The layers live in the mlop-compat package (:mod:`mlop_compat`). ``import mlop.compat.wandb as wandb`` and
+``import mlop.compat.neptune`` give its modules themselves (the same module objects, so their state is
+shared), and ``from mlop.compat import UnsupportedError`` its names. Without mlop-compat they raise
+:class:`ModuleNotFoundError` with the command that installs it: ``pip install mlop-compat``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from mlop._exceptions import MlopError
+if TYPE_CHECKING:
+    from mlop_compat import UnsupportedError, UnsupportedFeatureError, log_at
 
 __all__ = ["UnsupportedError", "UnsupportedFeatureError", "log_at"]
 
 
-class UnsupportedError(MlopError, NotImplementedError):
-    """A call of the other library that the compatibility layer does not support.
+def _resolve(old: str) -> ModuleType:
+    """The mlop-compat module behind the old path ``old`` (``mlop.compat`` or ``mlop.compat.<name>``).
 
-    The message names the call, so that a script fails where it first needs something mlop lacks instead
-    of losing data quietly.
+    Raises:
+        ModuleNotFoundError: mlop-compat is not installed; the message says how to install it.
     """
-
-
-class UnsupportedFeatureError(UnsupportedError, AttributeError):
-    """An attribute of the other library's module or run that the layer does not have.
-
-    Also an :class:`AttributeError`, so that ``hasattr`` and ``getattr(obj, name, default)`` keep working.
-    """
-
-
-def log_at(run: Any, data: Mapping[str, Any], step: int, timestamp: float | None = None) -> None:
-    """Log ``data`` at ``step`` without moving the run's own step counter.
-
-    The layers keep their own step (wandb's ``run.step``, TensorBoard's per-event steps, Neptune's steps),
-    and some values belong to an earlier step than the last one (a wandb metric with its own
-    ``step_metric``, a TensorBoard tag written late). A plain ``run.log`` would warn about the lower step and
-    move the counter; here the counter is set just below ``step`` for the call and restored after it.
-    """
-    counter = getattr(run, "_step", None)
-    if not isinstance(counter, int):  # a run that does nothing (disabled mode, another rank)
-        run.log(data if type(data) is dict else dict(data), step=step, timestamp=timestamp)
-        return
-    run._step = min(counter, step)
     try:
-        run.log(data if type(data) is dict else dict(data), step=step, timestamp=timestamp)
-    finally:
-        run._step = max(counter, step + 1)
+        importlib.import_module("mlop_compat")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mlop_compat":  # mlop-compat is there, and something it imports is not
+            raise
+        raise ModuleNotFoundError(
+            f"{old} is in the mlop-compat package, which is not installed: pip install mlop-compat",
+            name="mlop_compat",
+        ) from None
+    return importlib.import_module("mlop_compat" + old.removeprefix("mlop.compat"))
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        value = getattr(_resolve(__name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from mlop.compat import log_at
-from mlop.compat._tensorboard_reader import CorruptRecordError, EventValue, read_events
+from mlop_compat import log_at
+from mlop_compat._tensorboard_reader import CorruptRecordError, EventValue, read_events
 
 __all__ = ["ImportResult", "add_import_command", "find_runs", "import_tensorboard"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mlop.compat._tensorboard")  # the name it had in mlop-core
 
 STATE_FILE: Final = "tensorboard-import.json"
 Progress = Callable[[int, int, str], None]

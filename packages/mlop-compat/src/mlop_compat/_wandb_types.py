@@ -21,7 +21,7 @@ import mlop
 from mlop._data._common import as_array, optional, safe_name
 from mlop._loggable import Items, Loggable, MediaSink
 from mlop._values import jsonable
-from mlop.compat import UnsupportedError
+from mlop_compat import UnsupportedError
 
 __all__ = ["AlertLevel", "Artifact", "Audio", "Histogram", "Image", "Settings", "Table", "Video"]
 

@@ -12,9 +12,9 @@ from typing import Any, Final
 
 import mlop
 from mlop._exceptions import MlopError
-from mlop.compat import UnsupportedError, UnsupportedFeatureError, log_at
-from mlop.compat._wandb_metrics import Metric, MetricRules
-from mlop.compat._wandb_types import AlertLevel, Artifact, Histogram, wait_seconds
+from mlop_compat import UnsupportedError, UnsupportedFeatureError, log_at
+from mlop_compat._wandb_metrics import Metric, MetricRules
+from mlop_compat._wandb_types import AlertLevel, Artifact, Histogram, wait_seconds
 
 __all__ = ["Config", "Error", "NoRun", "Run", "Summary", "missing"]
 

@@ -233,14 +233,17 @@ def test_watch_delegates_to_the_torch_integration(tmp_path: Path) -> None:
 
 def test_import_mlop_loads_no_compat_layer() -> None:
     code = (
-        "import sys, mlop; print(sorted(m for m in sys.modules if m.startswith(('mlop.compat', 'neptune'))))"
+        "import sys, mlop; "
+        "print(sorted(m for m in sys.modules if m.startswith(('mlop.compat', 'mlop_compat', 'neptune'))))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", ["mlop.compat", "mlop.compat.wandb", "mlop.compat.neptune"])
+@pytest.mark.parametrize(
+    "name", ["mlop.compat", "mlop.compat.wandb", "mlop.compat.neptune", "mlop_compat", "mlop_compat.wandb"]
+)
 def test_all_lists_the_public_names(name: str) -> None:
     import importlib
     import inspect
@@ -254,7 +257,7 @@ def test_all_lists_the_public_names(name: str) -> None:
         for n, v in vars(module).items()
         if not n.startswith("_")
         and (inspect.isfunction(v) or inspect.isclass(v))
-        and v.__module__.startswith("mlop.compat")
+        and v.__module__.startswith(("mlop.compat", "mlop_compat"))
     }
     assert defined <= set(module.__all__), sorted(defined - set(module.__all__))
 

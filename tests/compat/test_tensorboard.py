@@ -13,8 +13,8 @@ import pytest
 
 import mlop
 from mlop.cli import main
-from mlop.compat._tensorboard import find_runs, import_tensorboard
-from mlop.compat._tensorboard_reader import masked_crc, read_events
+from mlop_compat._tensorboard import find_runs, import_tensorboard
+from mlop_compat._tensorboard_reader import masked_crc, read_events
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -1,6 +1,6 @@
 """Start-up hook for ``MLOP_NEPTUNE_COMPAT``: enable the Neptune layer when ``neptune_scale`` is imported.
 
-``mlop_neptune_compat.pth`` (installed with mlop-core) calls :func:`install` at interpreter start-up
+``mlop_neptune_compat.pth`` (installed with mlop-compat) calls :func:`install` at interpreter start-up
 when the variable is set, so that an unchanged Neptune script logs to mlop. Nothing is imported from
 Neptune until the script imports it.
 """
@@ -18,14 +18,14 @@ from typing import Any
 
 __all__ = ["install"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mlop.compat._neptune_hook")  # the name it had in mlop-core
 
 _TARGET = "neptune_scale"
 
 
 def _enable() -> None:
     try:
-        import mlop.compat.neptune  # noqa: F401  (the import enables the layer from the environment)
+        import mlop_compat.neptune  # noqa: F401  (the import enables the layer from the environment)
     except Exception:  # broad: a start-up hook must never break the program it starts
         logger.exception("mlop.compat.neptune could not be enabled")
 
