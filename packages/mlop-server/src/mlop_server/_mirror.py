@@ -111,7 +111,7 @@ class Mirror:
                 final = True
         finally:
             store.close()
-        uploader = Uploader(mirror, self.options, once=True)
+        uploader = Uploader(mirror, self.options, once=True, files_dir=run_dir)  # the files are the run's
         try:
             if uploader.has_work():
                 uploader.run()

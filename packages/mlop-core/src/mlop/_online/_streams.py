@@ -454,7 +454,7 @@ class FilesStream(Stream):
         entries: list[dict[str, Any]] = []
         paths: dict[tuple[str, str], Path] = {}
         for _seq, _kind, (step, when, key, info) in batch.items:
-            path = run_file(self.up.run_dir, info.get("path"))
+            path = run_file(self.up.files_dir, info.get("path"))
             if path is None:
                 self._refuse(batch, info.get("path"))
                 continue
@@ -500,7 +500,7 @@ class FilesStream(Stream):
     def _refuse(self, batch: Batch, recorded: object) -> None:
         message = (
             f"a files record of this run points at {recorded!r}, which is not a regular file inside the "
-            f"run directory {self.up.run_dir} (it is missing, outside it or a link out of it); not uploaded"
+            f"run directory {self.up.files_dir} (it is missing, outside it or a link out of it); not uploaded"
         )
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         logger.warning("mlop: %s", message)

@@ -25,7 +25,11 @@ class StreamOwner(Protocol):
 
     @property
     def run_dir(self) -> Path:
-        """The run directory (files of the run's media)."""
+        """The run directory."""
+
+    @property
+    def files_dir(self) -> Path:
+        """Where the run's files are (the run directory, but for ``mlop ui``'s mirrors)."""
 
     @property
     def store_path(self) -> Path:

@@ -115,6 +115,8 @@ class Uploader:
         transport: a custom httpx transport (tests).
         patience: with ``once``, give up after this many seconds without progress (nothing acknowledged);
             progress resets the clock. None: no limit.
+        files_dir: where the run's files are, when not in ``run_dir`` (``mlop ui``'s mirrors); only
+            regular files inside it are uploaded.
     """
 
     def __init__(
@@ -126,8 +128,10 @@ class Uploader:
         notify: Callable[[dict[str, Any]], object] | None = None,
         transport: Any = None,
         patience: float | None = None,
+        files_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.files_dir = Path(files_dir) if files_dir is not None else self.run_dir
         self.store_path = Store(self.run_dir).path
         self.options = options
         self.once = once
