@@ -90,3 +90,15 @@ def test_alert_wait_drops_and_counts_repeats_without_sleeping(tmp_path: Path) ->
         alerts = list(reader.alerts())
     assert [a["title"] for a in alerts] == ["flat", "other", "hook"]
     assert alerts[0]["body"] == "loss is flat" and alerts[2]["url"] == "https://hooks.example/x"
+
+
+def test_settings_repr_shows_no_key_webhook_or_url_password() -> None:
+    settings = resolve_settings(
+        {"api_key": "mlps_repr_key", "url_webhook": "https://hooks.slack.com/services/T1/B2/xyz"},
+        None,
+        environ={"MLOP_HTTP_PROXY": "http://bob:hunter2-proxy@proxy.internal:3128"},
+    )
+    text = repr(settings)
+    assert "proxy.internal:3128" in text
+    for secret in ("mlps_repr_key", "hooks.slack.com", "hunter2-proxy", "bob:"):
+        assert secret not in text

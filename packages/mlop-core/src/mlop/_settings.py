@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
@@ -35,6 +36,7 @@ _SELF_HOSTED_PORTS: Final = {"url_app": 3000, "url_api": 3001, "url_ingest": 300
 _ALIASES: Final = {"_auth": "api_key", "save_dir": "dir", "api_token": "api_key"}
 # Environment variables whose name is not simply MLOP_<FIELD>.
 _ENV_ALIASES: Final = {"MLOP_API_TOKEN": "api_key", "MLOP_API_KEY": "api_key"}
+_URL_USERINFO: Final = re.compile(r"(://)[^/@\s]*@")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
@@ -74,6 +76,18 @@ class Settings:
     x_init_timeout: float = 5.0
     x_heartbeat_interval: float = 5.0
     x_upload_workers: int = 4
+
+    def __repr__(self) -> str:
+        """The fields, without the key and the webhook, and without credentials inside URLs (a proxy's)."""
+        parts = []
+        for field in dataclasses.fields(self):
+            if not field.repr:
+                continue
+            value = getattr(self, field.name)
+            if isinstance(value, str) and "@" in value:
+                value = _URL_USERINFO.sub(r"\1[REDACTED]@", value)
+            parts.append(f"{field.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
     @property
     def run_mode(self) -> Mode:
