@@ -151,9 +151,12 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(problem: Problem) -> Response:
     """The protocol's error body for a refusal."""
-    retry = getattr(problem, "retry_after", 1)
-    headers = {"Retry-After": str(retry)} if problem.status in (429, 503) else None
-    return json_response(problem.body(), problem.status, headers)
+    headers = {}
+    if problem.status in (429, 503):
+        headers["Retry-After"] = str(getattr(problem, "retry_after", 1))
+    if problem.status in (408, 413):  # the rest of the body is not read: this connection is done
+        headers["Connection"] = "close"
+    return json_response(problem.body(), problem.status, headers or None)
 
 
 def guarded(handler: Handler) -> Handler:
@@ -192,7 +195,7 @@ async def stream(
             return
         except TimeoutError:
             if deadline is not None and time.monotonic() >= deadline - 0.001:
-                raise Timeout(f"the body took over {total_timeout:g} s to arrive") from None
+                raise Timeout(f"the body took over {total_timeout:.3g} s to arrive") from None
             raise Timeout(f"the body did not arrive within {idle_timeout:g} s") from None
         if chunk:
             yield chunk

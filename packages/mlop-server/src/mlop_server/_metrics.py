@@ -15,15 +15,17 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from mlop_server._errors import BadRequest
+from mlop_server._errors import BadRequest, TooLarge
 from mlop_server._ops import MetricBatch
-from mlop_server._protocol import INT64_MAX, check_fields, ndjson
+from mlop_server._protocol import INT64_MAX, MAX_LINE_KEYS, check_fields, ndjson
 
 __all__ = ["parse_metrics"]
 
 logger = logging.getLogger(__name__)
 
 MAX_KEY: Final = 512
+#: The most distinct keys one batch may bring (413 above): each is a series row to write.
+MAX_BATCH_KEYS: Final = 100_000
 _FIELDS: Final = frozenset({"time", "step", "data"})
 _NUMBERS: Final = frozenset({int, float})
 _NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -53,6 +55,8 @@ def _columns(groups: dict[tuple[str, ...], _Group]) -> dict[str, tuple[bytes, by
         line_arr, step_arr, time_arr = (np.array(x, dtype="<i8") for x in (lines, steps, times))
         for j, name in enumerate(names):
             parts.setdefault(name, []).append((line_arr, step_arr, time_arr, matrix[:, j]))
+    if len(parts) > MAX_BATCH_KEYS:
+        raise TooLarge(f"the batch has {len(parts)} keys; the most in one batch is {MAX_BATCH_KEYS}")
     out = {}
     for name, pieces in parts.items():
         if len(pieces) == 1:
@@ -91,6 +95,10 @@ def parse_metrics(body: bytes, run_id: int) -> MetricBatch:
             raise BadRequest("must be an object of key: number", line=line, field="data")
         if not data:
             raise BadRequest("must not be empty", line=line, field="data")
+        if len(data) > MAX_LINE_KEYS:
+            raise BadRequest(
+                f"has {len(data)} keys; the most in one line is {MAX_LINE_KEYS}", line=line, field="data"
+            )
         values = list(data.values())
         if not _NUMBERS.issuperset(map(type, values)):
             values = [_value(value, line, key) for key, value in data.items()]

@@ -34,6 +34,9 @@ from mlop_server._ops import (
 __all__ = [
     "CONSOLE_LOG_TYPES",
     "INT64_MAX",
+    "MAX_DEPTH",
+    "MAX_LINE_KEYS",
+    "check_depth",
     "check_fields",
     "ndjson",
     "parse_alert",
@@ -64,6 +67,11 @@ _HISTOGRAM_FIELDS: Final = frozenset({"freq", "maxFreq", "bins", "shape", "type"
 _TABLE_FIELDS: Final = frozenset({"table", "col", "type", "v"})
 _FILE_OPTIONAL: Final = frozenset({"sampleIndex", "caption"})
 INT64_MAX: Final = 2**63 - 1
+#: The deepest nesting of objects and lists accepted anywhere in a body, JSON text in it included: deeper
+#: values could be stored but not answered again (the encoder stops at 255 levels).
+MAX_DEPTH: Final = 64
+#: The most keys one NDJSON line (or one JSON object) may hold.
+MAX_LINE_KEYS: Final = 10_000
 _NONE: Final[frozenset[str]] = frozenset()
 
 
@@ -117,6 +125,7 @@ def _json_text(value: Any, name: str, *, obj: bool = True) -> str | None:
         decoded = orjson.loads(text)
     except orjson.JSONDecodeError:
         raise BadRequest("must be a JSON-encoded string", field=name) from None
+    check_depth(decoded, text, field=name)
     if obj and not isinstance(decoded, dict):
         raise BadRequest("must be a JSON-encoded object", field=name)
     return text
@@ -135,6 +144,28 @@ def _tags(value: Any, name: str = "tags") -> tuple[str, ...]:
     return tags
 
 
+def check_depth(value: Any, raw: bytes | str, line: int | None = None, field: str | None = None) -> None:
+    """Refuse ``value`` (decoded from ``raw``) when it nests deeper than :data:`MAX_DEPTH`.
+
+    Only a text with that many brackets is walked, so flat values cost one count.
+    """
+    opening = (b"{", b"[") if isinstance(raw, bytes) else ("{", "[")
+    if raw.count(opening[0]) + raw.count(opening[1]) <= MAX_DEPTH:  # type: ignore[arg-type]
+        return
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH + 1):
+        deeper: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                deeper.extend(item.values())
+            elif isinstance(item, list):
+                deeper.extend(item)
+        if not deeper:
+            return
+        level = deeper
+    raise BadRequest(f"nests deeper than {MAX_DEPTH} levels", line=line, field=field)
+
+
 def _object(body: bytes, line: int | None = None) -> dict[str, Any]:
     try:
         obj = orjson.loads(body)
@@ -142,6 +173,9 @@ def _object(body: bytes, line: int | None = None) -> dict[str, Any]:
         raise BadRequest(f"not valid JSON ({exc})", line=line) from None
     if type(obj) is not dict:
         raise BadRequest("must be a JSON object", line=line)
+    check_depth(obj, body, line)
+    if len(obj) > MAX_LINE_KEYS:
+        raise BadRequest(f"has {len(obj)} fields; the most is {MAX_LINE_KEYS}", line=line)
     return obj
 
 
@@ -452,6 +486,7 @@ def parse_data(body: bytes, run_id: int) -> DataBatch:
                 decoded = None
             if not isinstance(decoded, dict):
                 raise BadRequest("must be a JSON-encoded object", line=line, field="data")
+            check_depth(decoded, data, line, "data")
             _check_payload(data_type, decoded, line)
         step = obj["step"]
         if type(step) is not int or not 0 <= step <= INT64_MAX:

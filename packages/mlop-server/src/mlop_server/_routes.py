@@ -81,7 +81,11 @@ def protocol_routes(ctx: Context) -> list[Route]:
 
         async def handler(request: Request) -> Response:
             key = ctx.authenticate(request)
-            op = parse(await body(request, ctx.config))
+            data = await body(request, ctx.config)
+            if len(data) > PARSE_IN_THREAD_BYTES:  # keep the event loop answering while a huge body parses
+                op = await anyio.to_thread.run_sync(parse, data)
+            else:
+                op = parse(data)
             answer = await ctx.storage.apply(op, _idempotency(request, _op_run_id(op), key.owner), key)
             if "run" in answer:
                 return json_response(run_answer(request, answer))

@@ -174,6 +174,8 @@ def _resume(conn: sqlite3.Connection, op: ResumeRun, key: ApiKey | None) -> dict
             if display_id(project, number) == op.display_id and (key is None or key.may_read(owner)):
                 row = (run_id, owner)
                 break
+    if row is not None and op.run_id is None and key is not None and not key.may_read(row[1]):
+        row = None  # another owner's external id: as if it did not exist, so nothing of it leaks
     if row is None:
         raise NotFound("no run matches")
     check_owner(key, row[0], row[1])
