@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mlop._values import jsonable
 
 if TYPE_CHECKING:
-    from mlop._op import Op
+    from mlop._store import Store
+    from mlop._writer import Writer
 
 __all__ = ["SUMMARY_META", "Summary"]
 
@@ -25,6 +26,18 @@ logger = logging.getLogger(__name__)
 
 #: The store's meta key for the summary.
 SUMMARY_META: Final = "summary"
+
+
+class Op(Protocol):
+    """What a summary needs of its run (:class:`mlop.Run`), named here so that this module need not import
+    the run's, which imports this one."""
+
+    id: str
+    primary: bool
+    resumed: bool
+    _closed: bool
+    _writer: Writer
+    _store: Store
 
 
 class Summary(MutableMapping[str, Any]):
