@@ -10,6 +10,7 @@ the git diff and the console. Redaction errs on the side of hiding too much.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -38,10 +39,12 @@ _SHAPES: Final = re.compile(
     r"|[rsp]k_(?:live|test)_[0-9A-Za-z]{16,}|npm_[A-Za-z0-9]{30,}|pypi-[A-Za-z0-9_\-]{40,}"
     r"|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})"
 )
-_SHAPE_HINT: Final = re.compile(
-    r"mlp[si]_|gh[pousr]_|github_pat_|hf_|sk-|k_live_|k_test_|xox|xapp-|AKIA|ASIA|AIDA|AROA|AGPA|AIza|glpat-"
-    r"|npm_|pypi-|eyJ"
-)
+# Cheap tests (substrings) that say whether a pattern could match at all: most console lines hold no secret.
+_SHAPE_HINTS: Final = (
+    "mlps_", "mlpi_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "hf_", "sk-", "k_live_",
+    "k_test_", "xox", "xapp-", "AKIA", "ASIA", "AIDA", "AROA", "AGPA", "AIza", "glpat-", "npm_", "pypi-",
+    "eyJ",
+)  # fmt: skip
 _BEARER: Final = re.compile(r"\b(Bearer|bearer|BEARER|Basic|basic|BASIC)(\s+)[A-Za-z0-9._~+/\-]{8,}=*")
 # A URL's user and password: user@ (no ':' or '/'), or user:password@ where the password may hold anything
 # but spaces and quotes (an unescaped '/' or '@' in a password still hides the whole of it).
@@ -55,9 +58,10 @@ _WEBHOOK: Final = re.compile(
 )
 # name=value, name: value, "name": "value" in free text; the name decides (see is_secret_name).
 _ASSIGNMENT: Final = re.compile(r"([A-Za-z_][\w.\-]*)([\"']?\s*[=:]\s*)(\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&]+)")
-_ASSIGNMENT_HINT: Final = re.compile(
-    r"(?i)secret|pass|pwd|credential|webhook|cookie|session|private|token|key|dsn|auth|creds"
-)
+_NAME_HINTS: Final = (
+    "secret", "pass", "pwd", "credential", "webhook", "cookie", "session", "private", "token", "key", "dsn",
+    "auth", "creds",
+)  # fmt: skip
 _SCHEMES: Final = frozenset({"Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC"})
 _PEM: Final = re.compile(r"-----BEGIN [A-Z0-9 ]*-----.*?(?:-----END [A-Z0-9 ]*-----|\Z)", re.DOTALL)
 _PEM_BEGIN: Final = re.compile(r"-----BEGIN [A-Z0-9 ]*-----")
@@ -73,6 +77,7 @@ def _name_parts(name: str) -> list[str]:
     return [part.lower() for part in _PARTS.findall(name)]
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """Whether a name (an environment variable, an option, a key in free text) says it holds a secret."""
     if name.upper() in _NOT_SECRET:
@@ -122,12 +127,14 @@ class Redactor:
         if "://" in text:
             text = _WEBHOOK.sub(lambda m: m.group(1) + REDACTED, text)
             text = _URL_CREDENTIALS.sub(lambda m: m.group(1) + REDACTED + "@", text)
-        if _SHAPE_HINT.search(text):
+        if any(hint in text for hint in _SHAPE_HINTS):
             text = _SHAPES.sub(REDACTED, text)
         if "earer" in text or "EARER" in text or "asic" in text or "ASIC" in text:
             text = _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
-        if ("=" in text or ":" in text) and _ASSIGNMENT_HINT.search(text):
-            text = _ASSIGNMENT.sub(_hide_assignment, text)
+        if "=" in text or ":" in text:
+            low = text.lower()
+            if any(hint in low for hint in _NAME_HINTS):
+                text = _ASSIGNMENT.sub(_hide_assignment, text)
         return text
 
     def lines(self) -> LineRedactor:
