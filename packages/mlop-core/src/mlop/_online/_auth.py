@@ -2,8 +2,9 @@
 
 The key lives in ``<config dir>/credentials.json``, a file only its owner can read or write (0600) in a
 folder only its owner can enter (0700). The config dir is ``$MLOP_CONFIG_DIR``, else
-``$XDG_CONFIG_HOME/mlop``, else ``~/.config/mlop``. ``MLOP_API_TOKEN`` and the ``api_key`` setting (alias
-``_auth``) override the file.
+``$XDG_CONFIG_HOME/mlop``, else ``~/.config/mlop``. The key is stored with the server it was checked
+against and is sent to that server only (see ``_bind_key_to_host`` in :mod:`mlop._settings`);
+``MLOP_API_TOKEN`` and the ``api_key`` setting (alias ``_auth``) override the file.
 
 No httpx here: settings read this module in the training process.
 """
