@@ -19,6 +19,7 @@ from mlop._status import exception_status
 from mlop_lightning._checkpoints import CheckpointTracker
 from mlop_lightning._compat import agree_with_rank_zero, dummy_experiment, global_rank, logger_base
 from mlop_lightning._params import to_config
+from mlop_lightning._resume import checkpoint_run, run_state_callback, setting_up
 
 __all__ = ["MLOPLogger", "MlopLogger"]
 
@@ -240,6 +241,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         Lightning reads it on every rank while it sets up; in a distributed job that is where the ranks
         take rank 0's run id.
         """
+        self._from_checkpoint()
         self._agree()
         if global_rank() != 0:
             if self._shared and (self._agreed or not self._own_id):
@@ -264,6 +266,50 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         if isinstance(self._run, mlop.Run):
             self._watch_for_abandonment(self._run)
         return self._run
+
+    def _from_checkpoint(self) -> None:
+        """When a Trainer reads the experiment while it sets up: keep the run id in its checkpoints, and
+        take the run id of the checkpoint it is about to restore (on rank 0, before the run exists)."""
+        namespace = _namespace()
+        found = setting_up(namespace)
+        if found is None:
+            return
+        trainer, ckpt_path, weights_only = found
+        callbacks = getattr(trainer, "callbacks", None)
+        if isinstance(callbacks, list) and not any(
+            getattr(c, "mlop_logger", None) is self for c in callbacks
+        ):
+            callbacks.append(run_state_callback(namespace, self))
+        fresh = self._run is None and not self._created and self._owns_run and self._own_id
+        if ckpt_path is None or not fresh or global_rank() != 0:
+            return
+        state = checkpoint_run(ckpt_path, weights_only)
+        if state is not None:
+            self._adopt(state)
+
+    def _adopt(self, state: Mapping[str, Any]) -> None:
+        """Continue the run a checkpoint names (its id and project) instead of starting one."""
+        self._run_id = str(state["run_id"])
+        project = state.get("project")
+        if isinstance(project, str) and project:
+            self._project = project
+        self._resume = True
+
+    def _restored(self, state: Mapping[str, Any]) -> None:
+        """Lightning restored a checkpoint that names a run (called by the callback, on every rank)."""
+        run_id = state.get("run_id")
+        if not isinstance(run_id, str) or run_id == self._run_id or not self._own_id:
+            return
+        if self._run is None and not self._created:
+            self._adopt(state)
+            return
+        logger.warning(
+            "mlop: the checkpoint names run %s, but this fit logs to run %s, which existed before Lightning "
+            "restored the checkpoint (its run id could not be read ahead); pass version=%r to continue it",
+            run_id,
+            self._run_id,
+            run_id,
+        )
 
     def _agree(self) -> None:
         """Take rank 0's run id, once, when a process group of several ranks exists."""
@@ -517,6 +563,11 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         state["_checkpoint_callbacks"] = {}
         state["_final"] = {}
         return state
+
+
+def _namespace() -> str:
+    """The Lightning package the logger is built on: ``lightning.pytorch`` or ``pytorch_lightning``."""
+    return str(logger_base().__module__).split(".loggers", 1)[0]
 
 
 def _scalar(value: Any) -> float | int | None:
