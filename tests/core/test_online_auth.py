@@ -102,3 +102,16 @@ def test_settings_repr_shows_no_key_webhook_or_url_password() -> None:
     assert "proxy.internal:3128" in text
     for secret in ("mlps_repr_key", "hooks.slack.com", "hunter2-proxy", "bob:"):
         assert secret not in text
+
+
+def test_login_warns_when_the_key_would_cross_a_network_in_clear() -> None:
+    from mlop._online._commands import _in_clear
+
+    assert _in_clear("http://mlop.example.com:3001") and _in_clear("http://10.0.0.5:8080")
+    for url in (
+        "https://mlop.example.com",
+        "http://127.0.0.1:8080",
+        "http://localhost:3001",
+        "http://[::1]:9",
+    ):
+        assert not _in_clear(url), url

@@ -138,3 +138,20 @@ def test_a_run_configured_for_another_server_does_not_get_the_stored_key(
     assert f"is for {online.server.url}, not {other.url}" in out.stderr
     assert online.server.key not in json.dumps(other.headers) + out.stderr + out.stdout
     assert online.api.get("/api/runs", params={"project": "other-host"}).json() == []
+
+
+def test_logging_in_to_a_second_server_replaces_the_first_without_a_warning(
+    online: Any, tmp_path: Any
+) -> None:
+    from mlop._online._auth import Credentials
+
+    env = _no_key(online)
+    online.config_dir.mkdir(parents=True, exist_ok=True)
+    (online.config_dir / "credentials.json").write_text(
+        json.dumps({"api_key": "mlps_for_the_other_server", "host": "http://127.0.0.1:9"})
+    )
+    done = _login_with_input(online, "--host", online.server.url, stdin=online.server.key, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "is for" not in done.stderr and "plain http" not in done.stderr  # loopback: no warning
+    stored = json.loads((online.config_dir / "credentials.json").read_text())
+    assert Credentials(stored["api_key"], stored["host"]) == Credentials(online.server.key, online.server.url)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import os
 import sys
+import urllib.parse
 
 from mlop._exceptions import AuthError, ServerError
 from mlop._online._auth import Credentials, credentials_path, remove_credentials, save
@@ -29,8 +31,14 @@ def _login(args: argparse.Namespace) -> int:
         print("mlop login: that is not a key (it holds spaces or control characters)", file=sys.stderr)
         return 1
     # --host, else MLOP_HOST or the host of the key stored before, else the hosted service
-    settings = resolve_settings({"host": args.host} if args.host else {}, None)
+    settings = resolve_settings({"host": args.host, "api_key": key}, None)
     urls = settings.urls()
+    if _in_clear(urls["url_api"]):
+        print(
+            f"mlop login: {urls['url_api']} is plain http: the key crosses the network unencrypted (use "
+            "https:// for a server that is not on this machine)",
+            file=sys.stderr,
+        )
     with ServerInterface(urls, key, verify=not args.insecure) as server:
         try:
             slug = server.slug(timeout=15.0)
@@ -44,6 +52,20 @@ def _login(args: argparse.Namespace) -> int:
     print(f"Logged in to {urls['url_api']} (organization {slug}).")
     print(f"Key stored in {path} (only you can read it).")
     return 0
+
+
+def _in_clear(url: str) -> bool:
+    """Whether a key sent to ``url`` crosses a network unencrypted (http to a host other than this one)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return True
 
 
 def _read_key(args: argparse.Namespace) -> str:
