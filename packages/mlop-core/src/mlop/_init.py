@@ -129,6 +129,8 @@ def init(
         _check_text("run name", resolved.name)
     for tag in tag_list:
         _check_text("tag", tag)
+        if not tag:
+            raise ConfigError("a tag must not be empty")
     run_dir = run_directory(resolved.dir, resolved.project, rid)
     exists = (run_dir / STORE_FILE).exists()
     primary = rank.rank == 0
