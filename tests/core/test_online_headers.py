@@ -78,3 +78,16 @@ def test_retry_after_of_a_503_is_honoured_and_a_refused_key_is_not_retried() -> 
         with pytest.raises(AuthError) as refused:
             server.call("api", "/denied", {}, deadline=time.monotonic() + 30)
         assert refused.value.status_code == 403 and [p for p, _t in arrived] == ["/denied"]
+
+
+def test_a_key_http_cannot_carry_is_refused_at_once_not_retried() -> None:
+    """httpx.MockTransport counts requests: none may be sent with such a key (httpx would raise)."""
+    sent: list[httpx.Request] = []
+    urls = dict.fromkeys(("url_app", "url_api", "url_ingest", "url_py"), "http://test")
+    for key in ("mlps_ключ", "mlps_key\n", "mlps\tkey"):
+        transport = httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200, json={}))
+        with ServerInterface(urls, key, transport=transport) as server:
+            with pytest.raises(AuthError) as refused:
+                server.call("api", "/api/runs/create", {}, deadline=time.monotonic() + 30)
+            assert key.strip() not in str(refused.value)
+    assert sent == []

@@ -166,7 +166,13 @@ class ServerInterface:
     # -- one attempt ----------------------------------------------------------------------------------
 
     def _headers(self, content_type: str | None, idempotency_key: str | None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._key.reveal()}"}
+        key = self._key.reveal()
+        if not (key.isascii() and key.isprintable()):
+            raise AuthError(
+                "the API key holds characters an HTTP header cannot carry (a line break, a tab, a "
+                "non-ASCII letter): check MLOP_API_TOKEN or run `mlop login` again"
+            )
+        headers = {"Authorization": f"Bearer {key}"}
         if content_type:
             headers["Content-Type"] = content_type
         if self.run_id is not None:
