@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install bench clean
+.PHONY: demo test lint format install bench fuzz clean
 
 $(STAMP): requirements-dev.txt packages/*/pyproject.toml packages/*/*.pth packages/mlop-server/web/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# the server's fuzz tests with a long budget (the suite runs a short one)
+fuzz: $(STAMP)
+	MLOP_FUZZ_EXAMPLES=2000 MLOP_SCHEMATHESIS_EXAMPLES=500 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 0 \
+		tests/server/test_fuzz.py tests/server/test_fuzz_values.py tests/server/test_schemathesis.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/log_overhead.py

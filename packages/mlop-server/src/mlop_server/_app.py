@@ -49,7 +49,8 @@ async def _reaper(ctx: Context) -> None:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "Error")
-    return json_response({"error": kind, "message": str(exc.detail)}, exc.status_code)
+    headers = dict(exc.headers) if exc.headers else None  # 405 names the methods allowed (Allow)
+    return json_response({"error": kind, "message": str(exc.detail)}, exc.status_code, headers)
 
 
 def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlette:

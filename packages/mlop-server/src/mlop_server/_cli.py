@@ -129,6 +129,7 @@ _POSITIVE: Final = (
     "upload_ttl",
     "header_timeout",
     "body_timeout",
+    "failed_key_burst",
 )
 
 
@@ -172,6 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         upload_ttl=args.upload_ttl,
+        auth_burst=args.failed_key_burst,
     )
     storage = SqliteStorage(config.database, max_pending=config.max_pending_writes)
     created = _ensure_admin_key(storage, given)
@@ -327,6 +329,9 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
         "--body-timeout", type=float, default=60.0, help="seconds a body may pause (and its base deadline)"
     )
     parser.add_argument("--upload-ttl", type=int, default=3600, help="seconds an upload URL is valid")
+    parser.add_argument(
+        "--failed-key-burst", type=int, default=100, help="wrong keys an address may send before 429"
+    )
     parser.add_argument(
         "--exit-with-parent", action="store_true", help="stop when the process that started the server ends"
     )

@@ -34,6 +34,13 @@ _ERROR = {
     },
 }
 
+#: 429 and 503: retry after the seconds the ``Retry-After`` header gives.
+_RETRY = {
+    **_ERROR,
+    "description": "refused for now",
+    "headers": {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+}
+
 
 def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
@@ -68,10 +75,14 @@ def _op(
     }
     if auth:
         op["security"] = [{"bearer": []}]
+        op["responses"]["403"] = _ERROR
+    if auth or body is not None:  # a key, or an upload URL's signature
         op["responses"]["401"] = _ERROR
+        op["responses"]["429"] = _RETRY
+    op["responses"]["503"] = _RETRY
     if body is not None:
         op["requestBody"] = {"required": True, "content": {media: {"schema": body, "example": example}}}
-        op["responses"]["413"] = _ERROR
+        op["responses"].update({"408": _ERROR, "409": _ERROR, "413": _ERROR, "415": _ERROR})
     if params:
         op["parameters"] = params
     return op
@@ -86,7 +97,12 @@ def _path(name: str) -> dict[str, Any]:
 
 
 _RUN_HEADER = {"name": "X-Run-Id", "in": "header", "required": True, "schema": {"type": "string"}}
-_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": _STR}
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
 
 _NDJSON_NOTE = (
     "NDJSON: one object per line (each line is one of the schema), also accepted as application/json."
@@ -154,7 +170,7 @@ def openapi_document() -> dict[str, Any]:
             example=example,
             media="application/x-ndjson",
             params=[_RUN_HEADER, _IDEMPOTENCY],
-            answer=ok,
+            answer=_obj({"success": {"type": "boolean"}}, {"count": _INT}),
         )
         return {"post": op}
 
