@@ -25,8 +25,18 @@ REDACTED: Final = "[REDACTED]"
 _NOT_SECRET: Final = frozenset({"PWD", "OLDPWD"})
 # Parts of a name (split on - _ . and camelCase) that make it secret, by the test each word needs so that
 # names such as max_tokens, keypoints, tokenizer or GIT_AUTHOR_NAME stay readable.
-_CONTAINS: Final = ("secret", "pass", "pwd", "credential", "webhook", "cookie", "session", "private")
-_ENDS: Final = ("token", "key", "dsn", "auth")
+_CONTAINS: Final = (
+    "secret",
+    "passw",
+    "passphrase",
+    "pwd",
+    "credential",
+    "webhook",
+    "cookie",
+    "session",
+    "private",
+)
+_ENDS: Final = ("token", "key", "dsn", "auth", "pass")
 _EXACT: Final = frozenset({"creds", "authorization"})
 _PARTS: Final = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
