@@ -20,6 +20,11 @@ from typing import Any, Final
 
 from transformers.trainer_callback import TrainerCallback
 
+try:  # transformers 4.41 and later keep such callbacks' state in each checkpoint's trainer_state.json
+    from transformers.trainer_callback import ExportableState
+except ImportError:  # pragma: no cover - older transformers: a resumed training starts a new run
+    ExportableState = object  # type: ignore[assignment,misc]
+
 import mlop
 from mlop_hf import _cleanup, _register
 from mlop_hf._config import trainer_config
@@ -64,7 +69,7 @@ def _env_choice(name: str, allowed: Mapping[str, str] | frozenset[str]) -> str |
     return None
 
 
-class MlopCallback(TrainerCallback):
+class MlopCallback(TrainerCallback, ExportableState):
     """Log a transformers ``Trainer`` to mlop.
 
     Picked by ``TrainingArguments(report_to="mlop")``, or passed as ``Trainer(callbacks=[MlopCallback()])``.
@@ -110,6 +115,9 @@ class MlopCallback(TrainerCallback):
             raise ValueError(f"watch must be 'gradients', 'parameters', 'all' or None, got {watch!r}")
         self._init_kwargs = init_kwargs
         self._trained = False  # a training ended in the current run: the next train() gets a fresh one
+        # The run a checkpoint names ({"run_id", "project"}): transformers restores it with the callback
+        # when restore_callback_states_from_checkpoint=True; otherwise it is read from the loaded state.
+        self._checkpoint_run: dict[str, str] | None = None
         self._watched: Any = None  # the run that watches the model
 
     @property
@@ -145,6 +153,11 @@ class MlopCallback(TrainerCallback):
         kwargs = dict(self._init_kwargs)
         project = self._project or os.environ.get("MLOP_PROJECT") or getattr(args, "project", None)
         kwargs.setdefault("project", project or "huggingface")
+        resumed = self._checkpoint_run
+        if resumed is not None:  # continue the run the checkpoint names
+            kwargs.update(run_id=resumed["run_id"], resume=True)
+            if resumed["project"]:
+                kwargs["project"] = resumed["project"]
         if state.is_hyper_param_search:
             if state.trial_name:
                 kwargs.setdefault("name", state.trial_name)
@@ -194,9 +207,44 @@ class MlopCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        if self._owned and (state.is_hyper_param_search or self._trained or not _live(self._run)):
+        resumed = None if state.is_hyper_param_search else self._resumed_run(state)
+        if resumed is not None and self._run is not None and self._run.id == resumed["run_id"]:
+            resumed = None  # resuming in the process that holds the run: it goes on
+        if self._owned and (
+            state.is_hyper_param_search or self._trained or resumed is not None or not _live(self._run)
+        ):
             self._finish()  # a fresh run for each trial, and for each train() after the first
+        self._checkpoint_run = resumed
         self.setup(args, state, model)
+        self._checkpoint_run = None
+
+    def _resumed_run(self, state: Any) -> dict[str, str] | None:
+        """The run named by the checkpoint this training resumes from, if any (``resume_from_checkpoint``).
+
+        Each checkpoint's ``trainer_state.json`` holds this callback's state (:meth:`state`), which the
+        Trainer loads before ``on_train_begin``.
+        """
+        if not state.global_step:
+            return None
+        saved: Any = (getattr(state, "stateful_callbacks", None) or {}).get(type(self).__name__)
+        if isinstance(saved, list):
+            saved = saved[0] if saved else None
+        found = (
+            (saved or {}).get("attributes", {}).get("_checkpoint_run") if isinstance(saved, dict) else None
+        )
+        found = found or self._checkpoint_run
+        if isinstance(found, dict) and isinstance(found.get("run_id"), str):
+            return {"run_id": found["run_id"], "project": str(found.get("project") or "")}
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """What each checkpoint keeps of this callback: the run it logs to, so a training resumed from the
+        checkpoint (``trainer.train(resume_from_checkpoint=...)``, on any machine) continues that run."""
+        run = self._run
+        ident = None
+        if isinstance(run, mlop.Run):
+            ident = {"run_id": str(run.id), "project": str(run.project)}
+        return {"args": {}, "attributes": {"_checkpoint_run": ident}}
 
     def on_log(
         self,
