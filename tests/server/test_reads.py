@@ -170,3 +170,19 @@ def test_deeply_nested_json_gets_400_on_every_json_route_and_leaves_no_lasting_e
         client.post("/api/runs/config/update", json={"runId": run_id, "config": shallow}).status_code == 200
     )
     assert client.get(f"/api/runs/{run_id}").json()["config"] == {"deep": nested(40)}
+
+
+def test_data_reads_are_paged(client: httpx.Client) -> None:
+    run_id = new_run(client)
+    lines = b"".join(
+        orjson.dumps({"time": T0, "step": i, "logName": "s", "dataType": "string-series", "data": f"v{i}"})
+        + b"\n"
+        for i in range(10_001)
+    )
+    assert ingest(client, run_id, "data", lines).status_code == 200
+    first = client.get(f"/api/runs/{run_id}/data", params={"key": "s"}).json()
+    assert [row["data"] for row in first] == [f"v{i}" for i in range(10_000)]
+    rest = client.get(f"/api/runs/{run_id}/data", params={"key": "s", "offset": 10_000}).json()
+    assert [row["data"] for row in rest] == ["v10000"]
+    few = client.get(f"/api/runs/{run_id}/data", params={"key": "s", "limit": 2, "offset": 5}).json()
+    assert [row["step"] for row in few] == [5, 6]

@@ -301,7 +301,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/runs/{runId}": read("A run with its config, metadata and graph"),
         "/api/runs/{runId}/metrics": read(
-            "A metric in step order, at most max_points points (each bucket's min and max)",
+            "A metric in step order, at most max_points (default 100,000) points (each bucket's min and max);"
+            " X-Total-Points gives the series' length",
             _query("key", True, _STR),
             _query("max_points", False, {"type": "integer", "minimum": 2}),
         ),
@@ -311,7 +312,12 @@ def openapi_document() -> dict[str, Any]:
             _query("limit", False, {"type": "integer", "minimum": 1}),
             _query("offset", False, _INT),
         ),
-        "/api/runs/{runId}/data": read("Rows of a data key", _query("key", True, _STR)),
+        "/api/runs/{runId}/data": read(
+            "Rows of a data key in step order, at most limit (default and most: 10,000) from offset",
+            _query("key", True, _STR),
+            _query("limit", False, {"type": "integer", "minimum": 1}),
+            _query("offset", False, _INT),
+        ),
         "/api/runs/{runId}/files": read("Files of a key, with download links", _query("key", True, _STR)),
         "/api/runs/{runId}/files/{fileId}/content": {
             "get": _op("Download a file", params=[_path("runId"), _path("fileId")])

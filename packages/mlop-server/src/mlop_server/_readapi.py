@@ -25,6 +25,8 @@ __all__ = ["downsample", "read_routes"]
 logger = logging.getLogger(__name__)
 
 MAX_LOG_LINES: Final = 100_000
+#: Rows one ``/data`` read answers at most (``limit``; ``offset`` pages on).
+MAX_DATA_ROWS: Final = 10_000
 #: Points encoded per piece of a streamed ``/metrics`` answer.
 STREAM_POINTS: Final = 20_000
 #: Uploaded files of these types are shown inline by the dashboard; everything else is an attachment.
@@ -162,10 +164,14 @@ def read_routes(ctx: Context) -> list[Route]:
     async def data(request: Request) -> Response:
         run_id = await run_of(request)
         key = _key_param(request)
-        rows = await ctx.storage.data(run_id, key)
+        limit = _int_param(request, "limit", MAX_DATA_ROWS, 1)
+        offset = _int_param(request, "offset", 0, 0)
+        assert limit is not None and offset is not None
+        rows = await ctx.storage.data(run_id, key, min(limit, MAX_DATA_ROWS), offset)
         if rows is None:
             raise NotFound(f"run {run_id} has no key {key!r}")
-        return json_response(rows)
+        encoded = await anyio.to_thread.run_sync(orjson.dumps, rows)  # big tables: off the event loop
+        return Response(encoded, media_type="application/json")
 
     def file_view(request: Request, row: FileRow) -> dict[str, Any]:
         return {

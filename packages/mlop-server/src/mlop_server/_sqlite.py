@@ -550,7 +550,9 @@ class SqliteStorage(Storage):
 
         return await self._read(read)
 
-    async def data(self, run_id: int, key: str) -> list[dict[str, Any]] | None:
+    async def data(
+        self, run_id: int, key: str, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]] | None:
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]] | None:
             row = conn.execute(
                 "SELECT id FROM series WHERE run_id = ? AND name = ?", (run_id, key)
@@ -559,8 +561,8 @@ class SqliteStorage(Storage):
                 return None
             rows = conn.execute(
                 "SELECT step, time, data_type, payload FROM data_points "
-                "WHERE series_id = ? ORDER BY step, id",
-                (row[0],),
+                "WHERE series_id = ? ORDER BY step, id LIMIT ? OFFSET ?",
+                (row[0], -1 if limit is None else limit, offset),
             )
             return [
                 {

@@ -224,8 +224,11 @@ class Storage(abc.ABC):
         """Console lines in arrival order."""
 
     @abc.abstractmethod
-    async def data(self, run_id: int, key: str) -> list[dict[str, Any]] | None:
-        """Rows of a data key (histograms, tables, string series) in step order, or None if unknown."""
+    async def data(
+        self, run_id: int, key: str, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]] | None:
+        """Rows of a data key (histograms, tables, string series) in step order, at most ``limit`` from
+        ``offset``, or None if the key is unknown."""
 
     @abc.abstractmethod
     async def files(self, run_id: int, key: str) -> list[FileRow] | None:
