@@ -139,3 +139,27 @@ def test_the_last_value_of_each_number_is_the_runs_summary(accelerator_class: An
     accelerator.end_training()
     (run,) = mlop.list_runs(tmp_path)
     assert run.summary == {"loss": pytest.approx(1 / 3), "acc": 1.0}
+
+
+def test_save_state_and_load_state_carry_the_run(accelerator_class: Any, tmp_path: Path) -> None:
+    from accelerate.state import AcceleratorState, PartialState
+
+    first = accelerator_class(log_with="mlop", project_dir=str(tmp_path / "node-a"), cpu=True)
+    first.init_trackers("stateful", config={"lr": 0.1})
+    first.log({"loss": 1.0}, step=0)
+    first.save_state(str(tmp_path / "state"))
+    first.end_training()
+    (saved,) = mlop.list_runs(tmp_path / "node-a")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+    # Another machine: only the saved state carried over; loaded before the first log.
+    second = accelerator_class(log_with="mlop", project_dir=str(tmp_path / "node-b"), cpu=True)
+    second.init_trackers("stateful", config={"lr": 0.1})
+    second.load_state(str(tmp_path / "state"))
+    second.log({"loss": 0.5}, step=1)
+    second.end_training()
+
+    (run,) = mlop.list_runs(tmp_path / "node-b")
+    assert run.id == saved.id and run.project == "stateful" and run.status == "COMPLETED"
+    assert _series(run, "loss") == [(1, 0.5)] and run.config == {"lr": 0.1}

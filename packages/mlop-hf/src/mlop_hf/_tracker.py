@@ -19,20 +19,19 @@ __all__ = ["MlopTracker"]
 logger = logging.getLogger("mlop_hf")
 
 
-def _accelerator_logging_dir() -> str | None:
-    """The logging dir (``project_dir``) of the Accelerator whose ``init_trackers`` starts this tracker.
+def _calling_accelerator() -> Any:
+    """The Accelerator whose ``init_trackers`` starts this tracker, found on the call stack.
 
     accelerate hands its logging dir only to trackers that require one (and then refuses to run without
-    it); mlop's tracker does not require one, so it reads the dir of the Accelerator up the call stack.
+    it), and never hands them itself; mlop's tracker requires neither, so it looks one frame or so up.
     """
     frame: FrameType | None = sys._getframe(1)
     for _ in range(8):
         if frame is None:
             break
         if frame.f_code.co_name == "init_trackers":
-            configuration = getattr(frame.f_locals.get("self"), "project_configuration", None)
-            logging_dir = getattr(configuration, "logging_dir", None)
-            return os.fspath(logging_dir) if logging_dir else None
+            owner = frame.f_locals.get("self")
+            return owner if hasattr(owner, "register_for_checkpointing") else None
         frame = frame.f_back
     return None
 
@@ -66,7 +65,12 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
     ``Accelerator(log_with=MlopTracker("my-project", name="baseline"))``.
 
     Only the main process starts a run and logs; ``tracker`` (the run) is None on the others. After
-    ``finish`` the tracker logs nothing more.
+    ``finish`` the tracker logs nothing more. The run goes under the Accelerator's logging dir
+    (``project_dir``) unless ``init_kwargs`` name a ``dir``.
+
+    The run is created at its first use (a log, ``tracker``, ``end_training``), not by ``init_trackers``:
+    the tracker registers itself for ``accelerator.save_state`` / ``load_state``, whose checkpoints keep the
+    run id, and a ``load_state`` before the first log continues that run instead of starting one.
 
     Args:
         run_name: the mlop project (accelerate passes its ``project_name`` here).
@@ -86,10 +90,41 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
         self._owned = False
         self._finished = False
         self._last: dict[str, Any] = {}  # the last value of each key logged, for the summary
+        self._started = False  # init_trackers started the tracker: the run may be created on use
+        self._logging_dir: str | None = None  # the Accelerator's, read when it starts the tracker
+        self._config: dict[str, Any] = {}  # init_trackers' config, stored when the run is created
+        self._resume: dict[str, str] | None = None  # the run a loaded state names
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``accelerator.save_state`` keeps of the tracker: the run's id and project."""
+        run = self._run if isinstance(self._run, mlop.Run) else None
+        if run is None and self._resume is not None:
+            return dict(self._resume)
+        return {
+            "run_id": None if run is None else str(run.id),
+            "project": None if run is None else run.project,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the run a ``save_state`` checkpoint names (``accelerator.load_state``)."""
+        run_id, project = state.get("run_id"), state.get("project")
+        if not isinstance(run_id, str):
+            return
+        if self._run is None:
+            self._resume = {"run_id": run_id, "project": str(project or "")}
+        elif getattr(self._run, "id", None) != run_id:
+            logger.warning(
+                "mlop: the loaded state names run %s, but this tracker logs to run %s already; "
+                "load the state before the first log to continue it",
+                run_id,
+                getattr(self._run, "id", None),
+            )
 
     @property
     def tracker(self) -> Any:
         """The mlop run (None before ``start`` and on processes other than the main one)."""
+        if self._run is None and self._started:
+            self._active()
         return self._run
 
     def _active(self) -> bool:
@@ -99,21 +134,39 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
         if self._run is None:
             kwargs = dict(self.init_kwargs)
             kwargs.setdefault("project", self.run_name)
-            if kwargs.get("dir") is None and kwargs.get("save_dir") is None:
-                logging_dir = _accelerator_logging_dir()
-                if logging_dir is not None:  # as accelerate's own trackers write under it
-                    kwargs["dir"] = logging_dir
+            if kwargs.get("dir") is None and kwargs.get("save_dir") is None and self._logging_dir:
+                kwargs["dir"] = self._logging_dir  # as accelerate's own trackers write under it
+            if self._resume is not None:
+                kwargs.update(run_id=self._resume["run_id"], resume=True)
+                if self._resume["project"]:
+                    kwargs["project"] = self._resume["project"]
             self._run = mlop.init(**kwargs)
             self._owned = True
+            if self._config:
+                self._run.update_config(self._config)
         return True
 
     def start(self) -> None:
-        """Start the run (called by ``Accelerator.init_trackers``)."""
-        self._active()
+        """Called by ``Accelerator.init_trackers``: note its logging dir, and register the tracker for
+        ``save_state`` / ``load_state``. The run itself is created at first use."""
+        self._started = True
+        accelerator = _calling_accelerator()
+        if accelerator is None:
+            return
+        configuration = getattr(accelerator, "project_configuration", None)
+        logging_dir = getattr(configuration, "logging_dir", None)
+        self._logging_dir = os.fspath(logging_dir) if logging_dir else None
+        try:
+            if not any(obj is self for obj in getattr(accelerator, "_custom_objects", [])):
+                accelerator.register_for_checkpointing(self)
+        except Exception:  # broad: checkpointing the run id is a convenience; logging goes on without it
+            logger.warning("mlop: the tracker could not register for accelerator.save_state", exc_info=True)
 
     def store_init_configuration(self, values: Mapping[str, Any]) -> None:
         """Store ``values`` (the ``config`` of ``init_trackers``) as the run's config."""
-        if self._active():
+        if self._run is None:
+            self._config.update(values)
+        elif self._active():
             self._run.update_config(dict(values))
 
     def log(self, values: Mapping[str, Any], step: int | None = None, **kwargs: Any) -> None:
@@ -154,6 +207,8 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
 
         The last value of every number logged goes into the run's summary first.
         """
+        if self._started and self._run is None:
+            self._active()  # a tracker that logged nothing still leaves its run (and config) behind
         run, owned = self._run, self._owned
         last, self._last = self._last, {}
         if run is not None and not self._finished:
