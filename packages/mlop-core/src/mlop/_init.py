@@ -164,10 +164,13 @@ def init(
     if not exists or "created_at" not in meta:  # a shared run's other ranks may have made the file
         info["created_at"] = now
     if primary:  # every rank of a shared run attaches to it; rank 0 records what the run is
+        # Resumed where its store is not (another machine), a run that names no tags keeps the server's:
+        # a tags record would replace them with an empty list.
+        keep_tags = resolved.resume and not exists and not tag_list
         store.write(
             [
                 ("config", [(now, config_dict)]),
-                ("tags", [(now, tag_list)]),
+                ("tags", [] if keep_tags else [(now, tag_list)]),
                 ("status", [(now, "RUNNING", None)]),
             ],
             info,

@@ -1,0 +1,52 @@
+"""``mlop.init(run_id=..., resume=True)`` where the run's local store is not, against a real server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import mlop
+from mlop_server.testing import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("server")) as proc:
+        yield proc
+
+
+def _run(server: ServerProcess, project: str, status: str) -> dict[str, Any]:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as api:
+        (listed,) = api.get("/api/runs", params={"project": project}).json()
+        deadline = time.monotonic() + 30
+        while True:
+            run: dict[str, Any] = api.get(f"/api/runs/{listed['id']}").json()
+            if run["status"] == status or time.monotonic() > deadline:
+                return run
+            time.sleep(0.1)
+
+
+def test_resume_on_another_machine_keeps_config_and_tags(tmp_path: Path, server: ServerProcess) -> None:
+    online = {"host": server.url, "api_key": server.key, "disable_system_metrics": True}
+    first = mlop.init(
+        project="elsewhere", run_id="kept", dir=tmp_path / "a", tags=["a", "b"], config={"x": 1}, **online
+    )
+    first.log({"loss": 1.0}, step=0)
+    first.finish()
+    assert _run(server, "elsewhere", "COMPLETED")["tags"] == ["a", "b"]
+
+    again = mlop.init(project="elsewhere", run_id="kept", resume=True, dir=tmp_path / "b", **online)
+    assert _run(server, "elsewhere", "RUNNING")["status"] == "RUNNING"  # back to RUNNING
+    again.log({"loss": 0.5}, step=1)
+    again.update_config({"y": 2})
+    again.finish()
+
+    run = _run(server, "elsewhere", "COMPLETED")
+    assert run["status"] == "COMPLETED" and run["externalId"] == "kept"
+    assert run["tags"] == ["a", "b"]  # a resume that names no tags leaves them as they were
+    assert run["config"] == {"x": 1, "y": 2}
