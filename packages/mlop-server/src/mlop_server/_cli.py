@@ -145,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from mlop_server._app import create_app
-    from mlop_server._guard import ConnectionGuard, limit_requests
+    from mlop_server._guard import ACCEPT_BATCH, ConnectionGuard, limit_requests
     from mlop_server._sqlite import SqliteStorage
 
     logging.basicConfig(
@@ -189,6 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.Config(
             limit_requests(app, config.max_requests),
             http=guard.protocol_class(),
+            backlog=ACCEPT_BATCH,
             log_level="warning",
             access_log=False,
             timeout_keep_alive=int(config.keep_alive),

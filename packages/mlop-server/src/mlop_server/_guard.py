@@ -29,12 +29,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlop_server._config import ServerConfig
 
-__all__ = ["ConnectionGuard", "limit_requests", "raise_file_limit"]
+__all__ = ["ACCEPT_BATCH", "ConnectionGuard", "limit_requests", "raise_file_limit"]
 
 logger = logging.getLogger(__name__)
 
-#: File descriptors kept free beside the connections (the database, uploads, the listening socket).
-SPARE_FILES: Final = 64
+#: Connections accepted in one pass of the event loop, before any of them can make room (uvicorn's
+#: ``backlog``, which asyncio also gives the listening socket).
+ACCEPT_BATCH: Final = 256
+#: File descriptors kept free beside the connections: one accept batch, the database, uploads.
+SPARE_FILES: Final = ACCEPT_BATCH + 64
 RETRY_AFTER: Final = "1"
 #: The most bytes of request line and headers one request may send (431 above).
 MAX_HEADER_BYTES: Final = 64 * 1024
