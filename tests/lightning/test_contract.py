@@ -278,3 +278,16 @@ def test_a_script_that_never_finalizes_exits_and_completes_its_run(tmp_path: Pat
     assert "mlop-writer" in out.stdout  # the run was live when the script ended
     (run,) = mlop.list_runs(tmp_path)
     assert run.id == "left" and run.status == "COMPLETED" and _series(run, "loss") == [(3, 0.5)]
+
+
+def test_a_dropped_copy_leaves_the_originals_run_running(tmp_path: Path) -> None:
+    logger = MlopLogger(save_dir=tmp_path, version="kept")
+    logger.log_metrics({"a": 1.0}, step=0)
+    copy = pickle.loads(pickle.dumps(logger))
+    copy.log_metrics({"b": 1.0}, step=1)
+    del copy
+    gc.collect()
+    assert logger.experiment.status == "RUNNING"
+    logger.finalize("success")
+    (run,) = mlop.list_runs(tmp_path)
+    assert _statuses(run.dir) == ["RUNNING", "COMPLETED"] and _series(run, "b") == [(1, 1.0)]

@@ -250,21 +250,25 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         run = self._run
         if run is not None and not self._finalized and (not self._owns_run or _live(run)):
             return run
-        self._run = _live_run(self.log_dir) or mlop.init(
-            project=self._project,
-            name=self._run_name,
-            config=None if self._created else self._config,
-            tags=None if self._created else self._tags,
-            dir=self._root,
-            settings=self._settings,
-            run_id=self._run_id,
-            resume=self._resume or self._created or self._own_id,
-            **self._init_kwargs,
-        )
+        shared = _live_run(self.log_dir)  # a pickled copy, in the process that holds the run live
+        if shared is not None:
+            self._run = shared
+        else:
+            self._run = mlop.init(
+                project=self._project,
+                name=self._run_name,
+                config=None if self._created else self._config,
+                tags=None if self._created else self._tags,
+                dir=self._root,
+                settings=self._settings,
+                run_id=self._run_id,
+                resume=self._resume or self._created or self._own_id,
+                **self._init_kwargs,
+            )
+            if isinstance(self._run, mlop.Run):  # the copy that made the run ends it if abandoned
+                self._watch_for_abandonment(self._run)
         self._created = True
         self._finalized = False
-        if isinstance(self._run, mlop.Run):
-            self._watch_for_abandonment(self._run)
         return self._run
 
     def _from_checkpoint(self) -> None:
