@@ -65,6 +65,7 @@ def main() -> None:
 
         import mlop
 
+        mlop.finish()  # the Trainer's run stays open for evaluate()/predict() until the process ends
         run = mlop.list_runs()[-1]
         losses = [(m["step"], round(m["value"], 4)) for m in run.metrics("train/loss")]
         evals = [(m["step"], round(m["value"], 4)) for m in run.metrics("eval/loss")]
@@ -72,6 +73,7 @@ def main() -> None:
         print(f"train/loss at steps: {losses}")
         print(f"eval/loss at steps: {evals}")
         print(f"config: learning_rate={run.config['learning_rate']}, hidden_size={run.config['hidden_size']}")
+        print(f"summary: {run.summary}")
         print(f"stored in {run.dir}")
 
 
