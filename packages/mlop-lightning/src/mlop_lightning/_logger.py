@@ -19,7 +19,7 @@ from mlop._status import exception_status
 from mlop_lightning._checkpoints import CheckpointTracker
 from mlop_lightning._compat import agree_with_rank_zero, dummy_experiment, global_rank, logger_base
 from mlop_lightning._params import to_config
-from mlop_lightning._resume import checkpoint_run, run_state_callback, setting_up
+from mlop_lightning._resume import Running, checkpoint_run, run_state_callback, setting_up
 
 __all__ = ["MLOPLogger", "MlopLogger"]
 
@@ -241,8 +241,11 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         Lightning reads it on every rank while it sets up; in a distributed job that is where the ranks
         take rank 0's run id.
         """
-        self._from_checkpoint()
-        self._agree()
+        running = setting_up(_namespace())
+        if running is not None:
+            self._from_checkpoint(running)
+            if running.in_setup and int(getattr(running.trainer, "world_size", 1) or 1) > 1:
+                self._agree()  # every rank of the job reads the experiment here, at the same point
         if global_rank() != 0:
             if self._shared and (self._agreed or not self._own_id):
                 self._attach()
@@ -271,23 +274,18 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         self._finalized = False
         return self._run
 
-    def _from_checkpoint(self) -> None:
-        """When a Trainer reads the experiment while it sets up: keep the run id in its checkpoints, and
-        take the run id of the checkpoint it is about to restore (on rank 0, before the run exists)."""
-        namespace = _namespace()
-        found = setting_up(namespace)
-        if found is None:
-            return
-        trainer, ckpt_path, weights_only = found
-        callbacks = getattr(trainer, "callbacks", None)
+    def _from_checkpoint(self, running: Running) -> None:
+        """When a Trainer running a stage reads the experiment: keep the run id in its checkpoints, and
+        take the run id of the checkpoint it restores (on rank 0, before the run exists)."""
+        callbacks = getattr(running.trainer, "callbacks", None)
         if isinstance(callbacks, list) and not any(
             getattr(c, "mlop_logger", None) is self for c in callbacks
         ):
-            callbacks.append(run_state_callback(namespace, self))
+            callbacks.append(run_state_callback(_namespace(), self))
         fresh = self._run is None and not self._created and self._owns_run and self._own_id
-        if ckpt_path is None or not fresh or global_rank() != 0:
+        if running.ckpt_path is None or not fresh or global_rank() != 0:
             return
-        state = checkpoint_run(ckpt_path, weights_only)
+        state = checkpoint_run(running.ckpt_path, running.weights_only)
         if state is not None:
             self._adopt(state)
 
@@ -316,7 +314,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         )
 
     def _agree(self) -> None:
-        """Take rank 0's run id, once, when a process group of several ranks exists."""
+        """Take rank 0's run id, once, by a broadcast in the process group of a job of several ranks."""
         if self._agreed or not self._own_id or not self._owns_run:
             return
         agreed = agree_with_rank_zero(self._run_id)

@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-__all__ = ["STATE_KEY", "checkpoint_run", "run_state_callback", "setting_up"]
+__all__ = ["STATE_KEY", "Running", "checkpoint_run", "run_state_callback", "setting_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,21 +25,36 @@ STATE_KEY: Final = "MlopRun"
 _DEPTH: Final = 12
 
 
-def setting_up(namespace: str) -> tuple[Any, Any, Any] | None:
-    """The ``Trainer`` of ``namespace`` whose ``_run`` is on the call stack, with the ``ckpt_path`` and
-    ``weights_only`` it restores; None when no Trainer is setting up."""
+class Running(NamedTuple):
+    """A ``Trainer`` running a stage, as seen from a call its ``Trainer._run`` made to the logger."""
+
+    trainer: Any
+    #: The checkpoint the stage restores (None: none), and the ``weights_only`` it restores it with.
+    ckpt_path: Any
+    weights_only: bool | None
+    #: Whether the call comes from the setup hook, which every rank reaches at the same point.
+    in_setup: bool
+
+
+def setting_up(namespace: str) -> Running | None:
+    """The ``Trainer`` of ``namespace`` whose ``_run`` is on the call stack; None when there is none."""
     root = sys.modules.get(namespace)
     trainer_class = getattr(root, "Trainer", None)
     if trainer_class is None:
         return None
     frame: FrameType | None = sys._getframe(1)
+    in_setup = False
     for _ in range(_DEPTH):
         if frame is None:
             return None
-        if frame.f_code.co_name == "_run":
+        name = frame.f_code.co_name
+        if name == "_call_setup_hook":
+            in_setup = True
+        elif name == "_run":
             owner = frame.f_locals.get("self")
             if isinstance(owner, trainer_class):
-                return owner, frame.f_locals.get("ckpt_path"), frame.f_locals.get("weights_only")
+                locals_ = frame.f_locals
+                return Running(owner, locals_.get("ckpt_path"), locals_.get("weights_only"), in_setup)
         frame = frame.f_back
     return None
 
