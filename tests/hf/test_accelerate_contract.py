@@ -146,7 +146,8 @@ def test_save_state_and_load_state_carry_the_run(accelerator_class: Any, tmp_pat
 
     first = accelerator_class(log_with="mlop", project_dir=str(tmp_path / "node-a"), cpu=True)
     first.init_trackers("stateful", config={"lr": 0.1})
-    first.log({"loss": 1.0}, step=0)
+    first.log({"loss": 1.0})
+    first.log({"loss": 0.75})  # steps 0 and 1
     first.save_state(str(tmp_path / "state"))
     first.end_training()
     (saved,) = mlop.list_runs(tmp_path / "node-a")
@@ -157,9 +158,11 @@ def test_save_state_and_load_state_carry_the_run(accelerator_class: Any, tmp_pat
     second = accelerator_class(log_with="mlop", project_dir=str(tmp_path / "node-b"), cpu=True)
     second.init_trackers("stateful", config={"lr": 0.1})
     second.load_state(str(tmp_path / "state"))
-    second.log({"loss": 0.5}, step=1)
+    second.log({"loss": 0.5})  # no step: the step counter goes on after the saved run's
+    second.log({"loss": 0.25}, step=5)
+    second.log({"loss": 0.125})
     second.end_training()
 
     (run,) = mlop.list_runs(tmp_path / "node-b")
     assert run.id == saved.id and run.project == "stateful" and run.status == "COMPLETED"
-    assert _series(run, "loss") == [(1, 0.5)] and run.config == {"lr": 0.1}
+    assert _series(run, "loss") == [(2, 0.5), (5, 0.25), (6, 0.125)] and run.config == {"lr": 0.1}

@@ -94,16 +94,17 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
         self._logging_dir: str | None = None  # the Accelerator's, read when it starts the tracker
         self._config: dict[str, Any] = {}  # init_trackers' config, stored when the run is created
         self._resume: dict[str, str] | None = None  # the run a loaded state names
+        self._next_step: int | None = None  # after a load_state: the step of the next log() without one
 
     def state_dict(self) -> dict[str, Any]:
-        """What ``accelerator.save_state`` keeps of the tracker: the run's id and project."""
+        """What ``accelerator.save_state`` keeps of the tracker: the run's id, project and last step."""
         run = self._run if isinstance(self._run, mlop.Run) else None
         if run is None and self._resume is not None:
-            return dict(self._resume)
-        return {
-            "run_id": None if run is None else str(run.id),
-            "project": None if run is None else run.project,
-        }
+            return {**self._resume, "step": (self._next_step or 0) - 1}
+        if run is None:
+            return {"run_id": None, "project": None, "step": -1}
+        last = run.step if self._next_step is None else self._next_step - 1
+        return {"run_id": str(run.id), "project": run.project, "step": last}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the run a ``save_state`` checkpoint names (``accelerator.load_state``)."""
@@ -112,6 +113,9 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
             return
         if self._run is None:
             self._resume = {"run_id": run_id, "project": str(project or "")}
+            step = state.get("step")
+            if isinstance(step, int):  # log() without a step counts on from the saved run's last step
+                self._next_step = step + 1
         elif getattr(self._run, "id", None) != run_id:
             logger.warning(
                 "mlop: the loaded state names run %s, but this tracker logs to run %s already; "
@@ -175,8 +179,18 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
         The last value of each key becomes the run's summary when the tracker finishes.
         """
         if self._active():
+            step = self._step(step)
             self._run.log(dict(values), step=step, **kwargs)
             self._last.update(values)
+
+    def _step(self, step: int | None) -> int | None:
+        """The step to log at: the one given, else after a ``load_state`` the next after the saved run's."""
+        if self._next_step is None:
+            return step
+        if step is None:
+            step = self._next_step
+        self._next_step = max(self._next_step, step + 1)
+        return step
 
     def log_images(self, values: Mapping[str, Any], step: int | None = None, **kwargs: Any) -> None:
         """Log images: each key maps to one image or a list (numpy arrays, PIL images, tensors, paths)."""
@@ -186,7 +200,7 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
         for key, value in values.items():
             many = isinstance(value, (list, tuple)) or getattr(value, "ndim", 0) == 4
             images[key] = [mlop.Image(v) for v in value] if many else mlop.Image(value)
-        self._run.log(images, step=step, **kwargs)
+        self._run.log(images, step=self._step(step), **kwargs)
 
     def log_table(
         self,
@@ -200,7 +214,7 @@ class MlopTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is untype
         """Log a table from ``columns`` and ``data`` rows, or from a pandas ``dataframe``."""
         if self._active():
             table = mlop.Table(data=data, columns=columns, dataframe=dataframe)
-            self._run.log({table_name: table}, step=step, **kwargs)
+            self._run.log({table_name: table}, step=self._step(step), **kwargs)
 
     def finish(self) -> None:
         """Finish the run if this tracker started it (called by ``Accelerator.end_training``).
