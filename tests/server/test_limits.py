@@ -281,3 +281,37 @@ def test_a_trickling_upload_is_cut_and_frees_its_slot(tmp_path: Path) -> None:
         assert httpx.put(fast_url, content=b"y" * 2000, timeout=10).status_code == 200
         files = client.get(f"/api/runs/{run_id}/files", params={"key": "f"}).json()
         assert {f["fileName"]: f["uploaded"] for f in files} == {"slow.bin": False, "fast.bin": True}
+
+
+def test_slow_bodies_from_one_address_cannot_take_every_request_slot(tmp_path: Path) -> None:
+    args = ["--max-requests", "16", "--body-timeout", "3"]
+    with ServerProcess(tmp_path, extra_args=args) as server, authed(server) as client:
+        run_id = client.post("/api/runs/create", json={"runName": "r", "projectName": "slow"}).json()["runId"]
+        line = orjson.dumps({"time": T0, "step": 0, "data": {"v": 1.0}}) + b"\n"
+        head, body = ingest_request(port_of(server), run_id, server.key, line * 100)
+        held = []
+        stop = threading.Event()
+        senders = []
+        try:
+            for n in range(10):  # a quarter of the slots, at least 8, per address: the last two are refused
+                sock = connect(server)
+                sock.sendall(head + body[:5])
+                held.append(sock)
+                if n < 8:  # the first eight trickle the rest, a byte every 0.1 s (well under the 3 s pause)
+                    senders.append(threading.Thread(target=trickle, args=(sock, body[5:], 0.1, stop)))
+                    senders[-1].start()
+            refused = [read_until_closed(sock, bound=5) for sock in held[8:]]
+            assert all(raw.startswith(b"HTTP/1.1 503 ") for raw in refused), refused
+            assert all(b"\r\nretry-after: " in raw.lower() for raw in refused)
+            assert client.get("/api/projects").status_code == 200  # another address is served
+            # the trickling bodies fall below the floor rate: each is cut with 408, not kept for ever
+            cut = [read_until_closed(sock, bound=15) for sock in held[:8]]
+            assert all(raw.startswith(b"HTTP/1.1 408 ") for raw in cut), cut
+            assert all(b"slower than" in raw for raw in cut), cut
+        finally:
+            stop.set()
+            for sender in senders:
+                sender.join(10)
+            for sock in held:
+                sock.close()
+        assert client.get(f"/api/runs/{run_id}/keys").json() == []

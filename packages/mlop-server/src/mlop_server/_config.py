@@ -34,7 +34,8 @@ class ServerConfig:
         header_timeout: Seconds a connection has, in total, to send a request line and headers.
         keep_alive: Seconds an idle keep-alive connection stays open (closed early under pressure).
         body_timeout: Seconds a client may stay silent while sending a body (408 after).
-        upload_min_rate: Bytes per second an upload must average after ``body_timeout`` (408 below).
+        upload_min_rate: Bytes per second a body or upload must average after its first ``body_timeout``
+            seconds (408 below).
         upload_ttl: Seconds an upload URL stays valid.
         metric_points: The most points ``/api/runs/{id}/metrics`` answers without ``max_points``:
             longer series are downsampled to it, as ``max_points`` would.

@@ -13,7 +13,8 @@ request answer 503. :class:`ConnectionGuard` replaces both:
 - under pressure (over half of ``max_connections`` open) a keep-alive connection is closed as soon as its
   answer is sent, instead of waiting ``keep_alive`` seconds;
 - :func:`limit_requests` answers ``503`` with ``Retry-After`` once ``max_requests`` requests are in the
-  app at once. Connections that have not completed their headers never reach it, so they never count.
+  app at once (a quarter of them from one address). Connections that have not completed their headers
+  never reach it, so they never count.
 """
 
 from __future__ import annotations
@@ -223,9 +224,12 @@ class ConnectionGuard:
 
 
 def limit_requests(app: Any, limit: int) -> Any:
-    """ASGI middleware: at most ``limit`` HTTP requests in ``app`` at once; the others get 503 and
-    ``Retry-After``."""
+    """ASGI middleware: at most ``limit`` HTTP requests in ``app`` at once, and a quarter of them (at least
+    8) from one client address; the others get 503 and ``Retry-After``. So clients that send their bodies
+    slowly from one address cannot take every slot."""
+    per_address = max(8, limit // 4)
     state = {"active": 0}
+    by_address: dict[str, int] = {}
     body = orjson.dumps({"error": "ServiceUnavailable", "message": "the server is busy; retry later"})
     headers = [
         (b"content-type", b"application/json"),
@@ -237,14 +241,23 @@ def limit_requests(app: Any, limit: int) -> Any:
         if scope["type"] != "http" or scope["path"] == "/health":
             await app(scope, receive, send)
             return
-        if state["active"] >= limit:
+        client = scope.get("client")
+        address = client[0] if client else ""
+        mine = by_address.get(address, 0)
+        if state["active"] >= limit or mine >= per_address:
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
         state["active"] += 1
+        by_address[address] = mine + 1
         try:
             await app(scope, receive, send)
         finally:
             state["active"] -= 1
+            left = by_address[address] - 1
+            if left:
+                by_address[address] = left
+            else:
+                del by_address[address]
 
     return guarded

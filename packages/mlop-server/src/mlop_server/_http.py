@@ -35,7 +35,6 @@ __all__ = [
     "Context",
     "Handler",
     "body",
-    "body_deadline",
     "content_length",
     "error_response",
     "guarded",
@@ -177,34 +176,37 @@ def guarded(handler: Handler) -> Handler:
 
 
 async def stream(
-    request: Request, idle_timeout: float, total_timeout: float | None = None
+    request: Request, idle_timeout: float, min_rate: float | None = None
 ) -> AsyncIterator[bytes]:
     """The request body chunk by chunk.
 
-    A client silent for ``idle_timeout`` seconds, or still sending after ``total_timeout`` seconds in all,
-    gets 408, so a trickling client cannot hold a request (or an upload slot) for ever.
+    A client silent for ``idle_timeout`` seconds gets 408. With ``min_rate`` (bytes per second), the body
+    must also keep an average of at least that after a first ``idle_timeout`` seconds: the ``n``-th byte
+    is due ``idle_timeout + n / min_rate`` seconds after the start. So a trickling client cannot hold a
+    request (or an upload slot) for long, however it spaces its bytes.
     """
     chunks = request.stream().__aiter__()
-    deadline = None if total_timeout is None else time.monotonic() + total_timeout
+    start = time.monotonic()
+    received = 0
     while True:
-        wait = idle_timeout if deadline is None else min(idle_timeout, deadline - time.monotonic())
+        wait = idle_timeout
+        if min_rate is not None:
+            wait = min(wait, start + idle_timeout + received / min_rate - time.monotonic())
         try:
             with anyio.fail_after(max(0.0, wait)):
                 chunk = await chunks.__anext__()
         except StopAsyncIteration:
             return
         except TimeoutError:
-            if deadline is not None and time.monotonic() >= deadline - 0.001:
-                raise Timeout(f"the body took over {total_timeout:.3g} s to arrive") from None
+            if wait < idle_timeout:
+                raise Timeout(
+                    f"the body arrives slower than {min_rate:g} bytes/s ({received} bytes in "
+                    f"{time.monotonic() - start:.3g} s)"
+                ) from None
             raise Timeout(f"the body did not arrive within {idle_timeout:g} s") from None
+        received += len(chunk)
         if chunk:
             yield chunk
-
-
-def body_deadline(config: ServerConfig, size: int) -> float:
-    """The seconds a body of ``size`` bytes may take in all: ``body_timeout`` plus ``size`` at the
-    slowest rate accepted (``upload_min_rate``)."""
-    return config.body_timeout + size / config.upload_min_rate
 
 
 def path_id(request: Request, name: str) -> int:
@@ -236,7 +238,7 @@ async def body(request: Request, config: ServerConfig) -> bytes:
         raise TooLarge(f"the body is over this server's limit of {limit} bytes")
     parts = []
     size = 0
-    async for chunk in stream(request, config.body_timeout, body_deadline(config, length or limit)):
+    async for chunk in stream(request, config.body_timeout, config.upload_min_rate):
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"the body is over this server's limit of {limit} bytes")

@@ -19,7 +19,6 @@ from mlop_server._http import (
     Context,
     Handler,
     body,
-    body_deadline,
     content_length,
     guarded,
     json_response,
@@ -166,7 +165,7 @@ def protocol_routes(ctx: Context) -> list[Route]:
         length = content_length(request)
         if length is not None and length > row.size:
             raise TooLarge(f"the upload is larger than the {row.size} bytes announced")
-        chunks = stream(request, ctx.config.body_timeout, body_deadline(ctx.config, row.size))
+        chunks = stream(request, ctx.config.body_timeout, ctx.config.upload_min_rate)
         await ctx.files.write(file_id, chunks, row.size)
         await ctx.storage.file_uploaded(file_id, row.size)
         return json_response({"success": True})
