@@ -48,3 +48,17 @@ def test_a_fresh_training_does_not_take_an_old_run(make_trainer: Callable[..., A
     make_trainer(max_steps=2, output_dir=str(tmp_path / "other")).train()
     mlop.finish()
     assert len({r.id for r in mlop.list_runs(tmp_path)}) == 2
+
+
+def test_resuming_in_the_same_process_goes_on_in_the_same_run(
+    make_trainer: Callable[..., Any], tmp_path: Path
+) -> None:
+    trainer = make_trainer(max_steps=4, save_strategy="steps", save_steps=2)
+    trainer.train()
+    (live,) = mlop.ops
+    trainer.args.max_steps = 6
+    trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+    assert mlop.ops == [live] and live.status == "RUNNING"
+    mlop.finish()
+    (run,) = mlop.list_runs(tmp_path)
+    assert steps(run, "train/loss") == [2, 4, 6]

@@ -210,7 +210,8 @@ class MlopCallback(TrainerCallback, ExportableState):
         resumed = None if state.is_hyper_param_search else self._resumed_run(state)
         if resumed is not None and self._run is not None and self._run.id == resumed["run_id"]:
             resumed = None  # resuming in the process that holds the run: it goes on
-        if self._owned and (
+            self._trained = False
+        elif self._owned and (
             state.is_hyper_param_search or self._trained or resumed is not None or not _live(self._run)
         ):
             self._finish()  # a fresh run for each trial, and for each train() after the first
