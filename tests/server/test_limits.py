@@ -315,3 +315,16 @@ def test_slow_bodies_from_one_address_cannot_take_every_request_slot(tmp_path: P
             for sock in held:
                 sock.close()
         assert client.get(f"/api/runs/{run_id}/keys").json() == []
+
+
+def test_oversized_headers_get_431_and_a_close(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path) as server:
+        sock = connect(server)
+        try:
+            pads = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1024) for i in range(66))
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + pads)  # never ended, over 64 KiB
+            answer = read_until_closed(sock, bound=10)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 431 "), answer
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
