@@ -17,7 +17,16 @@ from mlop._settings import Settings
 from mlop._status import exception_status
 from mlop._store import Store
 from mlop._summary import Summary, summary_of
-from mlop._values import flatten, jsonable
+from mlop._values import (
+    MAX_INT,
+    MAX_KEY,
+    MAX_STEP,
+    flatten,
+    has_surrogate,
+    jsonable,
+    key_problem,
+    number_problem,
+)
 from mlop._writer import Writer
 
 __all__ = ["FINAL_STATUSES", "Op", "SharedRankOp"]
@@ -83,6 +92,8 @@ class Op:
         self._append_metrics = self._writer.metrics.append
         self._pending: dict[str, Any] = {}
         self._warned: set[str] = set()
+        # Keys checked against the server's limits (see _values.key_problem): the hot path's one set test.
+        self._keys_ok: set[str] = set()
         self._finished = False
         self._forked = False
         self._closed = False  # finished or forked: the one flag log() checks
@@ -137,13 +148,18 @@ class Op:
                     return
             if step is None:
                 step = self._step
-            elif type(step) is not int or step < self._step - 1 or step < 0:
+            elif type(step) is not int or step < self._step - 1 or step < 0 or step > MAX_STEP:
                 step = self._check_step(step)
             self._step = step + 1
-            when = now if timestamp is None else float(timestamp)
+            when = now if timestamp is None else self._check_time(timestamp, now)
+            keys_ok = self._keys_ok
             for key, value in raw.items():
                 kind = type(value)
-                if (kind is not float and kind is not int) or type(key) is not str:
+                if (
+                    (kind is not float and (kind is not int or not -MAX_INT <= value <= MAX_INT))
+                    or key not in keys_ok
+                    or type(key) is not str
+                ):
                     values = self._convert(raw, step, when)
                     break
             else:
@@ -174,11 +190,12 @@ class Op:
     def _check_step(self, step: Any) -> int:
         try:
             value = int(step.item() if hasattr(step, "item") else step)
-            if isinstance(step, bool) or value != step or value < 0:
+            if isinstance(step, bool) or value != step or value < 0 or value > MAX_STEP:
                 raise ValueError(step)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             self._warn_once(
-                "<step>", f"step must be a non-negative integer, got {step!r}; using {self._step}"
+                "<step>",
+                f"step must be an integer from 0 to 2**63-1, got {step!r}; using {self._step}",
             )
             return self._step
         if value < self._step - 1:
@@ -187,6 +204,31 @@ class Op:
                 f"step {value} is lower than the last step {self._step - 1}; it is stored as given",
             )
         return value
+
+    def _check_time(self, timestamp: Any, now: float) -> float:
+        """A timestamp in seconds since the epoch that a server takes; else now, warned once."""
+        try:
+            when = float(timestamp)
+            if 0.0 <= when < MAX_STEP / 1000:
+                return when
+        except (TypeError, ValueError, OverflowError):
+            pass
+        self._warn_once(
+            "<timestamp>", f"timestamp must be seconds since the epoch, got {timestamp!r}; using now"
+        )
+        return now
+
+    def _key_ok(self, key: str) -> bool:
+        """Whether a server takes ``key``; a key it refuses is warned about once and its value skipped."""
+        if key in self._keys_ok and type(key) is str:
+            return True
+        problem = key_problem(key)
+        if problem is not None:
+            shown = repr(key) if len(key) <= 80 else f"{key[:60]!r}... ({len(key)} characters)"
+            self._warn_once(key, f"cannot log under {shown}: {problem}; the value was skipped")
+            return False
+        self._keys_ok.add(str(key))
+        return True
 
     def _convert(self, data: Mapping[str, Any], step: int, now: float) -> dict[str, Any]:
         """The slow path of log(): everything that is not a plain int or float."""
@@ -197,21 +239,29 @@ class Op:
 
     def _convert_one(self, metrics: dict[str, Any], key: str, value: Any, step: int, now: float) -> None:
         kind = type(value)
+        if isinstance(value, Mapping):
+            for sub_key, sub_value in flatten(value, key + "/").items():
+                self._convert_one(metrics, sub_key, sub_value, step, now)
+            return
+        if not self._key_ok(key):
+            return
         if kind is float or kind is int:
-            metrics[key] = value
+            self._put_number(metrics, key, value)
         elif kind is bool:
             metrics[key] = int(value)
         elif isinstance(value, str):
+            if has_surrogate(value):
+                self._warn_once(
+                    key, f"the text under {key!r} holds a lone surrogate (not valid Unicode); skipped"
+                )
+                return
             self._writer.add("data", (step, now, key, "string-series", str(value)))
-        elif isinstance(value, Mapping):
-            for sub_key, sub_value in flatten(value, key + "/").items():
-                self._convert_one(metrics, sub_key, sub_value, step, now)
         elif isinstance(value, Loggable):
             self._log_loggable(key, [value], step, now, single=True)
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Loggable) for v in value):
             self._log_loggable(key, list(value), step, now, single=False)
         elif isinstance(value, (int, float)):  # subclasses of int and float (IntEnum, numpy.float64)
-            metrics[key] = float(value) if isinstance(value, float) else int(value)
+            self._put_number(metrics, key, float(value) if isinstance(value, float) else int(value))
         else:
             converted = self._scalar(value)
             if converted is None:
@@ -221,7 +271,14 @@ class Op:
                     return
                 self._warn_bad_value(key, value)
             else:
-                metrics[key] = converted
+                self._put_number(metrics, key, converted)
+
+    def _put_number(self, metrics: dict[str, Any], key: str, value: int | float) -> None:
+        problem = number_problem(value)
+        if problem is not None:
+            self._warn_once(key, f"cannot log {value!r:.40} under {key!r}: {problem}; skipped")
+            return
+        metrics[key] = value
 
     @staticmethod
     def _scalar(value: Any) -> float | int | None:
@@ -283,7 +340,10 @@ class Op:
         if self._closed:
             return
         try:
-            delta = jsonable(dict(config))
+            problems: list[str] = []
+            delta = jsonable(dict(config), problems=problems)
+            for problem in dict.fromkeys(problems):
+                self._warn_once(f"<config {problem}>", f"the config holds {problem}")
             _merge(self.config, delta)
             self._writer.add("config", (time.time(), delta), meta={"config": self.config})
         except Exception:  # broad: a config update must never raise into the training loop
@@ -304,6 +364,11 @@ class Op:
     def _set_tags(self, tags: list[str]) -> None:
         if self._closed:
             return
+        if any(has_surrogate(t) or not t or len(t) > MAX_KEY for t in tags):
+            self._warn_once(
+                "<bad tags>", f"tags must be 1-{MAX_KEY} characters of valid Unicode; the others were dropped"
+            )
+            tags = [t for t in tags if t and len(t) <= MAX_KEY and not has_surrogate(t)]
         if len(tags) > _MAX_TAGS:
             self._warn_once("<tags>", f"a run has at most {_MAX_TAGS} tags; the rest were dropped")
             tags = tags[:_MAX_TAGS]
