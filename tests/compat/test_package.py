@@ -122,7 +122,7 @@ def test_mlop_import_comes_from_the_plugin(
     import mlop_compat.plugin
 
     assert get_plugin_manager().get_plugin("compat") is mlop_compat.plugin
-    # An empty folder: the command runs, finds nothing and says so (the importing itself: test_tensorboard.py).
+    # An empty folder: the command runs, finds nothing and says so (importing: test_tensorboard.py).
     assert main(["import", "tensorboard", str(tmp_path)]) == 1
     assert "no TensorBoard event files" in capsys.readouterr().out
 
