@@ -1,13 +1,21 @@
 """What run.log() costs the training loop, beside a baseline that only queues a copy of each dict.
 
-Run: .venv/bin/python bench/log_overhead.py [--steps 200000] [--memory-steps 1000000]
+Run: .venv/bin/python bench/log_overhead.py [--steps 200000] [--wide-steps 2000] [--work-steps 200000]
+[--memory-steps 1000000] [--only tail]
 Prints one JSON document with every figure; bench/README.md holds the latest ones.
+
+The tail section times every call of four workloads (10 floats and 1,000 keys per step, in a tight loop
+and in a loop that holds the interpreter lock for 1 ms of pure-Python work per step, as a training step
+that does its work in Python would): median, p99 to p99.99, the slowest call, the share of the loop's
+wall time spent inside log(), and, with work, the slowest whole step (a stall outside log(), such as a
+background thread holding the interpreter lock, shows there).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import statistics
 import subprocess
@@ -28,6 +36,87 @@ def _percentiles(samples: list[int]) -> dict[str, float]:
         "median_us": samples[len(samples) // 2] / 1000,
         "p99_us": samples[int(len(samples) * 0.99)] / 1000,
     }
+
+
+def _tail(samples: list[int]) -> dict[str, float]:
+    """Median to maximum of call times in ns, as microseconds."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    return {
+        "median_us": ordered[n // 2] / 1000,
+        "p99_us": ordered[min(n - 1, int(n * 0.99))] / 1000,
+        "p99_9_us": ordered[min(n - 1, int(n * 0.999))] / 1000,
+        "p99_99_us": ordered[min(n - 1, int(n * 0.9999))] / 1000,
+        "max_us": ordered[-1] / 1000,
+    }
+
+
+def _spin(seconds: float) -> None:
+    """Work that holds the interpreter lock, as a step of pure-Python work does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _tail_loop(
+    call: Callable[[dict[str, float]], Any], steps: int, width: int, work: float
+) -> tuple[list[int], list[int], float]:
+    """Call ``call`` once per step; returns the call times, the step times (ns) and the loop's wall time."""
+    keys = [f"train/metric_{k}" for k in range(width)]
+    clock = time.perf_counter_ns
+    calls = [0] * steps
+    step_times = [0] * steps
+    loop_start = clock()
+    for i in range(steps):
+        begin = clock()
+        if work:
+            _spin(work)
+        data = {k: i * 0.001 + j for j, k in enumerate(keys)}
+        start = clock()
+        call(data)
+        end = clock()
+        calls[i] = end - start
+        step_times[i] = end - begin
+    return calls, step_times, (clock() - loop_start) / 1e9
+
+
+def bench_tail(steps: int, width: int, work: float, root: str) -> dict[str, Any]:
+    """One workload's call-time distribution with run.log, and its CPU per value against a no-op call.
+
+    The same loop calling ``queue.put(dict(d))`` first gives the machine's own tail (preemption by other
+    processes, timer interrupts) for comparison: on a shared machine a call of a microsecond is sometimes
+    descheduled for milliseconds, whatever it does.
+    """
+    q: queue.SimpleQueue[dict[str, float]] = queue.SimpleQueue()
+    base_calls, base_steps, base_wall = _tail_loop(lambda d: q.put(dict(d)), steps, width, work)
+    baseline = {**_tail(base_calls), "share_of_loop_in_call": sum(base_calls) / 1e9 / base_wall}
+    if work:
+        baseline["step_max_ms"] = max(base_steps) / 1e6
+    cpu0 = time.process_time()
+    _tail_loop(lambda d: None, steps if not work else min(steps, 2_000), width, work)
+    loop_cpu = (time.process_time() - cpu0) * (steps / (steps if not work else min(steps, 2_000)))
+    run = mlop.init(project="bench", dir=root, disable_system_metrics=True, disable_console=True)
+    cpu0 = time.process_time()
+    calls, step_times, wall = _tail_loop(run.log, steps, width, work)
+    last = time.perf_counter()
+    run.finish()
+    finish_s = time.perf_counter() - last
+    cpu = time.process_time() - cpu0 - loop_cpu
+    out: dict[str, Any] = {
+        "steps": steps,
+        "keys": width,
+        "work_ms": work * 1000,
+        **_tail(calls),
+        "share_of_loop_in_log": sum(calls) / 1e9 / wall,
+        "finish_s": finish_s,
+        "baseline_queue_put": baseline,
+    }
+    if work:
+        out["step_max_ms"] = max(step_times) / 1e6
+        out["step_p99_99_ms"] = sorted(step_times)[min(steps - 1, int(steps * 0.9999))] / 1e6
+    else:
+        out["cpu_us_per_value"] = cpu / (steps * width) * 1e6
+    return out
 
 
 def _time_calls(call: Callable[[dict[str, float], int], Any], steps: int, width: int) -> list[int]:
@@ -116,9 +205,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--wide-steps", type=int, default=2_000)
     parser.add_argument("--memory-steps", type=int, default=1_000_000)
+    parser.add_argument("--work-steps", type=int, default=200_000, help="steps of 10 floats with 1 ms work")
+    parser.add_argument("--only", choices=["tail"], help="run only the tail section")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
+        tail = {
+            "load_average_before": os.getloadavg(),
+            "floats_10_tight": bench_tail(args.steps, 10, 0.0, root),
+            "keys_1000_tight": bench_tail(args.wide_steps, 1000, 0.0, root),
+            "floats_10_work_1ms": bench_tail(args.work_steps, 10, 0.001, root),
+            "keys_1000_work_1ms": bench_tail(args.wide_steps, 1000, 0.001, root),
+            "load_average_after": os.getloadavg(),
+        }
+        if args.only == "tail":
+            print(json.dumps({"tail": tail}, indent=2))
+            return
         report = {
+            "tail": tail,
             "import": bench_import(),
             "dict_of_10": bench_dict_of_10(args.steps, root),
             "keys_1000": bench_wide(args.wide_steps, root),

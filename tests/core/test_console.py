@@ -196,19 +196,19 @@ def test_an_error_the_writer_logs_to_the_console_while_flushing_never_deadlocks(
     # then goes through the captured stderr, which hands a line back to the writer inside its flush.
     handler = logging.StreamHandler(sys.stderr)
     logging.getLogger("mlop").addHandler(handler)
-    real_write = run._store.write
+    real_write = run._store.write_packed
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(run._store, "write", broken)
+    monkeypatch.setattr(run._store, "write_packed", broken)
     try:
         run.log({"loss": 1.0})
         flusher = threading.Thread(target=run._writer.flush)
         flusher.start()
         flusher.join(30)
         assert not flusher.is_alive(), "the writer deadlocked on its own console line"
-        monkeypatch.setattr(run._store, "write", real_write)
+        monkeypatch.setattr(run._store, "write_packed", real_write)
         run.finish()
     finally:
         logging.getLogger("mlop").removeHandler(handler)

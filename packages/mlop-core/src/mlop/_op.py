@@ -166,8 +166,8 @@ class Op:
                 values = raw.copy()
             if values:
                 self._append_metrics((step, when, values))
-            if now >= self._writer.deadline:
-                self._writer.flush()
+            if now >= self._writer.deadline:  # a packing turn is due (bounded; see _writer.py)
+                self._writer.tick()
         except Exception:  # broad: log() must never raise into the training loop after init()
             logger.exception("mlop.log failed; the values of this call were skipped")
 

@@ -4,10 +4,12 @@ The training process appends packed records; the uploader and ``mlop sync`` read
 server acknowledged; ``open_run`` reads them back. SQLite runs in WAL mode so that another process can read
 while the run writes.
 
-Records are written in batches: one row holds every item of one kind that one flush collected, packed
+Records are written in batches: one row holds every item of one kind that one write collected, packed
 with pickle and read back with an unpickler that refuses every global, so a store file can only ever
-yield plain lists, dicts, strings and numbers. Packing keeps the number of rows (and of times the writer
-takes the interpreter lock) small; see DESIGN.md, "The data path".
+yield plain lists, dicts, strings and numbers. A row's payload is one pickled list or several written one
+after the other (the writer packs items a few thousand values at a time as they are logged, and joins
+what one write collected); :func:`unpack` returns them as one list. Packing keeps the number of rows
+(and of times the writer takes the interpreter lock) small; see DESIGN.md, "The data path".
 
 Item shapes by kind (times are float seconds since the epoch; readers convert to ms):
 
@@ -28,6 +30,7 @@ import json
 import logging
 import pickle
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -84,7 +87,7 @@ def pack(items: Sequence[Any]) -> bytes:
     return pickle.dumps(items, protocol=5)
 
 
-def _pack_plain(kind: str, items: list[Any]) -> bytes:
+def pack_batch(kind: str, items: list[Any]) -> bytes:
     """Pack a batch; an item that cannot be packed is left out (and said), never the whole batch."""
     try:
         return pack(items)
@@ -101,18 +104,27 @@ def _pack_plain(kind: str, items: list[Any]) -> bytes:
 
 
 def unpack(payload: bytes) -> list[Any]:
-    """Unpack what :func:`pack` wrote.
+    """Unpack what :func:`pack` wrote: one pickled list, or several one after the other, as one list.
 
     Raises:
         StoreError: the payload cannot be decoded (a damaged or crafted record), saying why.
     """
-    try:
-        out = _PlainUnpickler(io.BytesIO(payload)).load()
-    except Exception as exc:  # broad: a damaged pickle raises many types; each is one bad record
-        raise StoreError(f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(out, list):
-        raise StoreError(f"the record is a {type(out).__name__}, not a list")
-    return out
+    stream = io.BytesIO(payload)
+    out: list[Any] = []
+    end = len(payload)
+    while True:
+        try:
+            part = _PlainUnpickler(stream).load()
+        except Exception as exc:  # broad: a damaged pickle raises many types; each is one bad record
+            raise StoreError(f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(part, list):
+            raise StoreError(f"the record is a {type(part).__name__}, not a list")
+        if stream.tell() >= end:
+            if not out:
+                return part
+            out.extend(part)
+            return out
+        out.extend(part)
 
 
 # How many fields an item of each kind has (see the module docstring).
@@ -159,6 +171,8 @@ class Store:
         if path.is_dir() or (create and path.suffix != ".db"):
             path = path / STORE_FILE
         self.path = path
+        # One connection serves the writer's thread and the run's own calls (set_meta): one at a time.
+        self._lock = threading.Lock()
         if not create and not path.exists():
             raise StoreError(f"no mlop run store at {path}")
         try:
@@ -185,22 +199,37 @@ class Store:
 
     def write(self, batches: Iterable[tuple[str, list[Any]]], meta: dict[str, Any] | None = None) -> None:
         """Append one record per (kind, items) pair and update meta values, in one transaction."""
+        rows = [(kind, len(items), pack_batch(kind, items)) for kind, items in batches if items]
+        self.write_packed(rows, {k: json.dumps(v) for k, v in (meta or {}).items()})
+
+    def write_packed(
+        self, rows: Sequence[tuple[str, int, bytes]], meta: dict[str, str] | None = None
+    ) -> None:
+        """Append packed rows ``(kind, item count, payload)`` and set JSON-encoded meta values, atomically.
+
+        Without meta values this is one statement, so a thread that writes beside a training loop holding
+        the interpreter lock takes that lock back once, not once per row (see DESIGN.md, "The data path").
+        """
         now = time.time()
-        rows = [(kind, len(items), now, _pack_plain(kind, items)) for kind, items in batches if items]
+        insert = "INSERT INTO records (kind, count, time, payload) VALUES " + ", ".join(
+            ["(?, ?, ?, ?)"] * len(rows)
+        )
+        params = [value for kind, count, payload in rows for value in (kind, count, now, payload)]
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if rows:
-                db.executemany("INSERT INTO records (kind, count, time, payload) VALUES (?, ?, ?, ?)", rows)
-            if meta:
-                db.executemany(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    [(k, json.dumps(v)) for k, v in meta.items()],
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self._lock:
+            if not meta:
+                if rows:
+                    db.execute(insert, params)
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if rows:
+                    db.execute(insert, params)
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def set_meta(self, values: dict[str, Any]) -> None:
         self.write((), values)
@@ -252,15 +281,17 @@ class Store:
         return {s: (q, i) for s, q, i in self._db.execute("SELECT stream, seq, item FROM acks")}
 
     def set_ack(self, stream: str, seq: int, item: int) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO acks (stream, seq, item) VALUES (?, ?, ?)", (stream, seq, item)
-        )
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO acks (stream, seq, item) VALUES (?, ?, ?)", (stream, seq, item)
+            )
 
     def add_failure(self, stream: str, seq: int, status: int | None, message: str) -> None:
-        self._db.execute(
-            "INSERT INTO failures (stream, seq, status, message, time) VALUES (?, ?, ?, ?, ?)",
-            (stream, seq, status, message, time.time()),
-        )
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO failures (stream, seq, status, message, time) VALUES (?, ?, ?, ?, ?)",
+                (stream, seq, status, message, time.time()),
+            )
 
     def failures(self) -> list[dict[str, Any]]:
         cur = self._db.execute("SELECT stream, seq, status, message, time FROM failures ORDER BY id")
