@@ -6,7 +6,6 @@ import logging
 import os
 import secrets
 import string
-import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,9 +14,9 @@ from typing import Any, Final, Literal
 import mlop
 from mlop import _hooks
 from mlop._settings import resolve_settings
-from mlop._status import exception_status
 from mlop_lightning._checkpoints import CheckpointTracker
 from mlop_lightning._compat import agree_with_rank_zero, dummy_experiment, global_rank, logger_base
+from mlop_lightning._lifecycle import end_abandoned, lightning_status, live, live_run, scalar
 from mlop_lightning._params import to_config
 from mlop_lightning._resume import Running, checkpoint_run, run_state_callback, setting_up
 
@@ -28,8 +27,6 @@ logger = logging.getLogger(__name__)
 _ID_ALPHABET: Final = string.ascii_lowercase + string.digits
 #: The project of a logger given none, as for Lightning's other loggers.
 DEFAULT_PROJECT: Final = "lightning_logs"
-_COMPLETED: Final = frozenset({"success"})
-_FAILED: Final = frozenset({"failed"})
 
 
 def _new_run_id() -> str:
@@ -48,23 +45,6 @@ def _project_set_elsewhere(settings: Any) -> bool:
 def _records(run: Any) -> bool:
     """Whether ``run`` records the user's values: a real run, and not another rank of a shared run."""
     return isinstance(run, mlop.Run) and bool(getattr(run, "primary", True))
-
-
-def _lightning_status(status: str) -> tuple[str, dict[str, Any] | None]:
-    """The run status for Lightning's ``finalize`` status, with an error description when there is one.
-
-    ``"success"`` is COMPLETED. ``"failed"`` is FAILED with the exception Lightning is handling (Lightning
-    finalizes its loggers inside its ``except`` block), or TERMINATED for a Ctrl-C. Anything else
-    (``"finished"``: a SLURM requeue signal) is TERMINATED: the process stops before its end.
-    """
-    if status in _COMPLETED:
-        return "COMPLETED", None
-    exc_type, exc, tb = sys.exc_info()
-    if status in _FAILED and exc_type is not None and exc is not None:
-        return exception_status(exc_type, exc, tb)
-    message = f"Lightning finalized the logger with status {status!r}"
-    metadata = {"type": "LightningStatus", "message": message, "frames": [], "trace": ""}
-    return ("FAILED" if status in _FAILED else "TERMINATED"), metadata
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -251,9 +231,9 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
                 self._attach()
             return dummy_experiment(logger_base())
         run = self._run
-        if run is not None and not self._finalized and (not self._owns_run or _live(run)):
+        if run is not None and not self._finalized and (not self._owns_run or live(run)):
             return run
-        shared = _live_run(self.log_dir)  # a pickled copy, in the process that holds the run live
+        shared = live_run(self.log_dir)  # a pickled copy, in the process that holds the run live
         if shared is not None:
             self._run = shared
         else:
@@ -337,7 +317,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
     def _watch_for_abandonment(self, run: mlop.Run) -> None:
         """End ``run`` when this logger is garbage-collected or the process exits without a finalize."""
         if self._owns_run:
-            self._ender = weakref.finalize(self, _end_abandoned, run)
+            self._ender = weakref.finalize(self, end_abandoned, run)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log metrics at Lightning's step, with the step itself as ``trainer/global_step``.
@@ -411,7 +391,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         run = self._run
         if run is None or self._finalized:
             return
-        if self._owns_run and not _live(run):
+        if self._owns_run and not live(run):
             self._finalized = True
             return
         callbacks, self._checkpoint_callbacks = self._checkpoint_callbacks, {}
@@ -420,7 +400,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
         self._store_summary(run)
         if not self._owns_run:
             return
-        final, metadata = _lightning_status(status)
+        final, metadata = lightning_status(status)
         self._finalized = True
         if self._ender is not None:
             self._ender.detach()
@@ -433,7 +413,7 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
     def _store_summary(self, run: Any) -> None:
         """Put the last value of every metric Lightning logged into the run's summary."""
         final, self._final = self._final, {}
-        values = {k: v for k, v in ((k, _scalar(v)) for k, v in final.items()) if v is not None}
+        values = {k: v for k, v in ((k, scalar(v)) for k, v in final.items()) if v is not None}
         if values and isinstance(run, mlop.Run):
             run.summary.update(values)
 
@@ -570,42 +550,6 @@ class MlopLogger(logger_base()):  # type: ignore[misc]
 def _namespace() -> str:
     """The Lightning package the logger is built on: ``lightning.pytorch`` or ``pytorch_lightning``."""
     return str(logger_base().__module__).split(".loggers", 1)[0]
-
-
-def _scalar(value: Any) -> float | int | None:
-    """A metric's value as a plain number (a one-element tensor read now); None for anything else."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            value = item()
-        except (RuntimeError, ValueError):  # not a one-element tensor
-            return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
-
-
-def _live(run: Any) -> bool:
-    """Whether ``run`` has not ended (a copy of the logger, or the user, may have ended it)."""
-    return getattr(run, "status", "RUNNING") == "RUNNING"
-
-
-def _live_run(run_dir: str | None) -> Any:
-    """The live run of this process that lives in ``run_dir``, if any (a pickled copy's original's)."""
-    if run_dir is None:
-        return None
-    for op in reversed(mlop.ops):
-        if isinstance(op, mlop.Run) and op.primary and _live(op) and str(op.dir) == run_dir:
-            return op
-    return None
-
-
-def _end_abandoned(run: Any) -> None:
-    """End a run whose logger was garbage-collected (or whose process exits) without a finalize."""
-    try:
-        run.finish()
-    except Exception:  # broad: called from the garbage collector or at exit, where nothing may raise
-        logger.exception("mlop could not end the run of an abandoned logger")
 
 
 #: The original mlop client's name for the logger.
