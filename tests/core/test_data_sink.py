@@ -46,7 +46,7 @@ def test_logging_one_image_at_many_steps_encodes_once_and_stores_once(tmp_path: 
     assert image.to_bytes() == Path(rows[0]["path"]).read_bytes()
 
 
-def test_defer_waits_while_too_many_bytes_are_pending(tmp_path: Path) -> None:
+def test_past_the_byte_bound_the_caller_encodes_its_own_value_instead_of_waiting(tmp_path: Path) -> None:
     added: list[Any] = []
     sink = MediaSink(tmp_path, lambda kind, item: added.append((kind, item)), max_pending=100, workers=1)
     release = threading.Event()
@@ -56,20 +56,22 @@ def test_defer_waits_while_too_many_bytes_are_pending(tmp_path: Path) -> None:
         return [("data", "first")]
 
     sink.defer(slow, size=80)
-    second_done = threading.Event()
+    encoded_on: list[threading.Thread] = []
 
-    def log_second() -> None:
-        sink.defer(lambda: [("data", "second")], size=80)
-        second_done.set()
+    def second() -> Items:
+        encoded_on.append(threading.current_thread())
+        return [("data", "second")]
 
-    thread = threading.Thread(target=log_second)
-    thread.start()
-    time.sleep(0.3)
-    assert not second_done.is_set()  # 80 + 80 bytes would pass the limit of 100: the caller waits
+    # 80 + 80 bytes would pass the limit of 100: the caller encodes the second value itself, at once,
+    # while the first still holds the only worker (the old sink made it wait for that worker).
+    caller = threading.Thread(target=sink.defer, args=(second, 80))
+    caller.start()
+    caller.join(5)
+    assert not caller.is_alive(), "the caller waited for the backlog"
+    assert encoded_on == [caller]
     assert sink.pending_bytes == 80
+    assert added == []  # encoded, but stored after the first value, in logging order
     release.set()
-    assert second_done.wait(5)
-    thread.join(5)
     sink.close()
     assert added == [("data", "first"), ("data", "second")]
     assert sink.pending_bytes == 0
@@ -162,7 +164,7 @@ def test_close_without_a_timeout_stores_everything(tmp_path: Path) -> None:
     assert added == list(range(20))
 
 
-def test_defer_waits_while_the_backlog_would_take_too_long_to_store(tmp_path: Path) -> None:
+def test_past_the_time_bound_the_backlog_stops_growing(tmp_path: Path) -> None:
     stored: list[Any] = []
     sink = MediaSink(tmp_path, lambda kind, item: stored.append(item), workers=1, max_drain=0.25)
 

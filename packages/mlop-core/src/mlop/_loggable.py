@@ -37,10 +37,11 @@ class MediaSink:
     Heavy work (encoding an image or a video) goes through :meth:`defer`, so that the training thread
     pays only for a copy of the data. The work waiting for a worker is bounded twice: by ``max_pending``
     bytes of copies, and by ``max_drain`` seconds of work, estimated from what recent work of the same
-    kind (the same type of value) took per byte. Past either bound :meth:`defer` waits for the workers
-    (back-pressure), so a loop that logs media faster than they can be encoded slows down instead of
+    kind (the same type of value) took per byte. Past either bound :meth:`defer` runs the new value's
+    work on the calling thread instead of queueing it: a loop that logs media faster than they can be
+    encoded slows down by the cost of its own values (never by waiting for the backlog), instead of
     filling memory or leaving ``finish()`` more than it can store in time. Items reach the store in the
-    order their work was deferred, whichever worker finishes first.
+    order their work was deferred, whichever thread finishes first.
 
     Args:
         run_dir: the run directory; files go under its ``media`` folder.
@@ -95,17 +96,15 @@ class MediaSink:
         """
         sort: str = kind or str(getattr(work, "__qualname__", ""))
         with self._room:
-            if self._full(size, sort):
-                if not self._warned:
-                    self._warned = True
-                    logger.warning(
-                        "mlop: media are logged faster than they can be encoded; run.log waits while "
-                        "the backlog is over %d MiB%s",
-                        self.max_pending >> 20,
-                        "" if self.max_drain is None else f" or {self.max_drain:g} s of work",
-                    )
-                while self._full(size, sort):
-                    self._room.wait()
+            inline = self._full(size, sort)
+            if inline and not self._warned:
+                self._warned = True
+                logger.warning(
+                    "mlop: media are logged faster than they can be encoded; while the backlog is over "
+                    "%d MiB%s, run.log encodes the value it is given itself",
+                    self.max_pending >> 20,
+                    "" if self.max_drain is None else f" or {self.max_drain:g} s of work",
+                )
             self._pending += size
             self._pending_by[sort] = self._pending_by.get(sort, 0) + size
             ticket = self._tickets
@@ -114,8 +113,13 @@ class MediaSink:
                 self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="mlop-media")
             self._waiting[ticket] = size
             self._kinds[ticket] = sort
-            # Under the lock, so the work's own clean-up (which takes it) comes after this entry.
-            self._futures[ticket] = self._pool.submit(self._run, work, size, ticket)
+            if not inline:
+                # Under the lock, so the work's own clean-up (which takes it) comes after this entry.
+                self._futures[ticket] = self._pool.submit(self._run, work, size, ticket)
+                return
+        # The backlog is full: the caller pays for its own value, never for the backlog (no waiting for
+        # the workers), and the backlog does not grow. Its items still reach the store in logging order.
+        self._run(work, size, ticket)
 
     @property
     def pending_bytes(self) -> int:
