@@ -94,6 +94,7 @@ class Writer:
         self._reminded_at = 0.0
         self._lost_items = 0
         self._lost_values = 0
+        self._lost_steps = 0
         self._lost_span: tuple[float, float] | None = None
         self._wake = threading.Event()
         self._stopped = False
@@ -207,7 +208,10 @@ class Writer:
         """Pack items into a row for the next write; past ``max_held`` while writes fail, drop them."""
         payload = pack_batch(kind, items)
         with self._lock:
-            if self._failing_since is not None and self._ready_bytes + len(payload) > self.max_held:
+            # Once dropping starts it goes on until the store takes writes again: one gap, not holes.
+            if self._failing_since is not None and (
+                self._lost_items or self._ready_bytes + len(payload) > self.max_held
+            ):
                 self._drop(kind, items)
                 return
             self._ready.append((kind, len(items), payload))
@@ -217,13 +221,14 @@ class Writer:
         """Count items dropped because the store refused writes for too long (the lock is held)."""
         if not self._lost_items:
             logger.warning(
-                "mlop: %.0f MiB of logged values are held in memory, the most mlop keeps, and the local "
+                "mlop: %.1f MiB of logged values are held in memory, the most mlop keeps, and the local "
                 "store %s still cannot take them: values logged from now until it can are lost",
                 self._ready_bytes / 2**20,
                 self.store.path,
             )
         self._lost_items += len(items)
         if kind == "metrics":
+            self._lost_steps += len(items)
             self._lost_values += sum(len(item[2]) for item in items)
         times = [float(t) for t in (_item_time(kind, item) for item in items) if t is not None]
         if times:
@@ -279,7 +284,7 @@ class Writer:
             self._failing_since = self._reminded_at = now
             logger.error(
                 "mlop could not write to its local store %s: %s; the values logged are kept in memory "
-                "(%.1f MiB now, at most %.0f MiB) and written once it can take them",
+                "(%.1f MiB now, at most %.1f MiB) and written once it can take them",
                 self.store.path,
                 exc,
                 self._ready_bytes / 2**20,
@@ -300,17 +305,20 @@ class Writer:
         assert self._failing_since is not None
         seconds = time.time() - self._failing_since
         with self._lock:
-            lost, values, span = self._lost_items, self._lost_values, self._lost_span
-            self._failing_since, self._lost_items, self._lost_values, self._lost_span = None, 0, 0, None
+            lost, steps, values, span = self._lost_items, self._lost_steps, self._lost_values, self._lost_span
+            self._failing_since, self._lost_span = None, None
+            self._lost_items = self._lost_steps = self._lost_values = 0
         if lost:
             when = "" if span is None else f", logged between {_clock(span[0])} and {_clock(span[1])}"
             logger.warning(
                 "mlop: the local store %s takes writes again after %.0f s; the values held in memory are "
-                "written, but %d records (%d metric values)%s were lost while memory was full",
+                "written, but %d logged steps (%d metric values) and %d other records%s were lost while "
+                "memory was full",
                 self.store.path,
                 seconds,
-                lost,
+                steps,
                 values,
+                lost - steps,
                 when,
             )
         else:

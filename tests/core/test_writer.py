@@ -1,0 +1,152 @@
+"""The writer when the disk is full: values are held in memory and stored once there is room again."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import mlop
+
+
+def _init(root: Path) -> mlop.Run:
+    return mlop.init(
+        dir=root, mode="offline", disable_system_metrics=True, disable_console=True, x_flush_interval=0.05
+    )
+
+
+def _wait_for(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in r.getMessage() for r in caplog.records):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no log line saying {text!r}")
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    if done is None or done.returncode != 0:
+        pytest.skip("a small tmpfs cannot be mounted here (needs root); see the SQLITE_FULL tests below")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=10)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill the file system until it refuses a write; return the filler file."""
+    filler = disk / f"filler-{uuid.uuid4().hex}"
+    block = b"\0" * 65536
+    with open(filler, "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(block)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        try:
+            while True:
+                out.write(b"\0" * 512)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_values_logged_while_the_disk_is_full_are_stored_once_it_has_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mlop")
+    with _tmpfs(tmp_path / "disk", "2m") as disk:
+        run = _init(disk)
+        run.log({"loss": -1.0})
+        run._writer.flush()  # the store has its first row before the disk fills
+        filler = _fill(disk)
+        for step in range(2000):
+            run.log({"loss": step * 0.5, "acc": float(step)})
+        _wait_for(caplog, "kept in memory")  # a write was refused (ENOSPC) and the values held
+        held = [r.getMessage() for r in caplog.records if "kept in memory" in r.getMessage()]
+        assert "MiB now" in held[0]
+        filler.unlink()
+        run.finish()
+        reader = mlop.open_run(run.dir)
+        assert [r["value"] for r in reader.metrics("loss")] == [-1.0] + [s * 0.5 for s in range(2000)]
+        assert [r["value"] for r in reader.metrics("acc")] == [float(s) for s in range(2000)]
+        assert reader.status == "COMPLETED"
+        reader.close()
+        assert any("every value held in memory is written" in r.getMessage() for r in caplog.records)
+
+
+def _limit_pages(run: mlop.Run, pages: int | None) -> None:
+    # SQLite's own "database or disk is full" (SQLITE_FULL), the error a full disk gives, produced by
+    # capping the store's page count on the writer's connection: runs anywhere, without root.
+    db = run._store._db
+    with run._store._lock:
+        if pages is None:
+            db.execute("PRAGMA max_page_count = 1073741823")
+        else:
+            current = db.execute("PRAGMA page_count").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count = {max(pages, current)}")
+
+
+def test_a_store_that_is_full_takes_the_held_values_once_it_has_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mlop")
+    run = _init(tmp_path)
+    run._writer.flush()
+    _limit_pages(run, 0)  # no page more than it has now
+    for step in range(3000):
+        run.log({"x": float(step)})
+    _wait_for(caplog, "kept in memory")
+    assert any("database or disk is full" in r.getMessage() for r in caplog.records)
+    _limit_pages(run, None)
+    run.finish()
+    reader = mlop.open_run(run.dir)
+    assert [r["value"] for r in reader.metrics("x")] == [float(s) for s in range(3000)]
+    reader.close()
+
+
+def test_past_the_memory_bound_later_values_are_dropped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mlop")
+    run = _init(tmp_path)
+    run._writer.max_held = 200_000  # bytes: a few thousand steps of ten values
+    run._writer.flush()
+    _limit_pages(run, 0)
+    for step in range(20_001):
+        run.log({f"k{j}": float(step) for j in range(10)})
+        if step == 1000:
+            _wait_for(caplog, "kept in memory")
+    run._writer.flush()
+    assert any("values logged from now until it can are lost" in r.getMessage() for r in caplog.records)
+    _limit_pages(run, None)
+    run.finish()
+    lost = [r.getMessage() for r in caplog.records if "were lost while memory was full" in r.getMessage()]
+    assert len(lost) == 1
+    reader = mlop.open_run(run.dir)
+    steps = [r["step"] for r in reader.metrics("k0")]
+    reader.close()
+    # What was held is stored, in order, from the start; the rest is missing and counted exactly.
+    assert steps == list(range(len(steps)))
+    assert 100 < len(steps) < 20_001
+    missing = 20_001 - len(steps)
+    assert f"{missing} logged steps ({missing * 10} metric values)" in lost[0]
+    assert os.path.exists(run.dir)
