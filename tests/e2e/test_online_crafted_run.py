@@ -136,3 +136,31 @@ def test_sync_uploads_only_regular_files_inside_the_run_directory(online: Any, t
     ]
     assert leaked == []
     assert online.steps(run["id"], "x") == [0, 1, 2, 3]  # the rest of the run arrived
+
+
+def test_a_password_inside_the_host_url_is_not_written_into_the_run(online: Any) -> None:
+    """A host URL may carry credentials (``http://user:pw@host``): the run records where it was headed
+    without them, and ``mlop sync`` still recognises that server as the user's own."""
+    password = "Hunter2-url-password-1729"
+    host = online.server.url.replace("://", f"://alice:{password}@", 1)
+    env = {**online.env(), "MLOP_HOST": host, "PROJECT": "url-credentials"}
+    online.run(
+        """
+        run = mlop.init(project=os.environ["PROJECT"], dir=sys.argv[1])
+        run.log({"x": 1.0})
+        run.finish()
+        """,
+        env=env,
+    )
+    run_dir = online.run_dir("url-credentials")
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+    with sqlite3.connect(run_dir / "run.db") as db:
+        (urls,) = db.execute("SELECT value FROM meta WHERE key = 'server_urls'").fetchone()
+    assert set(json.loads(urls).values()) == {online.server.url}
+    # httpx turns a URL's credentials into Basic auth in place of the key, so this server refuses the
+    # key: what matters here is that the message naming the server does not print the password.
+    again = online.mlop("sync", str(run_dir), env=env)
+    assert again.returncode == 1 and online.server.url in again.stderr
+    assert password not in again.stdout + again.stderr

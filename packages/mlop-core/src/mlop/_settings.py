@@ -16,7 +16,7 @@ from typing import Any, Final, Literal, get_args
 
 from mlop._exceptions import ConfigError
 
-__all__ = ["HOSTED_URLS", "Mode", "Settings", "resolve_settings", "same_server"]
+__all__ = ["HOSTED_URLS", "Mode", "Settings", "public_url", "public_urls", "resolve_settings", "same_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +212,25 @@ def resolve_settings(
     return out
 
 
+def public_url(url: str) -> str:
+    """``url`` without a ``user:password@`` part (a proxy or host URL may carry one)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def public_urls(urls: Mapping[str, str]) -> dict[str, str]:
+    """Base URLs fit to be written down: any credentials inside them removed."""
+    return {k: public_url(str(v)) for k, v in urls.items()}
+
+
 def same_server(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
-    """Whether two sets of base URLs (:meth:`Settings.urls`) name the same server."""
-    return all(a.get(k, "").rstrip("/").lower() == b.get(k, "").rstrip("/").lower() for k in HOSTED_URLS)
+    """Whether two sets of base URLs (:meth:`Settings.urls`) name the same server (credentials inside a
+    URL aside)."""
+    pa, pb = public_urls(a), public_urls(b)
+    return all(pa.get(k, "").rstrip("/").lower() == pb.get(k, "").rstrip("/").lower() for k in HOSTED_URLS)
 
 
 def _bind_key_to_host(out: Settings) -> None:

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from mlop._exceptions import RunExistsError
 from mlop._online._options import Options
+from mlop._settings import public_urls
 
 if TYPE_CHECKING:
     from mlop._op import Op
@@ -268,7 +269,7 @@ def spawn_uploader(op: Op, *, new_run: bool) -> UploaderHandle:
     options = Options.from_settings(settings, check_exists=check)
     if not settings.api_key:
         logger.warning("mlop: online without an API key; run `mlop login` or set MLOP_API_TOKEN")
-    op._store.set_meta({"server_urls": settings.urls()})
+    op._store.set_meta({"server_urls": public_urls(settings.urls())})
     return UploaderHandle(op, _spawn(op.dir, options))
 
 

@@ -30,6 +30,7 @@ from mlop._exceptions import AuthError, MlopError, ServerError
 from mlop._online._options import Options
 from mlop._online._server import Abandoned, ServerInterface, Transient
 from mlop._online._streams import FINAL, STREAMS, Batch, Stream, pending_items, protocol_tags
+from mlop._settings import public_url
 from mlop._store import Store
 from mlop._version import __version__
 
@@ -308,7 +309,7 @@ class Uploader:
 
     def key_refused(self, exc: Exception) -> None:
         """The server refused the key (401/403): stop sending, keep everything, say once how to fix it."""
-        host = self.server.urls.get("api", "")
+        host = public_url(self.server.urls.get("api", ""))
         with self._refused_lock:
             if self.refused is not None:
                 return
