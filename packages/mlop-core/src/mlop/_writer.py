@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,14 @@ CHUNK_VALUES: Final = 4096
 #: Bytes one write hands to SQLite, at most (unless one row is larger): the copy holds the interpreter
 #: lock, about 0.1 to 0.5 ms a MiB.
 WRITE_BYTES: Final = 1 << 20
+#: Seconds a packed row may wait for the store before log() waits for the writer (see _keep_pace).
+MAX_LAG: Final = 0.1
+#: Seconds one log() call waits at most for the writer to keep pace.
+MAX_WAIT: Final = 1.0
+#: Bytes written between two checkpoints (SQLite's own default is 1,000 pages, about 4 MiB).
+CHECKPOINT_BYTES: Final = 4 << 20
+#: Bytes of WAL past which a checkpoint makes the WAL start over, holding writes back while it runs.
+WAL_LIMIT: Final = 256 << 20
 #: Bytes of packed values kept in memory while the store cannot take them (a full disk).
 DEFAULT_MAX_HELD: Final = 256 << 20
 #: Seconds between attempts to write while the store refuses writes.
@@ -76,7 +85,7 @@ class Writer:
         self._other: list[tuple[str, Any]] = []
         self._meta: dict[str, Any] = {}
         # Packed rows (kind, item count, payload) and JSON meta values waiting for the store, in order.
-        self._ready: list[tuple[str, int, bytes]] = []
+        self._ready: list[tuple[str, int, bytes, float]] = []  # ..., and when it was packed
         self._ready_meta: dict[str, str] = {}
         self._ready_bytes = 0
         # When the training thread's next packing turn is due (time.time()); Op.log compares against it.
@@ -97,9 +106,11 @@ class Writer:
         self._lost_steps = 0
         self._lost_span: tuple[float, float] | None = None
         self._wake = threading.Event()
+        self._progress = threading.Event()  # set after each write that the store took
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="mlop-writer", daemon=True)
         self._thread.start()
+        self._checkpointer = _Checkpointer(store)
 
     # -- who is inside -------------------------------------------------------------------------------
 
@@ -164,8 +175,29 @@ class Writer:
                 finally:
                     self._pack_lock.release()
                 self.deadline = time.time() + (0.0 if more else PACK_EVERY)
+            self._keep_pace()
         except Exception:  # broad: a failure to pack must not reach the training loop
             logger.exception("mlop could not pack logged values")
+
+    def _keep_pace(self) -> None:
+        """Wait while the oldest packed row is older than MAX_LAG and the store is writing, not refusing.
+
+        The one case where log() waits: the disk itself is slower than the loop (a 1 MiB write took
+        212 ms here under kernel writeback throttling). Waiting then keeps SIGKILL from losing values
+        logged long ago; the old writer made the loop wait the same way, on every flush.
+        """
+        ready = self._ready
+        deadline = time.monotonic() + MAX_WAIT
+        while (
+            ready
+            and self._failing_since is None
+            and not self._stopped
+            and time.time() - ready[0][3] > MAX_LAG
+            and time.monotonic() < deadline
+        ):
+            self._progress.clear()
+            self._wake.set()
+            self._progress.wait(0.05)
 
     # -- packing --------------------------------------------------------------------------------------
 
@@ -176,7 +208,9 @@ class Writer:
         """
         start = _perf()
         pending = self.metrics
-        while pending:
+        # What is pending now, not what the training thread appends meanwhile (never chase it).
+        left = len(pending)
+        while left > 0 and pending:
             # A prefix of about CHUNK_VALUES values; the training thread only ever appends to the list.
             count = values = 0
             for record in pending:
@@ -186,6 +220,7 @@ class Writer:
                     break
             chunk = pending[:count]
             del pending[:count]
+            left -= count
             self._keep("metrics", chunk)
             if budget is not None and _perf() - start >= budget:
                 break
@@ -214,7 +249,7 @@ class Writer:
             ):
                 self._drop(kind, items)
                 return
-            self._ready.append((kind, len(items), payload))
+            self._ready.append((kind, len(items), payload, time.time()))
             self._ready_bytes += len(payload)
 
     def _drop(self, kind: str, items: list[Any]) -> None:
@@ -245,7 +280,7 @@ class Writer:
         # interpreter lock, so a large backlog goes in several statements rather than one long stall.
         ready = self._ready
         count = size = 0
-        for _kind, _items, payload in ready:
+        for _kind, _items, payload, _at in ready:
             if count and size + len(payload) > WRITE_BYTES:
                 break
             count += 1
@@ -257,7 +292,7 @@ class Writer:
         rows = ready[:count]
         # One row per kind: the chunks of a kind joined, in order (unpack reads them back as one list).
         joined: dict[str, tuple[int, list[bytes]]] = {}
-        for kind, items, payload in rows:
+        for kind, items, payload, _at in rows:
             total, parts = joined.setdefault(kind, (0, []))
             parts.append(payload)
             joined[kind] = (total + items, parts)
@@ -274,6 +309,8 @@ class Writer:
         with self._lock:
             del self._ready[:count]
             self._ready_bytes -= size
+        self._checkpointer.wrote(size)
+        self._progress.set()
         if self._failing_since is not None:
             self._recovered()
 
@@ -337,7 +374,11 @@ class Writer:
             with self._entered(), self._pack_lock:
                 self._pack(None)
             with self._entered(), self._io_lock:
-                self._write()
+                while True:
+                    before = len(self._ready)
+                    self._write()
+                    if not self._ready or len(self._ready) >= before:  # all written, or refused
+                        break
         except Exception:  # broad: flushing must not raise into the run's code
             logger.exception("mlop could not flush logged values")
 
@@ -348,12 +389,13 @@ class Writer:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
         self.flush()
+        self._checkpointer.close()
         if self._failing_since is not None and (self._ready or self._lost_items):
             logger.error(
                 "mlop: the run ended while its local store %s refused writes: %d records (%.1f MiB) held "
                 "in memory and %d records dropped before were not stored",
                 self.store.path,
-                sum(items for _kind, items, _payload in self._ready),
+                sum(row[1] for row in self._ready),
                 self._ready_bytes / 2**20,
                 self._lost_items,
             )
@@ -361,6 +403,7 @@ class Writer:
     def _loop(self) -> None:
         while True:
             self._wake.wait(self.interval / 2)
+            self._wake.clear()
             if self._stopped:
                 return
             try:
@@ -373,8 +416,9 @@ class Writer:
         if now >= self.deadline + PACK_EVERY and (self.metrics or self._other or self._meta):
             # No log() call has taken its turn: the loop is busy elsewhere or done. Pack here, in turns of
             # the same size, giving the interpreter lock back between them.
+            # Only while log() calls stay away: once they take their turns again, this thread writes.
             more = True
-            while more and not self._stopped:
+            while more and not self._stopped and time.time() >= self.deadline + PACK_EVERY:
                 with self._entered(), self._pack_lock:
                     more = self._pack(PACK_BUDGET)
                 time.sleep(0)
@@ -391,6 +435,71 @@ class Writer:
             first = False
             with self._entered(), self._io_lock:
                 self._write()
+
+
+class _Checkpointer:
+    """Moves the store's WAL into its database file on a thread and connection of its own.
+
+    A checkpoint copies pages and waits for fsync, at times for hundreds of milliseconds on a busy disk;
+    run by the writing connection (SQLite's default), it would hold back every write behind it, and values
+    logged meanwhile would wait in memory longer than the flush interval. Here writes go on beside it. A
+    passive checkpoint never blocks the writer; once the WAL passes WAL_LIMIT bytes anyway (a loop that
+    never pauses never lets the WAL start over), a truncating one makes it start over, and the writes
+    wait for that one.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.path = store.path
+        self._written = 0
+        self._wake = threading.Event()
+        self._stopped = False
+        try:
+            with store._lock:
+                store._db.execute("PRAGMA wal_autocheckpoint = 0")
+        except Exception:  # broad: without this the store keeps SQLite's own checkpoints, which is correct
+            logger.debug("mlop could not move checkpoints off the writer", exc_info=True)
+            self._thread: threading.Thread | None = None
+            return
+        self._thread = threading.Thread(target=self._loop, name="mlop-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wrote(self, size: int) -> None:
+        self._written += size
+        if self._written >= CHECKPOINT_BYTES:
+            self._wake.set()
+
+    def close(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10.0)
+
+    def _loop(self) -> None:
+        import sqlite3
+
+        try:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            logger.debug("mlop could not open the store for checkpoints", exc_info=True)
+            return
+        try:
+            while not self._stopped:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self._stopped or not self._written:
+                    continue
+                self._written = 0
+                try:
+                    wal = os.path.getsize(f"{self.path}-wal")
+                except OSError:
+                    wal = 0
+                mode = "TRUNCATE" if wal > WAL_LIMIT else "PASSIVE"
+                try:
+                    db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+                except sqlite3.Error:  # a full disk, above all: the WAL keeps the data; try again later
+                    logger.debug("mlop: a checkpoint of %s failed", self.path, exc_info=True)
+        finally:
+            db.close()
 
 
 def _item_time(kind: str, item: Any) -> float | None:
