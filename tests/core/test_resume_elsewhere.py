@@ -50,3 +50,51 @@ def test_resume_on_another_machine_keeps_config_and_tags(tmp_path: Path, server:
     assert run["status"] == "COMPLETED" and run["externalId"] == "kept"
     assert run["tags"] == ["a", "b"]  # a resume that names no tags leaves them as they were
     assert run["config"] == {"x": 1, "y": 2}
+
+
+def _points(server: ServerProcess, run_id: int, key: str) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as api:
+        points: list[dict[str, Any]] = api.get(
+            f"/api/runs/{run_id}/metrics", params={"key": key, "max_points": 10_000}
+        ).json()
+        return points
+
+
+def test_resume_elsewhere_counts_steps_on_after_the_servers_last(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    online = {"host": server.url, "api_key": server.key, "disable_system_metrics": True}
+    first = mlop.init(
+        project="counted", run_id="steps", dir=tmp_path / "a", tags=["t"], config={"lr": 0.1}, **online
+    )
+    for i in range(50):
+        first.log({"loss": float(i)})  # no step: 0..49
+    first.finish()
+    assert _run(server, "counted", "COMPLETED")["status"] == "COMPLETED"
+
+    # Another machine: a fresh directory, none of the first one's files.
+    again = mlop.init(project="counted", run_id="steps", resume=True, dir=tmp_path / "b", **online)
+    assert again.step == 49  # the server said its last step at init
+    assert _run(server, "counted", "RUNNING")["status"] == "RUNNING"
+    for i in range(50, 60):
+        again.log({"loss": float(i)})  # no step: 50..59, not 0..9 again
+    again.finish()
+
+    run = _run(server, "counted", "COMPLETED")
+    assert run["status"] == "COMPLETED"
+    assert run["tags"] == ["t"] and run["config"] == {"lr": 0.1}
+    points = _points(server, run["id"], "loss")
+    assert [p["step"] for p in points] == list(range(60))  # each step once
+    assert [p["value"] for p in points] == [float(i) for i in range(60)]
+
+
+def test_resume_elsewhere_of_a_run_without_steps_starts_at_zero(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    online = {"host": server.url, "api_key": server.key, "disable_system_metrics": True}
+    mlop.init(project="empty", run_id="nothing", dir=tmp_path / "a", **online).finish()
+    again = mlop.init(project="empty", run_id="nothing", resume=True, dir=tmp_path / "b", **online)
+    again.log({"loss": 1.0})
+    again.finish()
+    run = _run(server, "empty", "COMPLETED")
+    assert [p["step"] for p in _points(server, run["id"], "loss")] == [0]

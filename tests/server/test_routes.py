@@ -119,6 +119,25 @@ def test_resume(client: httpx.Client, new_run: Callable[..., int]) -> None:
     bad(client.post("/api/runs/resume", json={"runId": 10**9}), 404)
 
 
+def test_resume_answers_the_runs_last_step(
+    client: httpx.Client, new_run: Callable[..., int], ingest: Callable[..., httpx.Response]
+) -> None:
+    """``lastStep``, our extra field: the highest step of any kind, None for a run without steps."""
+    run_id = new_run(project="laststep", externalId="ls-1")
+    assert client.post("/api/runs/resume", json={"runId": run_id}).json()["lastStep"] is None
+    metrics = [{"time": T0, "step": s, "data": {"loss": 1.0}} for s in (0, 41, 7)]
+    assert ingest(run_id, "metrics", *metrics).status_code == 200
+    assert client.post("/api/runs/resume", json={"runId": run_id}).json()["lastStep"] == 41
+    text = {"time": T0, "step": 44, "logName": "s", "dataType": "string-series", "data": "x"}
+    assert ingest(run_id, "data", text).status_code == 200
+    body = {"externalId": "ls-1", "projectName": "laststep"}
+    assert client.post("/api/runs/resume", json=body).json()["lastStep"] == 44
+    shared = client.post("/api/runs/create", json={"runName": "r", "projectName": "laststep", **body})
+    assert shared.json()["lastStep"] == 44
+    fresh = client.post("/api/runs/create", json={"runName": "r", "projectName": "laststep"}).json()
+    assert (fresh["resumed"], fresh["lastStep"]) == (False, None)
+
+
 def test_status(client: httpx.Client, new_run: Callable[..., int]) -> None:
     run_id = new_run()
     error = {"type": "ValueError", "message": "boom", "frames": [], "trace": "Traceback..."}

@@ -134,6 +134,7 @@ def openapi_document() -> dict[str, Any]:
             "organizationSlug": _STR,
             "url": _STR,
             "resumed": {"type": "boolean"},
+            "lastStep": {"type": ["integer", "null"]},
         }
     )
     metric_line = _obj(

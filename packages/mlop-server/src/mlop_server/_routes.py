@@ -73,6 +73,8 @@ def protocol_routes(ctx: Context) -> list[Route]:
             "organizationSlug": ctx.config.org,
             "url": f"{ctx.base_url(request)}/api/runs/{run['id']}",
             "resumed": answer["resumed"],
+            # Not in the stock protocol: the run's highest step, so that a resume goes on after it.
+            "lastStep": answer.get("lastStep"),
         }
 
     def api(parse: Callable[[bytes], Op]) -> Handler:

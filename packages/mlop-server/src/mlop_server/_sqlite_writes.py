@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import numpy as np
 import orjson
 
 from mlop_server._errors import Conflict, Forbidden, NotFound
@@ -109,7 +110,33 @@ def _series(conn: sqlite3.Connection, run_id: int, name: str, kind: str) -> int:
 
 def _run_answer(conn: sqlite3.Connection, run_id: int, resumed: bool) -> dict[str, Any]:
     row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return {"run": run_summary(row), "resumed": resumed}
+    last = _last_step(conn, run_id) if resumed else None
+    return {"run": run_summary(row), "resumed": resumed, "lastStep": last}
+
+
+def _last_step(conn: sqlite3.Connection, run_id: int) -> int | None:
+    """The highest step the run holds (metrics, data, files), or None when it holds none.
+
+    An extra field of the create/resume answers (the stock protocol has none): a client that resumes the
+    run where its local store is not goes on after it. Read once per resume, so a full scan of the run's
+    packed steps is affordable.
+    """
+    highest: int | None = None
+    for (steps,) in conn.execute(
+        "SELECT c.steps FROM metric_chunks c JOIN series s ON s.id = c.series_id WHERE s.run_id = ?",
+        (run_id,),
+    ):
+        if steps:
+            chunk_max = int(np.frombuffer(steps, dtype="<i8").max())
+            highest = chunk_max if highest is None else max(highest, chunk_max)
+    for table in ("data_points", "files"):
+        (value,) = conn.execute(
+            f"SELECT MAX(t.step) FROM {table} t JOIN series s ON s.id = t.series_id WHERE s.run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if value is not None:
+            highest = int(value) if highest is None else max(highest, int(value))
+    return highest
 
 
 def _create(conn: sqlite3.Connection, op: CreateRun, key: ApiKey | None) -> dict[str, Any]:

@@ -72,6 +72,7 @@ class UploaderHandle:
         self.refused: str | None = None  # the server refused the key: the uploader said so, and stopped
         self._answered = threading.Event()
         self._late = False
+        self._resumed_elsewhere = False  # resume=True where the run's local store is not (set by start)
         self._done = False
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="mlop-uploader-events", daemon=True)
@@ -108,6 +109,8 @@ class UploaderHandle:
                 self._answered.set()
             if late and event.get("url"):
                 announce(f"mlop: run {self._op.name} is now on the server: {event['url']}")
+            if late:
+                self._continue_steps(late=True)
         elif kind == "conflict":
             self.conflict = str(event.get("message"))
             with self._lock:
@@ -135,6 +138,29 @@ class UploaderHandle:
             logger.log(int(event.get("level", logging.WARNING)), "%s", event.get("message", ""))
         elif kind == "done":
             self.outcome = event
+
+    def _continue_steps(self, *, late: bool) -> None:
+        """Resumed where its local store is not: count steps on after the server's last one.
+
+        Only our server says what that step is (``lastStep`` in its resume answer, an extra field); with a
+        server that does not, log() without a step starts at 0 as before. An answer that comes after
+        init() returned is used only while nothing has been logged yet.
+        """
+        op = self._op
+        info = self.run_info or {}
+        last = info.get("lastStep")
+        if not self._resumed_elsewhere or not info.get("resumed") or type(last) is not int or last < 0:
+            return
+        if op._step == 0:
+            op._step = last + 1
+        elif late and op._step <= last:
+            logger.warning(
+                "mlop: the server's answer came after run %s had logged up to step %d; the server holds "
+                "steps up to %d, so values logged without a step may repeat steps it has",
+                op.name,
+                op._step - 1,
+                last,
+            )
 
     def wait_created(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the server's answer to the run's creation."""
@@ -168,8 +194,11 @@ class UploaderHandle:
         """
         op = self._op
         settings = op.settings
+        self._resumed_elsewhere = new_run and settings.resume
         self._tell(b"start\n")
         answered = self.wait_created(settings.x_init_timeout)
+        if answered:
+            self._continue_steps(late=False)
         if self.conflict:
             self.stop()
             _undo(op, new_run)

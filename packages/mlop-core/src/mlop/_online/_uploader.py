@@ -235,7 +235,16 @@ class Uploader:
             "projectName": self.server.project,
         }
         self.store.set_meta({"server": info})
-        self.notify({"event": "run", **info, "resumed": bool(answer.get("resumed"))})
+        # lastStep: our server's extra field (the run's highest step); a stock server sends none.
+        last_step = answer.get("lastStep")
+        self.notify(
+            {
+                "event": "run",
+                **info,
+                "resumed": bool(answer.get("resumed")),
+                "lastStep": last_step if type(last_step) is int and last_step >= 0 else None,
+            }
+        )
         return True
 
     def _still_there(self, deadline: float | None) -> bool:
