@@ -247,6 +247,43 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     screenshot(page, "compare")
 
 
+def test_runs_table_shows_each_runs_summary(online: Any, page: Any) -> None:
+    online.run(
+        """
+for name, loss in (("small", 0.25), ("large", 2.5)):
+    run = mlop.init(project="summed", name=name, dir=sys.argv[1])
+    run.log({"loss": loss}, step=0)
+    run.summary["train_loss"] = loss
+    run.summary["eval"] = {"acc": 1.0 - loss / 10}
+    if name == "small":
+        run.summary["note"] = "best"
+    run.finish()
+mlop.init(project="summed", name="none", dir=sys.argv[1]).finish()
+"""
+    )
+    runs = online.api.get("/api/runs", params={"project": "summed"}).json()
+    assert {r["name"]: r["summary"].get("train_loss") for r in runs} == {
+        "small": 0.25,
+        "large": 2.5,
+        "none": None,
+    }
+    open_hash(page, "#/p/summed", "runs")
+    heads = page.eval_on_selector_all("#runs th.summary", "ths => ths.map(th => th.textContent)")
+    assert heads == ["eval/acc", "train_loss", "note"]  # the keys most runs have first
+    page.click("#runs th[data-sort='summary:train_loss']")  # ascending
+    cells = page.eval_on_selector_all(
+        "#runs tbody tr.run",
+        "rows => rows.map(r => [r.querySelector('a').textContent, "
+        "...[...r.querySelectorAll('[data-summary]')].map(td => td.textContent)])",
+    )
+    assert cells == [
+        ["small", "0.975", "0.25", "best"],
+        ["large", "0.75", "2.5", "-"],
+        ["none", "-", "-", "-"],  # a run without a summary sorts last
+    ]
+    screenshot(page, "runs-table-summary")
+
+
 def test_a_live_runs_chart_grows(online: Any, page: Any) -> None:
     proc = online.spawn(LIVE)
     try:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from mlop_server.testing import ServerProcess
@@ -42,6 +43,28 @@ def test_projects_list_runs_count_and_last_update(client: httpx.Client, new_run:
     assert projects["dash-a"]["updated"] > 0
     listed = [p["name"] for p in client.get("/api/projects").json()]
     assert listed.index("dash-b") < listed.index("dash-a")  # most recently updated first
+
+
+def test_runs_list_carries_each_runs_summary(client: httpx.Client, new_run: Callable[..., int]) -> None:
+    """``run.summary`` reaches the server as ``config["summary"]``; the runs table reads it from the list."""
+    config = orjson.dumps({"lr": 0.1, "summary": {"train_loss": 0.5}}).decode()
+    first = new_run(project="dash-summary", config=config)
+    second = new_run(project="dash-summary", name="plain", config=orjson.dumps({"lr": 0.2}).decode())
+    odd = new_run(project="dash-summary", name="odd", config=orjson.dumps({"summary": 3}).decode())
+    update = {"train_runtime": 12.5, "eval": {"acc": 0.9}, "note": "best"}
+    answer = client.post(
+        "/api/runs/config/update", json={"runId": first, "config": orjson.dumps({"summary": update}).decode()}
+    )
+    assert answer.status_code == 200, answer.text
+    listed = {
+        run["id"]: run["summary"]
+        for run in client.get("/api/runs", params={"project": "dash-summary"}).json()
+    }
+    assert listed == {
+        first: {"train_loss": 0.5, "train_runtime": 12.5, "eval": {"acc": 0.9}, "note": "best"},
+        second: {},
+        odd: {},  # a config whose "summary" is not an object has no summary
+    }
 
 
 def test_last_values_of_chosen_keys(client: httpx.Client, new_run: Callable[..., int], ingest: Api) -> None:

@@ -82,6 +82,17 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (scope, key)) WITHOUT ROWID;
 """
 
+#: A run's summary (``run.summary`` reaches the server as ``config["summary"]``), for the runs list.
+_SUMMARY_COLUMN: Final = (
+    "CASE WHEN json_valid(config) AND json_type(config, '$.summary') = 'object' "
+    "THEN json_extract(config, '$.summary') END"
+)
+
+
+def _summary(text: str | None) -> dict[str, Any]:
+    return orjson.loads(text) if text else {}
+
+
 _DETAIL_COLUMNS: Final = (
     ", config, logger_settings, system_metadata, status_metadata, graph, cancel_requested, last_seen"
 )
@@ -445,11 +456,11 @@ class SqliteStorage(Storage):
     async def list_runs(self, project: str, owner: str | None = None) -> list[dict[str, Any]]:
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE project = ? AND (? IS NULL OR owner = ?) "
-                "ORDER BY id DESC",
+                f"SELECT {RUN_COLUMNS}, {_SUMMARY_COLUMN} FROM runs "
+                "WHERE project = ? AND (? IS NULL OR owner = ?) ORDER BY id DESC",
                 (project, owner, owner),
             ).fetchall()
-            return [run_summary(row) for row in rows]
+            return [{**run_summary(row), "summary": _summary(row[-1])} for row in rows]
 
         return await self._read(read)
 

@@ -198,7 +198,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def list_runs(self, project: str, owner: str | None = None) -> list[dict[str, Any]]:
-        """The runs of a project (of ``owner`` only, when given), newest first, as read-API summaries."""
+        """The runs of a project (of ``owner`` only, when given), newest first, as read-API summaries, each
+        with its ``summary`` (``config["summary"]``, ``{}`` when it has none)."""
 
     @abc.abstractmethod
     async def last_values(
