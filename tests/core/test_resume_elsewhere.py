@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,12 @@ from mlop_server.testing import ServerProcess
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path_factory.mktemp("server")) as proc:
         yield proc
+
+
+def _listed(server: ServerProcess, project: str) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as api:
+        runs: list[dict[str, Any]] = api.get("/api/runs", params={"project": project}).json()
+        return runs
 
 
 def _run(server: ServerProcess, project: str, status: str) -> dict[str, Any]:
@@ -98,3 +106,55 @@ def test_resume_elsewhere_of_a_run_without_steps_starts_at_zero(
     again.finish()
     run = _run(server, "empty", "COMPLETED")
     assert [p["step"] for p in _points(server, run["id"], "loss")] == [0]
+
+
+KILLED = """
+import sys, time
+import mlop
+run = mlop.init(project="killed", run_id="preempted", dir=sys.argv[1], tags=["k"], config={"seed": 7},
+                host=sys.argv[2], api_key=sys.argv[3], disable_system_metrics=True)
+for i in range(50):
+    run.log({"loss": float(i)})
+print("logged", flush=True)
+time.sleep(120)  # killed here, never finished
+"""
+
+
+def test_resume_elsewhere_after_the_first_process_was_killed(tmp_path: Path, server: ServerProcess) -> None:
+    """A preempted job: killed with SIGKILL, requeued on a node without its files."""
+    script = tmp_path / "train.py"
+    script.write_text(KILLED)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "a"), server.url, server.key],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "logged"
+        deadline = time.monotonic() + 60
+        while True:  # its uploader delivers what it stored (bounded wait)
+            listed = _listed(server, "killed")
+            arrived = bool(listed) and len(_points(server, listed[0]["id"], "loss")) == 50
+            if arrived or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    # The orphaned uploader marks the run FAILED once it sees its training process gone.
+    assert _run(server, "killed", "FAILED")["status"] == "FAILED"
+
+    online = {"host": server.url, "api_key": server.key, "disable_system_metrics": True}
+    again = mlop.init(project="killed", run_id="preempted", resume=True, dir=tmp_path / "b", **online)
+    assert _run(server, "killed", "RUNNING")["status"] == "RUNNING"
+    for i in range(50, 60):
+        again.log({"loss": float(i)})
+    again.finish()
+
+    run = _run(server, "killed", "COMPLETED")
+    assert run["status"] == "COMPLETED"
+    assert run["tags"] == ["k"] and run["config"] == {"seed": 7}
+    points = _points(server, run["id"], "loss")
+    assert [p["step"] for p in points] == list(range(60))
+    assert [p["value"] for p in points] == [float(i) for i in range(60)]
