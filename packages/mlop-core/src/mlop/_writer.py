@@ -478,7 +478,9 @@ class _Checkpointer:
         import sqlite3
 
         try:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            # A short busy timeout: a checkpoint that must wait for readers (the uploader) tries again later
+            # rather than hold up finish().
+            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
         except sqlite3.Error:
             logger.debug("mlop could not open the store for checkpoints", exc_info=True)
             return
