@@ -152,18 +152,20 @@ class Op:
                 step = self._check_step(step)
             self._step = step + 1
             when = now if timestamp is None else self._check_time(timestamp, now)
-            keys_ok = self._keys_ok
-            for key, value in raw.items():
-                kind = type(value)
-                if (
-                    (kind is not float and (kind is not int or not -MAX_INT <= value <= MAX_INT))
-                    or key not in keys_ok
-                    or type(key) is not str
-                ):
-                    values = self._convert(raw, step, when)
-                    break
+            # Keys already checked against the server's limits pass in one set operation (C speed);
+            # then each value's type, as before the checks existed.
+            if not self._keys_ok.issuperset(raw):
+                values = self._convert(raw, step, when)
             else:
-                values = raw.copy()
+                for key, value in raw.items():
+                    kind = type(value)
+                    if type(key) is not str or (
+                        kind is not float and (kind is not int or not -MAX_INT <= value <= MAX_INT)
+                    ):
+                        values = self._convert(raw, step, when)
+                        break
+                else:
+                    values = raw.copy()
             if values:
                 self._append_metrics((step, when, values))
             if now >= self._writer.deadline:  # a packing turn is due (bounded; see _writer.py)
