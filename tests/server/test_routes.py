@@ -396,8 +396,9 @@ def test_read_runs(client: httpx.Client, new_run: Callable[..., int]) -> None:
         "updated",
         "externalId",
         "owner",
+        "summary",
     }
-    assert runs[0]["owner"] == "admin"
+    assert runs[0]["owner"] == "admin" and runs[0]["summary"] == {}
     assert client.get("/api/runs", params={"project": "nothing-here"}).json() == []
     bad(client.get("/api/runs"), 400, "'project'")
     bad(client.get(f"/api/runs/{10**9}"), 404)

@@ -28,7 +28,15 @@ import orjson
 
 from mlop_server._errors import BadRequest, Conflict, NotFound, Unavailable
 from mlop_server._ops import Op
-from mlop_server._sqlite_writes import HANDLERS, RUN_COLUMNS, check_owner, now_ms, run_summary
+from mlop_server._sqlite_writes import (
+    HANDLERS,
+    RUN_COLUMNS,
+    SUMMARY_COLUMN,
+    check_owner,
+    now_ms,
+    run_summary,
+    summary_of,
+)
 from mlop_server._storage import ADMIN_OWNER, ApiKey, FileRow, Series, Storage
 
 __all__ = ["SqliteStorage"]
@@ -81,17 +89,6 @@ CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT NOT NULL, key TEXT NOT NULL, answer BLOB NOT NULL, created INTEGER NOT NULL,
     PRIMARY KEY (scope, key)) WITHOUT ROWID;
 """
-
-#: A run's summary (``run.summary`` reaches the server as ``config["summary"]``), for the runs list.
-_SUMMARY_COLUMN: Final = (
-    "CASE WHEN json_valid(config) AND json_type(config, '$.summary') = 'object' "
-    "THEN json_extract(config, '$.summary') END"
-)
-
-
-def _summary(text: str | None) -> dict[str, Any]:
-    return orjson.loads(text) if text else {}
-
 
 _DETAIL_COLUMNS: Final = (
     ", config, logger_settings, system_metadata, status_metadata, graph, cancel_requested, last_seen"
@@ -456,11 +453,11 @@ class SqliteStorage(Storage):
     async def list_runs(self, project: str, owner: str | None = None) -> list[dict[str, Any]]:
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
-                f"SELECT {RUN_COLUMNS}, {_SUMMARY_COLUMN} FROM runs "
+                f"SELECT {RUN_COLUMNS}, {SUMMARY_COLUMN} FROM runs "
                 "WHERE project = ? AND (? IS NULL OR owner = ?) ORDER BY id DESC",
                 (project, owner, owner),
             ).fetchall()
-            return [{**run_summary(row), "summary": _summary(row[-1])} for row in rows]
+            return [{**run_summary(row), "summary": summary_of(row[-1])} for row in rows]
 
         return await self._read(read)
 

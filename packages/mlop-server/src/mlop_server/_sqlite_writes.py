@@ -33,7 +33,16 @@ from mlop_server._ops import (
 )
 from mlop_server._storage import ADMIN_OWNER, ApiKey
 
-__all__ = ["HANDLERS", "RUN_COLUMNS", "check_owner", "display_id", "now_ms", "run_summary"]
+__all__ = [
+    "HANDLERS",
+    "RUN_COLUMNS",
+    "SUMMARY_COLUMN",
+    "check_owner",
+    "display_id",
+    "now_ms",
+    "run_summary",
+    "summary_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +51,18 @@ SMALL_CHUNK: Final = 512
 CHUNK_TARGET: Final = 8192
 
 RUN_COLUMNS: Final = "id, number, name, project, status, tags, created, updated, external_id, owner"
+
+#: A run's summary (``run.summary`` reaches the server as ``config["summary"]``), for the runs list.
+SUMMARY_COLUMN: Final = (
+    "CASE WHEN json_valid(config) AND json_type(config, '$.summary') = 'object' "
+    "THEN json_extract(config, '$.summary') END"
+)
+
+
+def summary_of(text: str | None) -> dict[str, Any]:
+    """The summary that :data:`SUMMARY_COLUMN` read (``{}`` for a run without one)."""
+    summary: dict[str, Any] = orjson.loads(text) if text else {}
+    return summary
 
 
 def now_ms() -> int:

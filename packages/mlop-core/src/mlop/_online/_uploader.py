@@ -236,15 +236,9 @@ class Uploader:
         }
         self.store.set_meta({"server": info})
         # lastStep: our server's extra field (the run's highest step); a stock server sends none.
-        last_step = answer.get("lastStep")
-        self.notify(
-            {
-                "event": "run",
-                **info,
-                "resumed": bool(answer.get("resumed")),
-                "lastStep": last_step if type(last_step) is int and last_step >= 0 else None,
-            }
-        )
+        last = answer.get("lastStep")
+        last = last if type(last) is int and last >= 0 else None
+        self.notify({"event": "run", **info, "resumed": bool(answer.get("resumed")), "lastStep": last})
         return True
 
     def _still_there(self, deadline: float | None) -> bool:
