@@ -92,6 +92,22 @@ def test_create_refuses(client: httpx.Client, body: dict[str, Any], field: str) 
     bad(client.post("/api/runs/create", json=body), 400, field)
 
 
+def test_create_with_no_name_in_the_body_takes_the_decoded_header(client: httpx.Client) -> None:
+    """Non-ASCII names travel in headers as ``UTF-8''`` percent-encoding (docs/online.md); the server
+    decodes it. The body's name stays the authority; an undecodable header is ignored."""
+    name = "训练-δ-🚀 run"
+    encoded = "UTF-8''%E8%AE%AD%E7%BB%83-%CE%B4-%F0%9F%9A%80%20run"
+    body = {"runName": "", "projectName": "header-names"}
+    from_header = client.post("/api/runs/create", json=body, headers={"X-Run-Name": encoded}).json()
+    assert run_of(client, from_header["runId"])["name"] == name
+    named = {**body, "runName": "from the body"}
+    from_body = client.post("/api/runs/create", json=named, headers={"X-Run-Name": encoded}).json()
+    assert run_of(client, from_body["runId"])["name"] == "from the body"
+    broken = client.post("/api/runs/create", json=body, headers={"X-Run-Name": "UTF-8''%FF%FE"})
+    assert broken.status_code == 200
+    assert run_of(client, broken.json()["runId"])["name"] == ""
+
+
 def test_external_id_shares_a_run(client: httpx.Client) -> None:
     body = {"runName": "worker", "projectName": "shared", "externalId": "job-7"}
     first = client.post("/api/runs/create", json=body).json()

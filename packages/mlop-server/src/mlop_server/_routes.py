@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlop._headers import decode_header_value
 from mlop_server import _protocol
 from mlop_server._errors import BadRequest, Conflict, TooLarge, TooMany, Unauthorized
 from mlop_server._http import (
@@ -27,7 +29,7 @@ from mlop_server._http import (
 )
 from mlop_server._keys import sign_upload, verify_upload
 from mlop_server._metrics import parse_metrics
-from mlop_server._ops import Op
+from mlop_server._ops import CreateRun, Op
 
 __all__ = ["protocol_routes"]
 
@@ -53,6 +55,21 @@ def _idempotency(request: Request, run_id: int | None, owner: str) -> tuple[str,
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise BadRequest(f"header Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     return (f"{request.url.path}:{run_id or ''}:{owner}", key)
+
+
+def _named_by_header(request: Request, op: Op) -> Op:
+    """A create whose body leaves ``runName`` empty takes the name from ``X-Run-Name``.
+
+    The body is the authority; the header is decoded first (a name HTTP cannot carry as it is travels
+    percent-encoded after ``UTF-8''``, see ``mlop/_headers.py``). A header that decodes to no usable name is
+    ignored, as the header is only a hint.
+    """
+    if not isinstance(op, CreateRun) or op.name:
+        return op
+    name = decode_header_value(request.headers.get("x-run-name", "")).strip()
+    if not name or len(name) > _protocol.MAX_NAME or not name.isprintable() or name.startswith("UTF-8''"):
+        return op
+    return dataclasses.replace(op, name=name)
 
 
 def _op_run_id(op: Op) -> int | None:
@@ -87,6 +104,7 @@ def protocol_routes(ctx: Context) -> list[Route]:
                 op = await anyio.to_thread.run_sync(parse, data)
             else:
                 op = parse(data)
+            op = _named_by_header(request, op)
             answer = await ctx.storage.apply(op, _idempotency(request, _op_run_id(op), key.owner), key)
             if "run" in answer:
                 return json_response(run_answer(request, answer))
