@@ -7,9 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 import mlop
 from mlop._plugins import reset_plugin_manager
+
+# CI runs the fuzz tests' short budgets on fixed examples, so that a landing never hangs on a chance draw;
+# local runs (and `make fuzz`) draw new examples every time, which is where new findings come from.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") == "true":
+    hypothesis_settings.load_profile("ci")
 
 _LEAKY = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
 
