@@ -181,7 +181,7 @@ class Store:
             self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 30000")
             if create:
-                self._db.execute("PRAGMA journal_mode = WAL")
+                self._use_wal()
                 self._db.executescript(_SCHEMA)
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
@@ -191,6 +191,25 @@ class Store:
             self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the run store {path}: {exc}") from exc
+
+    def _use_wal(self) -> None:
+        """Put the file in WAL mode, waiting out another process that holds it for a moment.
+
+        Ranks of a shared run open one store at once, and SQLite may answer the journal-mode pragma with
+        "database is locked" at once instead of calling the busy handler (seen while another process
+        checkpoints), so the wait is ours: bounded, like the busy timeout.
+        """
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                (mode,) = self._db.execute("PRAGMA journal_mode").fetchone()
+                if str(mode).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         self._db.close()
