@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from mlop_server._config import MIB, ServerConfig
 from mlop_server._errors import BadRequest, Conflict
 from mlop_server._keys import KEY_PATTERN, generate_key, hash_key, key_prefix
+from mlop_server._storage import Storage
 
 if TYPE_CHECKING:
     from mlop_server._sqlite import SqliteStorage
@@ -73,7 +74,7 @@ def _given_admin_key(args: argparse.Namespace) -> str | None:
     return given
 
 
-def _ensure_admin_key(storage: SqliteStorage, given: str | None) -> str | None:
+def _ensure_admin_key(storage: Storage, given: str | None) -> str | None:
     """Make sure an admin key exists; returns a key created now (to print once), else None."""
     if given:
         found = storage.find_key(hash_key(given))
@@ -141,24 +142,9 @@ def _check_options(args: argparse.Namespace) -> None:
         raise SystemExit("mlop server: --reap-interval must be above 0")
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from mlop_server._app import create_app
-    from mlop_server._guard import ACCEPT_BATCH, ConnectionGuard, limit_requests
-    from mlop_server._sqlite import SqliteStorage
-
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    _check_options(args)
-    given = _given_admin_key(args)
-    sock = _bind(args.host, args.port)  # before the data folder: a port taken creates nothing
-    os.umask(0o077)  # everything the server creates is its user's only
+def _config(args: argparse.Namespace) -> ServerConfig:
     timeout = float(args.heartbeat_timeout)
-    config = ServerConfig(
+    return ServerConfig(
         data_dir=_data_dir(args),
         org=args.org,
         public_url=args.public_url,
@@ -175,7 +161,30 @@ def _serve(args: argparse.Namespace) -> int:
         upload_ttl=args.upload_ttl,
         auth_burst=args.failed_key_burst,
     )
-    storage = SqliteStorage(config.database, max_pending=config.max_pending_writes)
+
+
+def _open_storage(args: argparse.Namespace, config: ServerConfig) -> Storage:
+    """The storage the server runs on; called once per server process (each worker opens its own)."""
+    from mlop_server._sqlite import SqliteStorage
+
+    return SqliteStorage(config.database, max_pending=config.max_pending_writes)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mlop_server import _workers
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    _check_options(args)
+    workers = _workers.checked_count(args)
+    given = _given_admin_key(args)
+    sock = _bind(args.host, args.port)  # before the data folder: a port taken creates nothing
+    os.umask(0o077)  # everything the server creates is its user's only
+    config = _config(args)
+    storage = _open_storage(args, config)
     created = _ensure_admin_key(storage, given)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -183,6 +192,30 @@ def _serve(args: argparse.Namespace) -> int:
     if created:
         print(f"admin key (shown once, keep it): {created}", flush=True)
     print(f"mlop-server: data in {config.data_dir}", flush=True)
+    if workers == 1:
+        return _serve_one(args, config, storage, sock, watch_parent=args.exit_with_parent)
+    storage.close()  # each worker opens its own: nothing of the parent's connections crosses a fork
+    return _workers.supervise(
+        workers,
+        lambda: _serve_one(args, config, _open_storage(args, config), sock, watch_parent=True),
+        exit_with_parent=args.exit_with_parent,
+    )
+
+
+def _serve_one(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    storage: Storage,
+    sock: socket.socket,
+    *,
+    watch_parent: bool,
+) -> int:
+    """Serve ``sock`` in this process until a signal (or the parent's end, with ``watch_parent``)."""
+    import uvicorn
+
+    from mlop_server._app import create_app
+    from mlop_server._guard import ACCEPT_BATCH, ConnectionGuard, limit_requests
+
     app = create_app(config, storage)
     guard = ConnectionGuard(config)
     server = uvicorn.Server(
@@ -196,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
             lifespan="on",
         )
     )
-    if args.exit_with_parent:
+    if watch_parent:
         _watch_parent(server)
     server.run(sockets=[sock])
     return 0
@@ -332,6 +365,12 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upload-ttl", type=int, default=3600, help="seconds an upload URL is valid")
     parser.add_argument(
         "--failed-key-burst", type=int, default=100, help="wrong keys an address may send before 429"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the one port (above 1 needs PostgreSQL, --db; default: 1)",
     )
     parser.add_argument(
         "--exit-with-parent", action="store_true", help="stop when the process that started the server ends"
