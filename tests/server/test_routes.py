@@ -534,7 +534,7 @@ def test_health_needs_no_key_and_openapi_lists_every_route(
         (m, p.split("?")[0].replace("/1/files/1/", "/{runId}/files/{fileId}/").replace("/1", "/{runId}"))
         for m, p in ROUTES
     }
-    served |= {("GET", "/health"), ("PUT", "/uploads/{fileId}")}
+    served |= {("GET", "/health"), ("GET", "/ready"), ("PUT", "/uploads/{fileId}")}
     assert documented == served
 
 

@@ -238,7 +238,7 @@ def limit_requests(app: Any, limit: int) -> Any:
     ]
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] == "/health":
+        if scope["type"] != "http" or scope["path"] in ("/health", "/ready"):  # probes pass when busy
             await app(scope, receive, send)
             return
         client = scope.get("client")

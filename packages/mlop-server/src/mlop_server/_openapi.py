@@ -187,6 +187,16 @@ def openapi_document() -> dict[str, Any]:
         "/health": {
             "get": _op("Liveness; needs no key", auth=False, answer=_obj({"status": _STR}, {"version": _STR}))
         },
+        "/ready": {
+            "get": _op(
+                "Readiness: the database answers, its schema is the server's (else 503); needs no key",
+                auth=False,
+                answer=_obj(
+                    {"status": _STR, "database": _STR},
+                    {"schema": {"type": "integer"}, "expected": {"type": "integer"}, "backend": _STR},
+                ),
+            )
+        },
         "/api/slug": {"post": _op("Check the key; answers the organization slug")},
         "/api/runs/create": api(
             "Create a run, or attach to the run with the same externalId in the project",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import mimetypes
+import re
 from typing import Any, Final
 
 import anyio.to_thread
@@ -29,6 +31,9 @@ MAX_LOG_LINES: Final = 100_000
 MAX_DATA_ROWS: Final = 10_000
 #: Points encoded per piece of a streamed ``/metrics`` answer.
 STREAM_POINTS: Final = 20_000
+#: Seconds ``/ready`` waits for the database before it answers 503.
+READY_TIMEOUT_S: Final = 5.0
+READY_RETRY: Final = {"Retry-After": "5"}
 #: Uploaded files of these types are shown inline by the dashboard; everything else is an attachment.
 INLINE_MEDIA: Final = ("image/", "audio/", "video/")
 #: Every uploaded file is served sandboxed: no script runs and nothing loads as the dashboard's origin.
@@ -90,6 +95,11 @@ async def _stream_points(series: Series, index: npt.NDArray[np.intp]) -> Any:
     yield b"]"
 
 
+def _secret_free(message: str) -> str:
+    """``message`` without the credentials of any URL in it, cut to a readable length."""
+    return re.sub(r"://[^@/\s]*@", "://***@", message).strip()[:300]
+
+
 def _int_param(request: Request, name: str, default: int | None, minimum: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
@@ -120,6 +130,23 @@ def read_routes(ctx: Context) -> list[Route]:
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok", "version": __version__})
+
+    async def ready(request: Request) -> Response:
+        try:
+            state = await asyncio.wait_for(ctx.storage.readiness(), READY_TIMEOUT_S)
+        except Exception as exc:  # broad: whatever keeps the database from answering makes this not ready
+            message = "no answer in time" if isinstance(exc, asyncio.TimeoutError) else _secret_free(str(exc))
+            logger.warning("not ready: %s: %s", type(exc).__name__, message)
+            state = {"database": "unreachable", "message": message or type(exc).__name__}
+            return json_response(
+                {"error": "ServiceUnavailable", "status": "unavailable", **state}, 503, READY_RETRY
+            )
+        state = dict(state)
+        if state.pop("ready", True) is not False:
+            return json_response({"status": "ready", **state})
+        message = state.pop("message", "the database schema is not the one this server expects")
+        body = {"error": "ServiceUnavailable", "status": "unavailable", "message": message, **state}
+        return json_response(body, 503, READY_RETRY)
 
     async def runs(request: Request) -> Response:
         key = ctx.authenticate(request)
@@ -221,6 +248,7 @@ def read_routes(ctx: Context) -> list[Route]:
 
     return [
         Route("/health", guarded(health), methods=["GET"]),
+        Route("/ready", guarded(ready), methods=["GET"]),
         Route("/api/runs", guarded(runs), methods=["GET"]),
         Route("/api/runs/{run_id:int}", guarded(run), methods=["GET"]),
         Route("/api/runs/{run_id:int}/metrics", guarded(metrics), methods=["GET"]),

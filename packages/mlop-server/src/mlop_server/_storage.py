@@ -143,6 +143,16 @@ class Storage(abc.ABC):
     def close(self) -> None:
         """Finish pending writes and release everything."""
 
+    async def readiness(self) -> dict[str, Any]:
+        """What ``/ready`` reports, e.g. ``{"database": "ok", "schema": 3, "expected": 3}``.
+
+        Raises when the database cannot be reached. The default asks the database a real question; a
+        backend whose schema can lag behind the code overrides it and adds ``"ready": False`` (with both
+        versions) when the schema is not the one the code expects.
+        """
+        await self.get_run(0)
+        return {"database": "ok"}
+
     # -- writes ----------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
