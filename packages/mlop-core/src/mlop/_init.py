@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
 import os
 import string
@@ -14,6 +16,8 @@ from mlop._exceptions import ConfigError, NoRunError, RunExistsError
 from mlop._noop import NoopOp
 from mlop._op import Op, SharedRankOp
 from mlop._services import start_services
+from mlop._settings import _ALIASES as _setting_aliases
+from mlop._settings import _FIELDS as _settings_fields
 from mlop._settings import Settings, resolve_settings
 from mlop._store import STORE_FILE, Store
 from mlop._values import has_surrogate, jsonable
@@ -65,6 +69,34 @@ def _check_text(what: str, value: str) -> None:
         raise ConfigError(f"{what} is longer than {_MAX_TEXT} characters")
 
 
+class UnknownArgumentError(ConfigError, TypeError):
+    """A keyword of ``init()`` that is neither a parameter nor a setting (a TypeError, as Python's own)."""
+
+
+def _literal(value: Any) -> str:
+    """``value`` as one would type it (JSON where it is JSON, else Python's repr)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return repr(value) if isinstance(value, bool) or value is None else json.dumps(value)
+    return repr(value)
+
+
+def _check_keywords(kwargs: dict[str, Any]) -> None:
+    """Refuse keywords that are not settings, suggesting ``config=`` for what looks like a hyperparameter."""
+    unknown = [k for k in kwargs if k not in _settings_fields and k not in _setting_aliases]
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(key, [*_settings_fields, *_setting_aliases], n=1)
+    hint = (
+        f"did you mean {close[0]!r}? If it is a hyperparameter, " if close else "if it is a hyperparameter, "
+    )
+    example = ", ".join(f'"{k}": {_literal(kwargs[k])}' for k in unknown)
+    raise UnknownArgumentError(
+        f"init() got an unexpected keyword argument {key!r} (unknown setting {key!r}); {hint}"
+        f"pass it as config={{{example}}}"
+    )
+
+
 def init(
     project: str | None = None,
     name: str | None = None,
@@ -97,6 +129,7 @@ def init(
         ConfigError: an unknown setting, a bad value, or a bad project or run id.
         RunExistsError: ``run_id`` names a run that exists and ``resume`` is False.
     """
+    _check_keywords(kwargs)
     if "save_dir" in kwargs:
         dir = dir if dir is not None else kwargs.pop("save_dir")
         kwargs.pop("save_dir", None)
