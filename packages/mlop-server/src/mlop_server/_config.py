@@ -19,6 +19,8 @@ class ServerConfig:
 
     Attributes:
         data_dir: Holds the database (``mlop-server.db``) and the uploaded files (``files/``).
+        files: Where uploaded files go: a folder (several server processes may share it) or
+            ``s3://BUCKET/PREFIX``; None: ``<data_dir>/files``.
         org: The organization slug answered by ``/api/slug`` and ``create``.
         public_url: The base URL put into run and upload URLs; by default the one the client used.
         heartbeat_timeout: Seconds of silence after which a RUNNING run becomes FAILED.
@@ -44,6 +46,7 @@ class ServerConfig:
     """
 
     data_dir: Path
+    files: str | None = None
     org: str = "local"
     public_url: str | None = None
     heartbeat_timeout: float = 150.0
@@ -70,5 +73,7 @@ class ServerConfig:
 
     @property
     def files_dir(self) -> Path:
-        """The folder of uploaded files."""
+        """The folder of uploaded files (when ``files`` names no object store)."""
+        if self.files and "://" not in self.files:
+            return Path(self.files).expanduser().resolve()
         return self.data_dir / "files"
