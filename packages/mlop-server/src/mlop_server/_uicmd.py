@@ -87,6 +87,9 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     root = Path(args.dir or os.environ.get("MLOP_DIR") or Path.cwd()).expanduser().resolve()
+    if not root.is_dir():
+        print(f"mlop ui: {root} is not a folder (give --dir the folder that holds .mlop)", file=sys.stderr)
+        return 2
     own = Path(args.data).expanduser().resolve() if args.data else Path(tempfile.mkdtemp(prefix="mlop-ui-"))
     key = generate_key()
     proc, url = _start_server(own / "server", args.port, key)
