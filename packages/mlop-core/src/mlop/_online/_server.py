@@ -30,7 +30,7 @@ from mlop._exceptions import AuthError, MlopError, ServerError
 from mlop._headers import encode_header_value
 from mlop._version import __version__
 
-__all__ = ["Abandoned", "Base", "Secret", "ServerInterface", "Transient", "is_transient_status"]
+__all__ = ["Abandoned", "Base", "Secret", "ServerInterface", "Transient", "is_transient_status", "new_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,29 @@ def _reason(response: httpx.Response) -> str:
     return json.dumps(body)[:300]
 
 
+def new_client(
+    api_url: str,
+    *,
+    verify: bool = True,
+    proxy: str | None = None,
+    timeout: float = 30.0,
+    transport: httpx.BaseTransport | None = None,
+    connections: int = 32,
+) -> httpx.Client:
+    """The httpx client of a server: HTTP/2 over TLS (one connection, many requests at once) where the
+    server offers it, else a pool of keep-alive HTTP/1.1 connections (plain ``http://``: uvicorn, say)."""
+    return httpx.Client(
+        http2=transport is None and api_url.startswith("https://"),
+        verify=verify,
+        proxy=proxy,
+        transport=transport,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=min(16, connections)),
+        headers={"User-Agent": f"mlop/{__version__}"},
+        follow_redirects=False,
+    )
+
+
 class ServerInterface:
     """A client for one server's routes, shared by the threads of one process.
 
@@ -117,6 +140,9 @@ class ServerInterface:
         transport: a custom httpx transport (tests).
         retry_base: the first retry delay in seconds; each next one doubles, up to ``retry_cap``.
         retry_cap: the longest delay between two retries.
+        client: an httpx client shared with other interfaces (``mlop sync`` of many runs: one connection
+            pool for all); :meth:`close` leaves it open, and ``verify``, ``proxy`` and ``transport`` are
+            then the shared client's.
     """
 
     def __init__(
@@ -130,6 +156,7 @@ class ServerInterface:
         transport: httpx.BaseTransport | None = None,
         retry_base: float = 0.25,
         retry_cap: float = 15.0,
+        client: httpx.Client | None = None,
     ) -> None:
         self.urls = {k.removeprefix("url_"): v.rstrip("/") for k, v in urls.items()}
         self._key = Secret(api_key or "")
@@ -140,22 +167,19 @@ class ServerInterface:
         self.retry_cap = retry_cap
         self._failing = False
         self._fail_lock = threading.Lock()
-        self._client = httpx.Client(
-            http2=transport is None and self.urls.get("api", "").startswith("https://"),
-            verify=verify,
-            proxy=proxy,
-            transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-            headers={"User-Agent": f"mlop/{__version__}"},
-            follow_redirects=False,
-        )
+        self._shared = client is not None
+        if client is None:
+            client = new_client(
+                self.urls.get("api", ""), verify=verify, proxy=proxy, timeout=timeout, transport=transport
+            )
+        self._client = client
 
     def __repr__(self) -> str:
         return f"<ServerInterface {self.urls.get('api')} run={self.run_id}>"
 
     def close(self) -> None:
-        self._client.close()
+        if not self._shared:
+            self._client.close()
 
     def __enter__(self) -> ServerInterface:
         return self

@@ -118,6 +118,7 @@ class Uploader:
             progress resets the clock. None: no limit.
         files_dir: where the run's files are, when not in ``run_dir`` (``mlop ui``'s mirrors); only
             regular files inside it are uploaded.
+        client: an httpx client shared by the uploaders of many runs (see :mod:`mlop._online._many`).
     """
 
     def __init__(
@@ -130,6 +131,7 @@ class Uploader:
         transport: Any = None,
         patience: float | None = None,
         files_dir: str | os.PathLike[str] | None = None,
+        client: Any = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.files_dir = Path(files_dir) if files_dir is not None else self.run_dir
@@ -162,6 +164,7 @@ class Uploader:
             timeout=options.timeout,
             transport=transport,
             retry_base=options.retry_base,
+            client=client,
         )
         self.store = Store(self.store_path)
         meta = self.store.meta()
