@@ -492,6 +492,8 @@ ROUTES = [
     ("GET", "/api/projects"),
     ("GET", "/api/runs/last?project=p&key=a"),
     ("GET", "/api/runs/1/series?key=a"),
+    ("GET", "/api/projects/settings?project=p&name=layout"),
+    ("PUT", "/api/projects/settings?project=p&name=layout"),
     ("GET", "/openapi.json"),
 ]
 

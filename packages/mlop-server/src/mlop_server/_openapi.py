@@ -162,6 +162,9 @@ def openapi_document() -> dict[str, Any]:
         {"sampleIndex": {"type": ["integer", "null"]}, "caption": {"type": ["string", "null"]}},
     )
     ok = _obj({"success": {"type": "boolean"}})
+    setting = _obj(
+        {"project": _STR, "name": _STR, "value": {}, "scope": {"enum": ["owner", "project", None]}}
+    )
     t = 1_795_870_984_866
 
     def ingest(summary: str, line: dict[str, Any], example: str) -> dict[str, Any]:
@@ -368,6 +371,22 @@ def openapi_document() -> dict[str, Any]:
                     _query("max_points", False, {"type": "integer", "minimum": 2, "maximum": 100000}),
                 ],
             )
+        },
+        "/api/projects/settings": {
+            "get": _op(
+                "A dashboard setting of a project (name: columns, layout, ...); an admin key's value is the "
+                "project's, a non-admin key's its owner's own (else the project's)",
+                params=[_query("project", True, _STR), _query("name", True, _STR)],
+                answer=setting,
+            ),
+            "put": _op(
+                "Keep a dashboard setting of a project: any JSON value up to 64 KiB (null forgets it); "
+                "an admin key writes the project's value, a non-admin key its owner's own",
+                body={},
+                example={"groups": {"sys": {"collapsed": True}}},
+                params=[_query("project", True, _STR), _query("name", True, _STR)],
+                answer=setting,
+            ),
         },
         "/openapi.json": {"get": _op("This document")},
     }

@@ -88,6 +88,9 @@ CREATE INDEX IF NOT EXISTS runs_owner ON runs (owner, project);
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT NOT NULL, key TEXT NOT NULL, answer BLOB NOT NULL, created INTEGER NOT NULL,
     PRIMARY KEY (scope, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS project_settings (
+    project TEXT NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+    updated INTEGER NOT NULL, PRIMARY KEY (project, owner, name)) WITHOUT ROWID;
 """
 
 _DETAIL_COLUMNS: Final = (
@@ -599,6 +602,32 @@ class SqliteStorage(Storage):
             return [_file_row(r) for r in rows]
 
         return await self._read(read)
+
+    async def get_project_setting(self, project: str, name: str, owner: str = ADMIN_OWNER) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT value FROM project_settings WHERE project = ? AND owner = ? AND name = ?",
+                (project, owner, name),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(read)
+
+    async def put_project_setting(
+        self, project: str, name: str, value_json: str | None, owner: str = ADMIN_OWNER
+    ) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM project_settings WHERE project = ? AND owner = ? AND name = ?",
+                (project, owner, name),
+            )
+            if value_json is not None:
+                conn.execute(
+                    "INSERT INTO project_settings VALUES (?, ?, ?, ?, ?)",
+                    (project, owner, name, value_json, now_ms()),
+                )
+
+        await self._write(job)
 
     async def get_file(self, file_id: int) -> FileRow | None:
         def read(conn: sqlite3.Connection) -> FileRow | None:

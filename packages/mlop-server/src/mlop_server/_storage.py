@@ -248,3 +248,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def get_file(self, file_id: int) -> FileRow | None:
         """One file by id."""
+
+    # -- per-project settings ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_project_setting(self, project: str, name: str, owner: str = ADMIN_OWNER) -> str | None:
+        """The JSON text ``owner`` keeps as setting ``name`` of ``project`` (``ADMIN_OWNER``: the project-wide
+        value), or None."""
+
+    @abc.abstractmethod
+    async def put_project_setting(
+        self, project: str, name: str, value_json: str | None, owner: str = ADMIN_OWNER
+    ) -> None:
+        """Keep ``value_json`` (JSON text) as ``owner``'s setting ``name`` of ``project``; None forgets it."""
