@@ -64,7 +64,7 @@ def test_create(client: httpx.Client) -> None:
     ).json()
     assert answer["resumed"] is False
     assert answer["projectName"] == "create"
-    assert answer["url"].endswith(f"/api/runs/{answer['runId']}")
+    assert answer["url"].endswith(f"/ui/#/run/{answer['runId']}")
     run = run_of(client, answer["runId"])
     assert (run["name"], run["status"], run["tags"], run["config"]) == (
         "r",
@@ -413,6 +413,9 @@ def test_read_runs(client: httpx.Client, new_run: Callable[..., int]) -> None:
         "externalId",
         "owner",
         "summary",
+        "start",
+        "ended",
+        "duration",
     }
     assert runs[0]["owner"] == "admin" and runs[0]["summary"] == {}
     assert client.get("/api/runs", params={"project": "nothing-here"}).json() == []

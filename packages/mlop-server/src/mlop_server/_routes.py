@@ -88,7 +88,8 @@ def protocol_routes(ctx: Context) -> list[Route]:
             "displayId": run["displayId"],
             "projectName": run["project"],
             "organizationSlug": ctx.config.org,
-            "url": f"{ctx.base_url(request)}/api/runs/{run['id']}",
+            # the run's page in the dashboard (a browser opens it; the read API's URL would answer 401)
+            "url": f"{ctx.base_url(request)}/ui/#/run/{run['id']}",
             "resumed": answer["resumed"],
             # Not in the stock protocol: the run's highest step, so that a resume goes on after it.
             "lastStep": answer.get("lastStep"),
@@ -147,10 +148,14 @@ def protocol_routes(ctx: Context) -> list[Route]:
         expires = int(time.time()) + ctx.config.upload_ttl
         base = ctx.base_url(request)
         out: dict[str, list[dict[str, str]]] = {}
+        sizes = {(f.log_name, f.name): f.size for f in op.files}
         for log_name, file_name, file_id in answer["files"]:
-            signature = sign_upload(ctx.secret, file_id, run_id, key.id, file_name, expires)
-            query = urlencode({"run": run_id, "expires": expires, "signature": signature})
-            out.setdefault(log_name, []).append({file_name: f"{base}/uploads/{file_id}?{query}"})
+            url = ctx.files.upload_url(file_id, sizes[(log_name, file_name)], ctx.config.upload_ttl)
+            if url is None:  # the bytes come through this server's upload route
+                signature = sign_upload(ctx.secret, file_id, run_id, key.id, file_name, expires)
+                query = urlencode({"run": run_id, "expires": expires, "signature": signature})
+                url = f"{base}/uploads/{file_id}?{query}"
+            out.setdefault(log_name, []).append({file_name: url})
         return json_response(out)
 
     async def upload(request: Request) -> Response:
