@@ -67,6 +67,7 @@ class Supervisor:
         serve: Serves in the calling (forked) process and returns an exit code.
         exit_with_parent: Stop everything once the process that started this one is gone.
         stop_timeout: Seconds workers have to end on SIGTERM before SIGKILL.
+        on_worker_exit: Called in the parent with the pid of every worker that ended (metrics clean-up).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class Supervisor:
         *,
         exit_with_parent: bool = False,
         stop_timeout: float = STOP_TIMEOUT_S,
+        on_worker_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.count = count
         self._serve = serve
@@ -83,6 +85,7 @@ class Supervisor:
         self._stop_timeout = stop_timeout
         self._workers: dict[int, _Worker] = {}
         self._stop: int | None = None
+        self._on_exit = on_worker_exit
         self._reload = False
         self._quick_exits = 0
 
@@ -130,6 +133,7 @@ class Supervisor:
             if pid == 0:
                 break
             worker = self._workers.pop(pid, None)
+            self._ended(pid)
             if worker is None or worker.retiring or self._stop is not None:
                 continue
             how = (
@@ -140,6 +144,13 @@ class Supervisor:
             logger.warning("worker %d (pid %d) ended (%s); starting another", worker.slot, pid, how)
             lost.append(worker)
         return lost
+
+    def _ended(self, pid: int) -> None:
+        if self._on_exit is not None:
+            try:
+                self._on_exit(pid)
+            except Exception:  # broad: a clean-up hook must not take the supervisor down
+                logger.exception("the clean-up after worker pid %d failed", pid)
 
     def _replace_all(self) -> None:
         """SIGHUP: start a new worker beside each old one, then let the old one finish and end."""
@@ -212,6 +223,12 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def supervise(count: int, serve: Callable[[], int], *, exit_with_parent: bool = False) -> int:
+def supervise(
+    count: int,
+    serve: Callable[[], int],
+    *,
+    exit_with_parent: bool = False,
+    on_worker_exit: Callable[[int], None] | None = None,
+) -> int:
     """Run ``serve`` in ``count`` worker processes until SIGTERM or SIGINT (see :class:`Supervisor`)."""
-    return Supervisor(count, serve, exit_with_parent=exit_with_parent).run()
+    return Supervisor(count, serve, exit_with_parent=exit_with_parent, on_worker_exit=on_worker_exit).run()
