@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from mlop_server._config import ServerConfig
 from mlop_server._dashboard import dashboard_routes
-from mlop_server._files import FileStore
+from mlop_server._files import open_file_store
 from mlop_server._http import Context, guarded, json_response
 from mlop_server._openapi import openapi_document
 from mlop_server._readapi import read_routes
@@ -70,7 +70,10 @@ def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlett
         else SqliteStorage(config.database, max_pending=config.max_pending_writes)
     )
     ctx = Context(
-        config=config, storage=store, files=FileStore(config.files_dir), secret=store.signing_secret()
+        config=config,
+        storage=store,
+        files=open_file_store(config.files, config.data_dir),
+        secret=store.signing_secret(),
     )
 
     @contextlib.asynccontextmanager
@@ -84,6 +87,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlett
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
             store.close()
+            ctx.files.close()
 
     routes: list[BaseRoute] = [
         *protocol_routes(ctx),

@@ -160,7 +160,32 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         body_timeout=args.body_timeout,
         upload_ttl=args.upload_ttl,
         auth_burst=args.failed_key_burst,
+        files=args.files,
+        access_log=_access_log(args),
     )
+
+
+def _access_log(args: argparse.Namespace) -> str | None:
+    """``--access-log``: by default stderr while the log level shows info, else nothing."""
+    if args.access_log is None:
+        return "-" if args.log_level in ("debug", "info") else None
+    if args.access_log in ("off", "none", ""):
+        return None
+    if args.access_log in ("-", "stderr"):
+        return "-"
+    return str(Path(args.access_log).expanduser().resolve())
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """A bad ``--files`` (an unknown scheme, boto3 or credentials missing, a bucket that does not answer)
+    stops the start with a clear error, before anything is created."""
+    from mlop_server._files import open_file_store, parse_files_option
+
+    try:
+        if parse_files_option(args.files, _data_dir(args))[0] == "s3":
+            open_file_store(args.files, _data_dir(args), check=True).close()
+    except ValueError as exc:
+        raise SystemExit(f"mlop server: {exc}") from None
 
 
 def _open_storage(args: argparse.Namespace, config: ServerConfig) -> Storage:
@@ -179,6 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _check_options(args)
+    _check_files(args)
     workers = _workers.checked_count(args)
     given = _given_admin_key(args)
     sock = _bind(args.host, args.port)  # before the data folder: a port taken creates nothing
@@ -338,6 +364,19 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--admin-key-stdin", action="store_true", help="read the admin key from standard input (a prompt)"
+    )
+    parser.add_argument(
+        "--files",
+        default=None,
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="where uploaded files go: a folder all server processes share, or S3 with the AWS_* variables "
+        "and MLOP_SERVER_S3_ENDPOINT (default: <data>/files)",
+    )
+    parser.add_argument(
+        "--access-log",
+        default=None,
+        metavar="stderr|off|FILE",
+        help="one JSON line per request (default: stderr when --log-level is info or debug)",
     )
     parser.add_argument("--org", default="local", help="organization slug (default: local)")
     parser.add_argument("--public-url", default=None, help="base URL for links (default: the one asked)")

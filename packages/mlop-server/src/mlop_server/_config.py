@@ -43,6 +43,8 @@ class ServerConfig:
             longer series are downsampled to it, as ``max_points`` would.
         auth_burst: Failed key checks an address may make at once before it gets 429.
         auth_rate: Failed key checks per second an address earns back.
+        access_log: Where the access log goes, one JSON line per request: ``"-"`` for stderr, a file
+            path, or None for no access log.
     """
 
     data_dir: Path
@@ -65,6 +67,7 @@ class ServerConfig:
     metric_points: int = 100_000
     auth_burst: int = 100
     auth_rate: float = 2.0
+    access_log: str | None = None
 
     @property
     def database(self) -> Path:

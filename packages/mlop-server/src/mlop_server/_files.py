@@ -1,19 +1,31 @@
-"""The folder of uploaded files. Names on disk come from file ids only; no request path reaches it.
+"""Where uploaded files live: the :class:`FileStore` interface and its folder implementation.
 
-Files are 0600 and folders 0700: uploads are readable by the server's user only.
+``--files DIR`` (default ``<data>/files``) keeps the bytes in a folder, which several server processes may
+share: names on disk come from file ids only (no request path reaches them) and a file appears whole, by
+rename, or not at all. Files are 0600 and folders 0700: uploads are readable by the server's user only.
+``--files s3://BUCKET/PREFIX`` keeps them in object storage instead (``_s3.S3FileStore``).
 """
 
 from __future__ import annotations
 
+import abc
+import asyncio
+import dataclasses
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.responses import FileResponse, Response
 
 from mlop_server._errors import BadRequest, TooLarge
 
-__all__ = ["FileStore"]
+if TYPE_CHECKING:
+    from mlop_server._storage import FileRow, Storage
+
+__all__ = ["FileStore", "LocalFileStore", "confirm_uploads", "open_file_store", "parse_files_option"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,20 +37,69 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
-class FileStore:
+def object_name(file_id: int) -> str:
+    """The name of file ``file_id`` inside the store: ``<id // 1000>/<id>.bin`` (the same in both stores,
+    so a folder and a bucket can be copied into each other as they are)."""
+    return f"{file_id // 1000:06d}/{file_id}.bin"
+
+
+class FileStore(abc.ABC):
+    """Keeps the bytes of uploaded files, by file id.
+
+    A store either receives the bytes through the server (:meth:`upload_url` answers None: the client
+    ``PUT``s to the server's ``/uploads/{id}`` route, which calls :meth:`write`) or hands out URLs of its
+    own, so that the bytes never pass through the server (object storage).
+    """
+
+    #: The origin (``scheme://host[:port]``) of the URLs the store hands out, or None when it hands out none.
+    origin: str | None = None
+    #: True when clients upload to the store itself: the server learns of an upload by asking the store.
+    direct: bool = False
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the files are, for the server's start line (no credentials)."""
+
+    def upload_url(self, file_id: int, size: int, ttl: int) -> str | None:
+        """A URL the client ``PUT``s exactly ``size`` bytes to, valid ``ttl`` seconds; None: the server's
+        own upload route."""
+        return None
+
+    @abc.abstractmethod
+    async def write(self, file_id: int, chunks: AsyncIterator[bytes], size: int) -> None:
+        """Store ``chunks``, which must come to exactly ``size`` bytes (the server's upload route)."""
+
+    @abc.abstractmethod
+    async def stored_size(self, file_id: int) -> int | None:
+        """The size of the stored bytes of ``file_id``, or None when they are not there."""
+
+    @abc.abstractmethod
+    def download(
+        self, file_id: int, *, media_type: str, filename: str, inline: bool, headers: Mapping[str, str]
+    ) -> Response:
+        """The answer to a read of the file's content: the bytes, or a redirect to the store."""
+
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
+        """Release what the store holds."""
+
+
+class LocalFileStore(FileStore):
     """Stores each file as ``<root>/<id // 1000>/<id>.bin``.
 
     Args:
-        root: The folder; created when missing.
+        root: The folder; created when missing. Several server processes may share it.
     """
 
     def __init__(self, root: Path) -> None:
         self._root = root
         _private_dir(root)
 
+    def describe(self) -> str:
+        return str(self._root)
+
     def path(self, file_id: int) -> Path:
         """Where the bytes of file ``file_id`` are kept."""
-        return self._root / f"{file_id // 1000:06d}" / f"{file_id}.bin"
+        return self._root / object_name(file_id)
 
     async def write(self, file_id: int, chunks: AsyncIterator[bytes], size: int) -> None:
         """Stream ``chunks`` into the file, which must come to exactly ``size`` bytes.
@@ -68,3 +129,97 @@ class FileStore:
             os.replace(part, target)
         finally:
             part.unlink(missing_ok=True)
+
+    async def stored_size(self, file_id: int) -> int | None:
+        try:
+            return self.path(file_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def download(
+        self, file_id: int, *, media_type: str, filename: str, inline: bool, headers: Mapping[str, str]
+    ) -> Response:
+        return FileResponse(
+            self.path(file_id),
+            media_type=media_type,
+            filename=filename,
+            content_disposition_type="inline" if inline else "attachment",
+            headers=dict(headers),
+        )
+
+
+def parse_files_option(value: str | None, data_dir: Path) -> tuple[str, Path | tuple[str, str]]:
+    """Check a ``--files`` value: ``("local", folder)`` or ``("s3", (bucket, prefix))``.
+
+    Raises:
+        ValueError: the value is not a folder or an ``s3://BUCKET/PREFIX`` URL (the message says why).
+    """
+    if value is None or not value.strip():
+        return "local", data_dir / "files"
+    value = value.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return "local", Path(value).expanduser().resolve()
+    if scheme.lower() != "s3":
+        raise ValueError(f"--files {value!r}: give a folder or s3://BUCKET/PREFIX (not {scheme}://)")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"--files {value!r}: the bucket is missing (s3://BUCKET/PREFIX)")
+    if (
+        not (3 <= len(bucket) <= 63)
+        or not all(c.isalnum() or c in ".-" for c in bucket)
+        or bucket != bucket.lower()
+    ):
+        raise ValueError(
+            f"--files {value!r}: {bucket!r} is not a bucket name (3 to 63 lowercase letters, digits, . and -)"
+        )
+    prefix = prefix.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ValueError(f"--files {value!r}: the prefix has an empty, . or .. part")
+    return "s3", (bucket, prefix)
+
+
+def open_file_store(value: str | None, data_dir: Path, *, check: bool = False) -> FileStore:
+    """The store a ``--files`` value names (None: ``<data_dir>/files``).
+
+    Args:
+        value: A folder, or ``s3://BUCKET/PREFIX``.
+        data_dir: The server's ``--data`` folder.
+        check: For object storage, make sure the bucket answers now (a clear error at start).
+
+    Raises:
+        ValueError: the value is bad, ``boto3`` is missing, credentials are missing, or the bucket
+            cannot be reached; the message says which and how to fix it.
+    """
+    kind, where = parse_files_option(value, data_dir)
+    if kind == "local":
+        assert isinstance(where, Path)
+        return LocalFileStore(where)
+    from mlop_server._s3 import S3FileStore
+
+    assert isinstance(where, tuple)
+    return S3FileStore.from_env(where[0], where[1], check=check)
+
+
+async def confirm_uploads(files: FileStore, storage: Storage, rows: list[FileRow]) -> list[FileRow]:
+    """``rows`` with the uploads that reached a direct store (object storage) recorded.
+
+    The server never sees a direct upload, so a file not yet marked uploaded is looked up in the store; when
+    its bytes are there, at the announced size, the row is marked uploaded (once; a later read finds it so).
+    """
+    if not files.direct:
+        return rows
+    pending = [row for row in rows if not row.uploaded]
+    if not pending:
+        return rows
+    sizes = await asyncio.gather(*(files.stored_size(row.id) for row in pending))
+    arrived: dict[int, FileRow] = {}
+    for row, size in zip(pending, sizes, strict=True):
+        if size is None:
+            continue
+        if size != row.size:
+            logger.warning("file %d holds %d bytes in the store, %d were announced", row.id, size, row.size)
+            continue
+        await storage.file_uploaded(row.id, size)
+        arrived[row.id] = dataclasses.replace(row, uploaded=True)
+    return [arrived.get(row.id, row) for row in rows]

@@ -14,10 +14,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from mlop_server._errors import BadRequest, NotFound
+from mlop_server._files import confirm_uploads
 from mlop_server._http import Context, guarded, json_response, path_id
 from mlop_server._storage import FileRow, Series
 from mlop_server._version import __version__
@@ -222,23 +223,22 @@ def read_routes(ctx: Context) -> list[Route]:
         rows = await ctx.storage.files(run_id, key)
         if rows is None:
             raise NotFound(f"run {run_id} has no key {key!r}")
+        rows = await confirm_uploads(ctx.files, ctx.storage, rows)
         return json_response([file_view(request, row) for row in rows])
 
     async def content(request: Request) -> Response:
         run_id = await run_of(request)
         file_id = path_id(request, "file_id")
         row = await ctx.storage.get_file(file_id)
+        if row is not None and row.run_id == run_id:
+            row = (await confirm_uploads(ctx.files, ctx.storage, [row]))[0]
         if row is None or row.run_id != run_id or not row.uploaded:
             raise NotFound(f"run {run_id} has no uploaded file {file_id}")
         media, _ = mimetypes.guess_type(f"x.{row.file_type}") if row.file_type else (None, None)
         media = media or "application/octet-stream"
         inline = media.startswith(INLINE_MEDIA) and media != "image/svg+xml"  # SVG can carry script
-        return FileResponse(
-            ctx.files.path(file_id),
-            media_type=media,
-            filename=row.name,
-            content_disposition_type="inline" if inline else "attachment",
-            headers=FILE_HEADERS,
+        return ctx.files.download(
+            file_id, media_type=media, filename=row.name, inline=inline, headers=FILE_HEADERS
         )
 
     async def cancel(request: Request) -> Response:
