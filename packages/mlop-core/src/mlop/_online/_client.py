@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -29,7 +31,7 @@ from mlop._settings import public_urls
 if TYPE_CHECKING:
     from mlop._op import Op
 
-__all__ = ["UploaderHandle", "announce", "spawn_uploader", "sync_command"]
+__all__ = ["UploaderHandle", "announce", "page_url", "spawn_uploader", "sync_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,24 @@ def announce(text: str) -> None:
         stream.flush()
     except (OSError, ValueError):  # a closed stderr: nothing to tell
         pass
+
+
+def page_url(url: object) -> str | None:
+    """The run's page for a browser, from a create answer's ``url``.
+
+    The hosted service answers its web app's run page, and mlop-server its dashboard's (``/ui/#/run/ID``);
+    an mlop-server from before that answered the read API's URL (``/api/runs/ID``), which a browser cannot
+    open (401), so that one becomes the dashboard's page of the same run.
+    """
+    if not isinstance(url, str) or not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    old = re.fullmatch(r"(.*)/api/runs/(\d+)/?", parts.path)
+    if old is None:
+        return url
+    return urllib.parse.urlunsplit(
+        (parts.scheme, parts.netloc, f"{old.group(1)}/ui/", "", f"/run/{old.group(2)}")
+    )
 
 
 def sync_command(run_dir: Path) -> str:
@@ -103,12 +123,12 @@ class UploaderHandle:
         kind = event.get("event")
         if kind == "run":
             self.run_info = event
-            self._op.url = event.get("url")
+            self._op.url = page_url(event.get("url"))
             with self._lock:
                 late = self._late
                 self._answered.set()
-            if late and event.get("url"):
-                announce(f"mlop: run {self._op.name} is now on the server: {event['url']}")
+            if late and self._op.url:
+                announce(f"mlop: run {self._op.name} is now on the server: {self._op.url}")
             if late:
                 self._continue_steps(late=True)
         elif kind == "conflict":
@@ -203,7 +223,7 @@ class UploaderHandle:
             self.stop()
             _undo(op, new_run)
             raise RunExistsError(self.conflict)
-        url = (self.run_info or {}).get("url")
+        url = page_url((self.run_info or {}).get("url"))
         if url:
             announce(f"mlop: run {op.name}: {url}")
         elif self.refused:
@@ -257,6 +277,8 @@ class UploaderHandle:
         outcome = self.outcome or {}
         if self.cancelled or outcome.get("cancelled") or self.conflict or self.refused:
             return  # said already
+        if self._op.url:
+            announce(f"mlop: run {self._op.name} {str(self._op.status).lower()}: {self._op.url}")
         if not outcome.get("complete"):
             announce(
                 f"mlop: not everything of run {self._op.name} reached the server within {timeout:g} s; "
