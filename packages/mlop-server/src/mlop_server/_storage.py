@@ -143,6 +143,18 @@ class Storage(abc.ABC):
     def close(self) -> None:
         """Finish pending writes and release everything."""
 
+    async def aclose(self) -> None:
+        """Release what the backend holds in the server's event loop; called before :meth:`close`."""
+        return None
+
+    async def lead(self) -> bool:
+        """True when this process is the one to do the periodic work (the reaper) now.
+
+        Several processes may share one database; one at a time does that work (PostgreSQL elects it with an
+        advisory lock, taken over when its holder goes away). One process over SQLite always leads.
+        """
+        return True
+
     async def readiness(self) -> dict[str, Any]:
         """What ``/ready`` reports, e.g. ``{"database": "ok", "schema": 3, "expected": 3}``.
 
