@@ -121,6 +121,7 @@ def _sync(args: argparse.Namespace) -> int:
         host=args.host,
         out=sys.stderr,
         timeout=args.timeout if args.timeout > 0 else None,
+        jobs=args.jobs,
     )
 
 
@@ -153,4 +154,21 @@ def add_online_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="SECONDS",
         help="give up on a run after this long without progress (default 60; 0: never)",
     )
+    sync.add_argument(
+        "--jobs",
+        type=_positive,
+        default=8,
+        metavar="N",
+        help="send up to N runs at once, over one connection pool (default 8)",
+    )
     sync.set_defaults(func=_sync)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value

@@ -2,20 +2,27 @@
 
 A run is sent from its last acknowledged record, so an interrupted sync goes on where it stopped, and a
 sync of a run that was sent already sends nothing (not even a request). A run whose process died without
-``finish()`` is marked FAILED first, as the live uploader would have done.
+``finish()`` is marked FAILED first, as the live uploader would have done. Every run sent has ended, so
+it goes in one pass with none of a live run's waits, several runs at once over one shared connection pool
+(:mod:`mlop._online._many`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
+from concurrent.futures import as_completed
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 from mlop._exceptions import AuthError, ConfigError, MlopError, StoreError
+from mlop._online._many import DEFAULT_CONCURRENCY, ONE_PASS_ITEMS, Pool, send_once, watched
 from mlop._online._options import Options
 from mlop._online._streams import FINAL, pending_by_stream, pending_items
 from mlop._online._uploader import Busy, Uploader, last_status, mark_died
@@ -23,7 +30,9 @@ from mlop._reader import list_runs
 from mlop._settings import Settings, resolve_settings, same_server
 from mlop._store import STORE_FILE, Store
 
-__all__ = ["DEFAULT_TIMEOUT", "find_runs", "sync_run", "sync_runs"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_TIMEOUT", "find_runs", "sync_run", "sync_runs"]
 
 _BAR: Final = 30
 #: ``mlop sync --timeout``: seconds without progress before a run is given up.
@@ -114,6 +123,9 @@ def sync_run(
     out: IO[str] = sys.stderr,
     transport: object = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    *,
+    pool: Pool | None = None,
+    progress: bool = True,
 ) -> bool:
     """Send one run; returns whether all of it is on the server now.
 
@@ -123,6 +135,8 @@ def sync_run(
         out: where to say how it went.
         transport: a custom httpx transport (tests).
         timeout: give up after this many seconds without progress (None: never).
+        pool: the pool this run is sent in (its shared client; :meth:`Pool.halt` stops the run).
+        progress: show a progress bar of the run's items.
 
     Raises:
         Busy: another process is sending this run.
@@ -141,13 +155,21 @@ def sync_run(
     finally:
         store.close()
     label = f"{meta.get('project', run_dir.parent.name)}/{meta.get('name', run_dir.name)}"
-    uploader = Uploader(run_dir, options, once=True, transport=transport, patience=timeout)
+    client = pool.client if pool is not None else None
+    uploader = Uploader(run_dir, options, once=True, transport=transport, patience=timeout, client=client)
+    if pool is not None:
+        pool.enter(uploader)
     try:
-        if not uploader.has_work():
+        total, done = pending_items(uploader.store)
+        if total <= done:
             out.write(f"{label}: nothing to send\n")
             return True
-        with _Progress(label, uploader.store_path, out):
-            complete = uploader.run()
+        with _Progress(label, uploader.store_path, out) if progress else contextlib.nullcontext():
+            if total - done > ONE_PASS_ITEMS:  # a big run: the uploader's threads overlap reading and sending
+                complete = uploader.run()
+            else:
+                with watched(uploader, timeout):
+                    complete = send_once(uploader)
         if uploader.refused:
             raise AuthError(uploader.refused)
         if uploader.corrupt:
@@ -171,6 +193,8 @@ def sync_run(
             out.write(f"{label}: not everything was sent; run `mlop sync {run_dir}` again\n")
         return complete
     finally:
+        if pool is not None:
+            pool.leave(uploader)
         uploader.close()
 
 
@@ -191,11 +215,13 @@ def sync_runs(
     host: str | None = None,
     out: IO[str] = sys.stderr,
     timeout: float | None = DEFAULT_TIMEOUT,
+    jobs: int = DEFAULT_CONCURRENCY,
 ) -> int:
     """The ``mlop sync`` command; returns its exit code.
 
-    Every error it meets is said on ``out`` in a line and makes the exit code 1; a refused key stops it
-    at once (every other run would be refused too).
+    Up to ``jobs`` runs are sent at once. Every error it meets is said on ``out`` in a line and makes the
+    exit code 1; a failed run does not stop the others. A refused key stops it at once (every other run
+    would be refused too), and so does Ctrl-C; running it again goes on where it stopped.
     """
     settings = resolve_settings({"host": host} if host else {}, None)
     if not settings.api_key:
@@ -208,29 +234,66 @@ def sync_runs(
     if not runs:
         out.write("mlop sync: no run with anything to send\n")
         return 0
-    code = 0
-    for run_dir in runs:
-        if not (run_dir / STORE_FILE).exists():
-            out.write(f"mlop sync: no mlop run in {run_dir}\n")
-            code = 1
-            continue
+    single = len(runs) == 1
+    options = Options.from_settings(settings, resume=False)
+    outcomes = {"sent": 0, "failed": 0}
+    with Pool(options, min(max(1, jobs), len(runs))) as pool:
+        direct = out if single else None  # one run: its progress bar and lines as they come
+        futures = [pool.submit(_sync_one, pool, run_dir, settings, host, timeout, direct) for run_dir in runs]
         try:
-            options = Options.from_settings(settings, urls=_urls(run_dir, settings, host), resume=False)
-            if not sync_run(run_dir, options, out, timeout=timeout):
-                code = 1
+            for future in as_completed(futures):
+                ok, text, refused = future.result()
+                if refused:
+                    pool.halt()
+                    out.write(text)
+                    return 1
+                outcomes["sent" if ok else "failed"] += 1
+                if not single:
+                    out.write(text)
         except KeyboardInterrupt:
+            pool.halt()
             out.write("\nmlop sync: interrupted; run it again to send the rest\n")
             return 130
-        except AuthError as exc:
-            out.write(f"mlop sync: {exc}\n")
-            return 1
-        except (Busy, StoreError, MlopError) as exc:
-            out.write(f"mlop sync: {run_dir}: {exc}\n")
-            code = 1
-        except sqlite3.Error as exc:
-            out.write(f"mlop sync: {run_dir}: the run's store cannot be read: {exc}\n")
-            code = 1
-    return code
+    if not single:
+        failed = (
+            f"; {outcomes['failed']} not (said above): run `mlop sync` again" if outcomes["failed"] else ""
+        )
+        out.write(f"mlop sync: {len(runs)} runs, {outcomes['sent']} on the server{failed}\n")
+    return 1 if outcomes["failed"] else 0
+
+
+def _sync_one(
+    pool: Pool,
+    run_dir: Path,
+    settings: Settings,
+    host: str | None,
+    timeout: float | None,
+    direct: IO[str] | None,
+) -> tuple[bool, str, bool]:
+    """One run of ``mlop sync`` on a pool's thread: (all of it sent, what to say, the key was refused).
+
+    Without ``direct`` (several runs in flight), what the run says is kept and returned whole when it
+    ends, so that the lines of runs do not mix.
+    """
+    buffer: Any = direct if direct is not None else io.StringIO()
+    if pool.stop.is_set():
+        return False, "", False
+    if not (run_dir / STORE_FILE).exists():
+        return False, f"mlop sync: no mlop run in {run_dir}\n", False
+    ok = False
+    try:
+        options = Options.from_settings(settings, urls=_urls(run_dir, settings, host), resume=False)
+        ok = sync_run(run_dir, options, buffer, timeout=timeout, pool=pool, progress=direct is not None)
+    except AuthError as exc:
+        return False, f"mlop sync: {exc}\n", True
+    except (Busy, StoreError, MlopError) as exc:
+        buffer.write(f"mlop sync: {run_dir}: {exc}\n")
+    except sqlite3.Error as exc:
+        buffer.write(f"mlop sync: {run_dir}: the run's store cannot be read: {exc}\n")
+    except Exception as exc:  # broad: a fault in one run (a bug) must not stop the others; said, exit 1
+        logger.debug("mlop sync: %s", run_dir, exc_info=True)
+        buffer.write(f"mlop sync: {run_dir}: not sent: {type(exc).__name__}: {exc}\n")
+    return ok, "" if direct is not None else buffer.getvalue(), False
 
 
 def _urls(run_dir: Path, settings: Settings, host: str | None) -> dict[str, str]:

@@ -1,0 +1,208 @@
+"""Runs that have ended, sent in one pass each and several at once (``mlop sync``, ``mlop ui``).
+
+The live uploader waits for things only a live run has: batching intervals, the training process's next
+records, heartbeats, the other streams before the final status. A run that has ended has its whole store
+on disk, so :func:`send_once` reads each stream to its end in turn, in the calling thread, with no wait,
+through the live uploader's own streams and bookkeeping (acknowledgements, in-flight marks, idempotency
+keys): what one of them sent, the other never sends again. Many runs go at once on a bounded thread
+pool (:class:`Pool`) whose requests share one httpx client: one HTTP/2 connection to a server that offers it
+over TLS, a small pool of keep-alive HTTP/1.1 connections to one that does not (``mlop server`` is uvicorn,
+HTTP/1.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Final, TypeVar
+
+import httpx
+
+from mlop._exceptions import AuthError, ServerError
+from mlop._online._options import Options
+from mlop._online._server import Abandoned, new_client
+from mlop._online._streams import STREAMS
+from mlop._online._uploader import Uploader, upload_lock
+
+__all__ = ["DEFAULT_CONCURRENCY", "ONE_PASS_ITEMS", "Pool", "send_once", "shared_client", "watched"]
+
+logger = logging.getLogger(__name__)
+
+#: Runs in flight at once by default: enough to keep a server busy while this process encodes the next.
+DEFAULT_CONCURRENCY: Final = 8
+#: A run with more items unsent than this goes through the live uploader's threads (reading and encoding
+#: one batch while the one before is sent), where that overlap pays for its waits.
+ONE_PASS_ITEMS: Final = 100_000
+_WATCH_EVERY: Final = 0.25
+
+T = TypeVar("T")
+
+
+def shared_client(
+    options: Options, concurrency: int, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """One client for every run in flight: as many connections as runs, at most."""
+    return new_client(
+        options.urls.get("url_api", ""),
+        verify=options.verify,
+        proxy=options.proxy,
+        timeout=options.timeout,
+        transport=transport,
+        connections=max(1, concurrency),
+    )
+
+
+class _Watchdog:
+    """Stops an uploader that made no progress for its patience (one thread for every run in flight)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[Uploader, tuple[float, object, float]] = {}  # patience, last marks, when they moved
+        self._thread: threading.Thread | None = None
+
+    def add(self, up: Uploader, patience: float) -> None:
+        with self._lock:
+            self._runs[up] = (patience, _marks(up), time.monotonic())
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="mlop-sync-watchdog", daemon=True)
+                self._thread.start()
+
+    def remove(self, up: Uploader) -> None:
+        with self._lock:
+            self._runs.pop(up, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(_WATCH_EVERY)
+            now = time.monotonic()
+            with self._lock:
+                for up, (patience, marks, moved) in list(self._runs.items()):
+                    current = _marks(up)
+                    if current != marks:
+                        self._runs[up] = (patience, current, now)
+                    elif now - moved > patience:
+                        up.stalled = True
+                        up.stop.set()
+                        del self._runs[up]
+
+
+def _marks(up: Uploader) -> object:
+    """What moves while a run is sent: its id on the server, then each stream's acknowledgement."""
+    return up.server.run_id, tuple(stream.ack for stream in up._streams)
+
+
+_watchdog = _Watchdog()
+
+
+@contextlib.contextmanager
+def watched(up: Uploader, patience: float | None) -> Iterator[Uploader]:
+    """While inside, ``up`` is stopped (``up.stalled`` set) after ``patience`` seconds without progress."""
+    if patience is not None:
+        _watchdog.add(up, patience)
+    try:
+        yield up
+    finally:
+        _watchdog.remove(up)
+
+
+def send_once(up: Uploader) -> bool:
+    """Send what ``up``'s store holds, stream after stream, in this thread; returns whether all of it is on
+    the server.
+
+    Its outcomes are those of :meth:`Uploader.run` with ``once=True`` (``refused``, ``stalled``,
+    ``failures``, ``corrupt``, the failures table). Each stream is read to its end before the next starts
+    and the control stream (config, tags, statuses) comes last, so the final status is sent after
+    everything logged before it, as the live uploader's wait for the other streams ensures.
+
+    Raises:
+        Busy: another process is sending this run.
+    """
+    with upload_lock(up.run_dir):
+        up.draining.set()
+        if not up.has_work():
+            return True
+        try:
+            if not up._attach(None):
+                return False
+        except Abandoned:
+            return False
+        except AuthError as exc:
+            up.key_refused(exc)
+            return False
+        except ServerError as exc:
+            logger.error("mlop: the server refused run %s: %s", up.server.run_name, exc)
+            up.store.add_failure("run", 0, exc.status_code, str(exc))
+            return False
+        streams = [kind(up) for kind in STREAMS]  # the control stream is the last
+        up._streams = streams
+        try:
+            for stream in streams:
+                end = stream.store.last_seq()
+                while not up.stop.is_set():
+                    batch = stream.read()
+                    if batch is None:
+                        stream.caught = end
+                        break
+                    stream.deliver(batch, stream.prepare(batch))
+        except Abandoned:  # stopped: the batch in flight stays marked, for the next sync to resend
+            pass
+        finally:
+            up.exit.set()
+            for stream in streams:
+                stream.close()
+        return not up.has_work()
+
+
+class Pool:
+    """Jobs on at most ``concurrency`` threads, with one shared httpx client for their runs.
+
+    Args:
+        options: where and how to send (every run of the pool goes to the same server).
+        concurrency: runs in flight at once.
+        transport: a custom httpx transport (tests).
+    """
+
+    def __init__(
+        self, options: Options, concurrency: int = DEFAULT_CONCURRENCY, transport: Any = None
+    ) -> None:
+        self.concurrency = max(1, concurrency)
+        self.client = shared_client(options, self.concurrency, transport)
+        self.stop = threading.Event()  # no new job starts once set
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="mlop-sync")
+        self._lock = threading.Lock()
+        self._live: set[Uploader] = set()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, job: Callable[..., T], *args: Any) -> Future[T]:
+        return self._executor.submit(job, *args)
+
+    def enter(self, up: Uploader) -> None:
+        """Count ``up`` among the runs in flight (so that :meth:`halt` reaches it)."""
+        with self._lock:
+            self._live.add(up)
+            if self.stop.is_set():
+                up.stop.set()
+
+    def leave(self, up: Uploader) -> None:
+        with self._lock:
+            self._live.discard(up)
+
+    def halt(self) -> None:
+        """Stop every run in flight at its next request (its batch in flight stays marked) and start none."""
+        with self._lock:
+            self.stop.set()
+            for up in self._live:
+                up.stop.set()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
