@@ -77,8 +77,13 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
     async def root(request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=307)
 
+    page_headers = dict(_HEADERS)
+    if ctx.files.origin:  # file contents: the content route redirects the page's fetch to the object store
+        policy = _HEADERS["Content-Security-Policy"]
+        page_headers["Content-Security-Policy"] = f"connect-src 'self' {ctx.files.origin}; {policy}"
+
     async def page(request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_HEADERS)
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=page_headers)
 
     async def projects(request: Request) -> Response:
         key = ctx.authenticate(request)

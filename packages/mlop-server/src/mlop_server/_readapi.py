@@ -20,6 +20,7 @@ from starlette.routing import Route
 from mlop_server._errors import BadRequest, NotFound
 from mlop_server._files import confirm_uploads
 from mlop_server._http import Context, guarded, json_response, path_id
+from mlop_server._runsapi import is_query, page_response
 from mlop_server._storage import FileRow, Series
 from mlop_server._version import __version__
 
@@ -154,6 +155,8 @@ def read_routes(ctx: Context) -> list[Route]:
         project = request.query_params.get("project")
         if not project:
             raise BadRequest("the query parameter is needed", field="project")
+        if is_query(request):  # sorted, filtered, paged: the runs table's page (see _runsapi)
+            return await page_response(ctx, request, None if key.admin else key.owner)
         return json_response(await ctx.storage.list_runs(project, None if key.admin else key.owner))
 
     async def run(request: Request) -> Response:
