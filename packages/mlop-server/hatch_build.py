@@ -1,4 +1,4 @@
-"""Hatch build hook: copy the dashboard's npm assets (uPlot) into ``mlop_server/_ui/static/vendor``.
+"""Hatch build hook: copy the dashboard's npm assets (uPlot, dagre) into ``mlop_server/_ui/static/vendor``.
 
 The assets come from ``web/node_modules`` (``npm ci`` in ``web/``; run here when ``node_modules`` is missing
 and npm is on the PATH), so both editable and wheel installs serve them. They are build outputs, not
@@ -18,6 +18,8 @@ ASSETS = {
     "uplot/dist/uPlot.iife.min.js": "uPlot.iife.min.js",
     "uplot/dist/uPlot.min.css": "uPlot.min.css",
     "uplot/LICENSE": "uPlot.LICENSE",
+    "@dagrejs/dagre/dist/dagre.min.js": "dagre.min.js",  # the model graph's layout (graphlib bundled)
+    "@dagrejs/dagre/LICENSE": "dagre.LICENSE",
 }
 
 

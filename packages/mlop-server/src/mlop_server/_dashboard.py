@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -22,7 +23,9 @@ from starlette.staticfiles import StaticFiles
 
 from mlop_server._errors import BadRequest, NotFound
 from mlop_server._http import Context, guarded, json_response, path_id
-from mlop_server._readapi import downsample
+from mlop_server._login import login_routes  # the dashboard's login
+from mlop_server._readapi import bands, downsample
+from mlop_server._runsapi import runs_routes
 from mlop_server._storage import Series
 
 __all__ = ["MAX_LAST_KEYS", "MAX_SERIES_KEYS", "STATIC_DIR", "dashboard_routes"]
@@ -56,13 +59,26 @@ def _wire(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _columns(series: Series, max_points: int) -> dict[str, list[Any]]:
+def _wired(values: Any) -> list[Any]:
+    out: list[Any] = values.tolist()
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        out[i] = _wire(out[i])
+    return out
+
+
+def _columns(series: Series, max_points: int) -> dict[str, Any]:
+    """The downsampled series as columns; when downsampled, also ``total`` (the series' length) and, per
+    point, its bucket's lowest and highest value (``lo``, ``hi``: the band a chart draws around its line)."""
     index = downsample(series, max_points)
-    values: list[Any] = series.values[index].tolist()
-    for i, value in enumerate(values):
-        if not math.isfinite(value):
-            values[i] = _wire(value)
-    return {"steps": series.steps[index].tolist(), "times": series.times[index].tolist(), "values": values}
+    found: dict[str, Any] = {
+        "steps": series.steps[index].tolist(),
+        "times": series.times[index].tolist(),
+        "values": _wired(series.values[index]),
+    }
+    if series.steps.size > index.size:
+        lo, hi = bands(series, index, max_points)
+        found.update(total=int(series.steps.size), lo=_wired(lo), hi=_wired(hi))
+    return found
 
 
 def dashboard_routes(ctx: Context) -> list[BaseRoute]:

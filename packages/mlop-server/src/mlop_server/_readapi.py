@@ -24,7 +24,7 @@ from mlop_server._runsapi import is_query, page_response
 from mlop_server._storage import FileRow, Series
 from mlop_server._version import __version__
 
-__all__ = ["downsample", "read_routes"]
+__all__ = ["bands", "downsample", "read_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,28 @@ def downsample(series: Series, max_points: int) -> npt.NDArray[np.intp]:
     if whole < n:
         parts.append(np.array([low[whole:].argmin() + whole, high[whole:].argmax() + whole]))
     return np.unique(np.concatenate(parts))
+
+
+def bands(
+    series: Series, index: npt.NDArray[np.intp], max_points: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """For each kept point of :func:`downsample` (``index``), its bucket's lowest and highest value.
+
+    The buckets are :func:`downsample`'s; NaN counts as neither (an all-NaN bucket gives NaN for both).
+    A chart draws the band between the two around its line, so no spike hides between points.
+    """
+    n = series.steps.size
+    size = -(-n // (max_points // 2)) if n > max_points else 1
+    count = -(-n // size)
+    nan = np.isnan(series.values)
+    pad = count * size - n
+    low = np.pad(np.where(nan, np.inf, series.values), (0, pad), constant_values=np.inf)
+    high = np.pad(np.where(nan, -np.inf, series.values), (0, pad), constant_values=-np.inf)
+    lo, hi = low.reshape(count, size).min(axis=1), high.reshape(count, size).max(axis=1)
+    empty = lo > hi
+    lo[empty], hi[empty] = np.nan, np.nan
+    bucket = index // size
+    return lo[bucket], hi[bucket]
 
 
 def _points(series: Series, index: npt.NDArray[np.intp]) -> list[dict[str, Any]]:
