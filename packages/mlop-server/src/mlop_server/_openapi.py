@@ -104,6 +104,18 @@ _IDEMPOTENCY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
 
+#: The runs table's query parameters of ``GET /api/runs`` (mlop_server._runsapi).
+_RUNS_QUERY = [
+    {
+        **_query("sort", False, _STR),
+        "description": "a column: name, created, config.lr, summary.loss.min, ...",
+    },
+    _query("order", False, {"type": "string", "enum": ["asc", "desc"]}),
+    {**_query("filter", False, _STR), "description": 'e.g. lr < 0.01 and "baseline" in tags'},
+    _query("limit", False, {"type": "integer", "minimum": 1, "maximum": 1000}),
+    _query("cursor", False, _STR),
+]
+
 _NDJSON_NOTE = (
     "NDJSON: one object per line (each line is one of the schema), also accepted as application/json."
 )
@@ -311,7 +323,52 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/api/runs": {
-            "get": _op("The runs of a project, newest first", params=[_query("project", True, _STR)])
+            "get": _op(
+                "The runs of a project, newest first; with any of sort, order, filter, limit, cursor: a page "
+                "{runs, next, total} sorted and filtered in the database (the runs table)",
+                params=[_query("project", True, _STR), *_RUNS_QUERY],
+            )
+        },
+        "/api/runs/columns": {
+            "get": _op(
+                "The columns a project's runs hold: config keys (with how many runs hold a number), summary "
+                "keys, metrics",
+                params=[_query("project", True, _STR)],
+            )
+        },
+        "/api/runs/groups": {
+            "get": _op(
+                "The matching runs grouped by a column's value: count, and n/mean/min/max of metric columns",
+                params=[
+                    _query("project", True, _STR),
+                    _query("by", True, _STR),
+                    _query("filter", False, _STR),
+                    _query("metric", False, {"type": "array", "items": _STR, "maxItems": 20}),
+                ],
+            )
+        },
+        "/api/runs/values": {
+            "get": _op(
+                "Chosen columns of every matching run, newest first, as lists (charts across runs; with no "
+                "column: the ids of all matching runs)",
+                params=[
+                    _query("project", True, _STR),
+                    _query("filter", False, _STR),
+                    _query("column", False, {"type": "array", "items": _STR, "maxItems": 50}),
+                    _query("limit", False, {"type": "integer", "minimum": 1, "maximum": 20000}),
+                ],
+            )
+        },
+        "/api/runs/correlation": {
+            "get": _op(
+                "Each numeric config column's Spearman correlation with a metric column over the matching "
+                "runs, with the number of runs, strongest first",
+                params=[
+                    _query("project", True, _STR),
+                    _query("metric", True, _STR),
+                    _query("filter", False, _STR),
+                ],
+            )
         },
         "/api/runs/{runId}": read("A run with its config, metadata and graph"),
         "/api/runs/{runId}/metrics": read(

@@ -18,7 +18,7 @@ import queue
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -28,6 +28,7 @@ import orjson
 
 from mlop_server._errors import BadRequest, Conflict, NotFound, Unavailable
 from mlop_server._ops import Op
+from mlop_server._runfields import backfill_sqlite
 from mlop_server._sqlite_writes import (
     HANDLERS,
     RUN_COLUMNS,
@@ -103,7 +104,19 @@ _FILE_COLUMNS: Final = (
 
 
 #: Columns added after the first release: (table, column, declaration), added to older databases on open.
-_ADDED_COLUMNS: Final = (("api_keys", "projects", "TEXT"), ("runs", "owner", "TEXT"))
+_ADDED_COLUMNS: Final = (
+    ("api_keys", "projects", "TEXT"),
+    ("runs", "owner", "TEXT"),
+    # the runs table's derived columns (_runfields)
+    ("runs", "flat", "TEXT"),
+    ("runs", "host", "TEXT"),
+    ("runs", "git_commit", "TEXT"),
+    ("runs", "client_end", "INTEGER"),
+    ("series", "vlast", "REAL"),
+    ("series", "vmin", "REAL"),
+    ("series", "vmax", "REAL"),
+    ("series", "last_step", "INTEGER"),
+)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -114,6 +127,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             if (table, column) == ("runs", "owner"):
                 conn.execute("UPDATE runs SET owner = ?", (ADMIN_OWNER,))
+            if (table, column) == ("series", "last_step"):
+                backfill_sqlite(conn)
+    conn.execute("CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id)")
 
 
 def private_file(path: Path) -> None:
@@ -262,6 +278,8 @@ class SqliteStorage(Storage):
         path: The database file; created with its schema when missing.
         max_pending: Writes that may wait for the writer before new ones answer 503.
     """
+
+    dialect = "sqlite"
 
     def __init__(self, path: Path, *, max_pending: int = 1024) -> None:
         self._path = path
@@ -429,6 +447,9 @@ class SqliteStorage(Storage):
 
     # -- reads ---------------------------------------------------------------------------------------------
 
+    async def read_sql(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await self._read(lambda conn: conn.execute(sql, tuple(params)).fetchall())
+
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
@@ -491,7 +512,7 @@ class SqliteStorage(Storage):
                 return None
             out = run_summary(row)
             if detail:
-                config, settings, system, status_meta, graph, cancel, last_seen = row[10:]
+                config, settings, system, status_meta, graph, cancel, last_seen = row[11:]
                 out.update(
                     config=_decoded(config),
                     loggerSettings=_decoded(settings),

@@ -31,6 +31,7 @@ from mlop_server._ops import (
     StatusUpdate,
     TagsUpdate,
 )
+from mlop_server._runfields import batch_stats, flat_fields, host_commit, run_times
 from mlop_server._storage import ADMIN_OWNER, ApiKey
 
 __all__ = [
@@ -50,7 +51,9 @@ logger = logging.getLogger(__name__)
 SMALL_CHUNK: Final = 512
 CHUNK_TARGET: Final = 8192
 
-RUN_COLUMNS: Final = "id, number, name, project, status, tags, created, updated, external_id, owner"
+RUN_COLUMNS: Final = (
+    "id, number, name, project, status, tags, created, updated, external_id, owner, client_end"
+)
 
 #: A run's summary (``run.summary`` reaches the server as ``config["summary"]``), for the runs list.
 SUMMARY_COLUMN: Final = (
@@ -84,7 +87,7 @@ def display_id(project: str, number: int) -> str:
 
 
 def run_summary(row: tuple[Any, ...]) -> dict[str, Any]:
-    run_id, number, name, project, status, tags, created, updated, external_id, owner = row[:10]
+    run_id, number, name, project, status, tags, created, updated, external_id, owner, ended = row[:11]
     return {
         "id": run_id,
         "number": number,
@@ -97,6 +100,7 @@ def run_summary(row: tuple[Any, ...]) -> dict[str, Any]:
         "updated": updated,
         "externalId": external_id,
         "owner": owner,
+        **run_times(created, ended, status, now_ms()),
     }
 
 
@@ -118,6 +122,13 @@ def _touch(conn: sqlite3.Connection, run_id: int, key: ApiKey | None) -> None:
     if row is None:
         raise NotFound(f"run {run_id} does not exist")
     check_owner(key, run_id, row[0])
+
+
+def _client_time(conn: sqlite3.Connection, run_id: int, latest: int) -> None:
+    """Move the run's ``client_end`` (the latest time its client stamped) up to ``latest``."""
+    conn.execute(
+        "UPDATE runs SET client_end = max(COALESCE(client_end, ?), ?) WHERE id = ?", (latest, latest, run_id)
+    )
 
 
 def _series(conn: sqlite3.Connection, run_id: int, name: str, kind: str) -> int:
@@ -183,8 +194,8 @@ def _create(conn: sqlite3.Connection, op: CreateRun, key: ApiKey | None) -> dict
     ).fetchone()
     cur = conn.execute(
         "INSERT INTO runs (project, number, name, status, external_id, tags, config, logger_settings, "
-        "system_metadata, created, updated, last_seen, owner) "
-        "VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "system_metadata, created, updated, last_seen, owner, flat, host, git_commit, client_end) "
+        "VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             op.project,
             number,
@@ -198,6 +209,9 @@ def _create(conn: sqlite3.Connection, op: CreateRun, key: ApiKey | None) -> dict
             op.updated or now,
             now,
             ADMIN_OWNER if key is None else key.owner,
+            flat_fields(op.config),
+            *host_commit(op.system_metadata),
+            op.updated,
         ),
     )
     assert cur.lastrowid is not None
@@ -266,7 +280,10 @@ def _config(conn: sqlite3.Connection, op: ConfigUpdate, key: ApiKey | None) -> d
     _touch(conn, op.run_id, key)
     (config,) = conn.execute("SELECT config FROM runs WHERE id = ?", (op.run_id,)).fetchone()
     merged = _merge(orjson.loads(config), op.delta)
-    conn.execute("UPDATE runs SET config = ? WHERE id = ?", (orjson.dumps(merged).decode(), op.run_id))
+    conn.execute(
+        "UPDATE runs SET config = ?, flat = ? WHERE id = ?",
+        (orjson.dumps(merged).decode(), flat_fields(merged), op.run_id),
+    )
     return _OK
 
 
@@ -287,8 +304,20 @@ def _alert(conn: sqlite3.Connection, op: Alert, key: ApiKey | None) -> dict[str,
 
 def _metrics(conn: sqlite3.Connection, op: MetricBatch, key: ApiKey | None) -> dict[str, Any]:
     _touch(conn, op.run_id, key)
+    latest: int | None = None
     for name, (steps, times, values) in op.series.items():
         series_id = _series(conn, op.run_id, name, "METRIC")
+        stats = batch_stats(steps, times, values)
+        if stats is not None:
+            latest = stats.max_time if latest is None else max(latest, stats.max_time)
+            conn.execute(
+                "UPDATE series SET vmin = min(COALESCE(vmin, ?), COALESCE(?, vmin)), "
+                "vmax = max(COALESCE(vmax, ?), COALESCE(?, vmax)), "
+                "vlast = CASE WHEN last_step IS NULL OR ? >= last_step THEN ? ELSE vlast END, "
+                "last_step = max(COALESCE(last_step, ?), ?) WHERE id = ?",
+                (stats.vmin, stats.vmin, stats.vmax, stats.vmax, stats.last_step, stats.vlast,
+                 stats.last_step, stats.last_step, series_id),
+            )  # fmt: skip
         n = len(steps) // 8
         if n < SMALL_CHUNK:
             last = conn.execute(
@@ -307,6 +336,8 @@ def _metrics(conn: sqlite3.Connection, op: MetricBatch, key: ApiKey | None) -> d
             "INSERT INTO metric_chunks (series_id, n, steps, times, vals) VALUES (?, ?, ?, ?, ?)",
             (series_id, n, steps, times, values),
         )
+    if latest is not None:
+        _client_time(conn, op.run_id, latest)
     return {"success": True, "count": op.count}
 
 
@@ -322,6 +353,8 @@ def _data(conn: sqlite3.Connection, op: DataBatch, key: ApiKey | None) -> dict[s
     conn.executemany(
         "INSERT INTO data_points (series_id, step, time, data_type, payload) VALUES (?, ?, ?, ?, ?)", rows
     )
+    if rows:
+        _client_time(conn, op.run_id, max(row[2] for row in rows))
     return {"success": True, "count": len(rows)}
 
 
@@ -331,6 +364,8 @@ def _logs(conn: sqlite3.Connection, op: LogBatch, key: ApiKey | None) -> dict[st
         "INSERT INTO logs (run_id, time, line_number, log_type, message) VALUES (?, ?, ?, ?, ?)",
         [(op.run_id, *row) for row in op.rows],
     )
+    if op.rows:
+        _client_time(conn, op.run_id, max(row[0] for row in op.rows))
     return {"success": True, "count": len(op.rows)}
 
 
@@ -360,6 +395,8 @@ def _files(conn: sqlite3.Connection, op: FilesRequest, key: ApiKey | None) -> di
             )  # fmt: skip
             file_id = cur.lastrowid
         out.append([f.log_name, f.name, file_id])
+    if op.files:
+        _client_time(conn, op.run_id, max(f.time for f in op.files))
     return {"files": out}
 
 

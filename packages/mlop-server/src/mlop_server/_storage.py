@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -212,6 +213,15 @@ class Storage(abc.ABC):
         """Forget idempotency answers older than ``before`` (ms)."""
 
     # -- reads -------------------------------------------------------------------------------------------
+
+    #: The SQL dialect of :meth:`read_sql`: ``"sqlite"`` or ``"postgresql"`` (``_runquery`` builds for it).
+    dialect: str = "sqlite"
+
+    @abc.abstractmethod
+    async def read_sql(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read-only ``SELECT`` that :mod:`mlop_server._runquery` built for :attr:`dialect`
+        (the runs table's queries: sorting, filtering, grouping over the derived columns of ``_runfields``).
+        """
 
     @abc.abstractmethod
     async def list_projects(self, owner: str | None = None) -> list[dict[str, Any]]:

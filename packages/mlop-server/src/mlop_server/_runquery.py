@@ -1,0 +1,293 @@
+"""The runs table's queries (page, count, groups, values, columns) built as SQL for SQLite or PostgreSQL.
+
+Sorting, filtering and paging happen in the database, over a run's own columns and the derived columns of
+:mod:`mlop_server._runfields` (``runs.flat``, ``runs.host``, ``runs.git_commit``, ``runs.client_end`` and
+the per-key metric stats of ``series``). A column of the table is one of:
+
+- a built-in: ``id``, ``number``, ``name``, ``status``, ``user`` (or ``owner``), ``host``, ``commit``,
+  ``project``, ``created`` (or ``start``), ``updated``, ``ended``, ``duration``; and ``tags`` in
+  ``"x" in tags``;
+- ``config.<dotted key>``: a leaf of the run's config;
+- ``summary.<key>`` or ``summary.<key>.last``: ``run.summary[key]`` as stored, else the metric's value at
+  its highest step; ``summary.<key>.min`` / ``.max``: the metric's least and greatest value;
+- a bare name (``lr``) is ``config.lr`` when the project's runs have that config key, else
+  ``summary.lr.last`` when they log that metric.
+
+Every column has a numeric value (booleans count as 1 and 0) and a text value, each NULL where it does not
+apply; runs without a value sort last in either direction. Pages are cut by keyset (the cursor holds the
+last row's sort key), so a page costs the same wherever it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from mlop_server._runfilter import (
+    And,
+    Compare,
+    Contains,
+    FilterError,
+    InList,
+    Node,
+    Not,
+    Or,
+    TagIn,
+    Value,
+)
+
+__all__ = [
+    "AGGREGATES",
+    "BUILTINS",
+    "Catalog",
+    "Col",
+    "Query",
+    "Sql",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The summary aggregates a metric column can show.
+AGGREGATES: Final = ("last", "min", "max")
+#: Built-in columns: name -> (numeric SQL, text SQL); ``{now}`` is the server's clock in ms.
+BUILTINS: Final[dict[str, tuple[str | None, str | None]]] = {
+    "id": ("r.id", None),
+    "number": ("r.number", None),
+    "name": (None, "r.name"),
+    "status": (None, "r.status"),
+    "user": (None, "r.owner"),
+    "owner": (None, "r.owner"),
+    "host": (None, "r.host"),
+    "commit": (None, "r.git_commit"),
+    "project": (None, "r.project"),
+    "created": ("r.created", None),
+    "start": ("r.created", None),
+    "updated": ("r.updated", None),
+    "ended": ("r.client_end", None),
+    "duration": (
+        "(CASE WHEN r.status = 'RUNNING' THEN {now} - r.created ELSE r.client_end - r.created END)",
+        None,
+    ),
+}
+_SQL_OPS: Final = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What a project's runs hold: their config keys (as ``config.<key>``) and metric keys."""
+
+    config: frozenset[str]
+    metrics: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Col:
+    """A resolved column: its canonical name and its SQL values (either may be None)."""
+
+    name: str
+    num: str | None
+    text: str | None
+
+
+@dataclass
+class Sql:
+    """SQL text and its parameters for one dialect, built left to right."""
+
+    dialect: str
+    parts: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def p(self, value: Any) -> str:
+        """A placeholder for ``value``."""
+        self.params.append(value)
+        return "?" if self.dialect == "sqlite" else "%s"
+
+    def lit(self, text: str) -> str:
+        """``text`` as a SQL string literal (column keys only: they hold no backslash or control)."""
+        quoted = "'" + text.replace("'", "''") + "'"
+        return quoted if self.dialect == "sqlite" else quoted.replace("%", "%%")
+
+
+def encode_cursor(sort: str, order: str, key: list[Any]) -> str:
+    """An opaque cursor after the row whose sort key is ``key``."""
+    return base64.urlsafe_b64encode(orjson.dumps({"s": sort, "o": order, "k": key})).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str, order: str, width: int) -> list[Any]:
+    """The sort key a cursor holds; ``ValueError`` for a cursor of another sort or not one of ours."""
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise ValueError("not a cursor of this server") from None
+    if not isinstance(raw, dict) or raw.get("s") != sort or raw.get("o") != order:
+        raise ValueError("this cursor belongs to another sort order; start again without it")
+    key = raw.get("k")
+    if not isinstance(key, list) or len(key) != width:
+        raise ValueError("not a cursor of this server")
+    if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in key):
+        raise ValueError("not a cursor of this server")
+    return key
+
+
+class Query:
+    """One query's state: the dialect, the columns it resolved and the metric joins they need.
+
+    Args:
+        dialect: ``"sqlite"`` or ``"postgresql"``.
+        catalog: The project's columns, to resolve bare names (None: bare names are config keys).
+        now: The server's clock (ms), for the duration of running runs.
+    """
+
+    def __init__(self, dialect: str, catalog: Catalog | None, now: int) -> None:
+        if dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"no runs query for the dialect {dialect!r}")
+        self.dialect = dialect
+        self.catalog = catalog
+        self.now = now
+        self.joins: dict[str, str] = {}  # metric key -> alias
+
+    # -- columns ---------------------------------------------------------------------------------------
+
+    def _metric(self, key: str) -> str:
+        alias = self.joins.get(key)
+        if alias is None:
+            alias = self.joins[key] = f"s{len(self.joins)}"
+        return alias
+
+    def join_sql(self, sql: Sql) -> str:
+        """The LEFT JOINs of the metric stats the resolved columns use."""
+        return "".join(
+            f" LEFT JOIN series {alias} ON {alias}.run_id = r.id AND {alias}.name = {sql.lit(key)}"
+            for key, alias in self.joins.items()
+        )
+
+    def _json(self, key: str) -> tuple[str, str]:
+        lit = Sql(self.dialect).lit
+        if self.dialect == "sqlite":
+            path = lit(f'$."{key}"')
+            value = f"json_extract(r.flat, {path})"
+            kind = f"json_type(r.flat, {path})"
+            num = f"(CASE {kind} WHEN 'integer' THEN {value} WHEN 'real' THEN {value} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"  # noqa: E501
+            return num, f"(CASE WHEN {kind} = 'text' THEN {value} END)"
+        k = lit(key)
+        kind = f"jsonb_typeof(r.flat -> {k})"
+        num = (
+            f"(CASE {kind} WHEN 'number' THEN (r.flat ->> {k})::float8 "
+            f"WHEN 'boolean' THEN (CASE WHEN (r.flat ->> {k}) = 'true' THEN 1.0 ELSE 0.0 END) END)"
+        )
+        return num, f"(CASE WHEN {kind} = 'string' THEN r.flat ->> {k} END)"
+
+    def column(self, name: str, position: int = 0) -> Col:
+        """The column called ``name``; ``FilterError`` (at ``position``) when there is none."""
+        if any(ord(c) < 32 for c in name) or '"' in name or "\\" in name or not name:
+            raise FilterError(f"{name!r} cannot be a column name", position)
+        if name in BUILTINS:
+            num, text = BUILTINS[name]
+            return Col(name, num.format(now=int(self.now)) if num else None, text)
+        if name == "tags":
+            raise FilterError('tags can only be tested with "name" in tags', position)
+        if name.startswith("config."):
+            return Col(name, *self._json(name))
+        if name.startswith("summary."):
+            rest = name[len("summary.") :]
+            key, _, agg = rest.rpartition(".")
+            if agg not in AGGREGATES or not key:
+                key, agg = rest, "last"
+            alias = self._metric(key)
+            if agg == "last":
+                num, text = self._json(f"summary.{key}")
+                return Col(f"summary.{key}.last", f"COALESCE({num}, {alias}.vlast)", text)
+            return Col(f"summary.{key}.{agg}", f"{alias}.v{agg}", None)
+        if self.catalog is None or f"config.{name}" in self.catalog.config:
+            return self.column(f"config.{name}", position)
+        if name in self.catalog.metrics:
+            return self.column(f"summary.{name}.last", position)
+        raise FilterError(
+            f"no column {name!r}: the runs have no config key or metric of that name "
+            f"(write config.{name}, summary.{name}, or a built-in: {', '.join(sorted(BUILTINS))})",
+            position,
+        )
+
+    # -- filters ---------------------------------------------------------------------------------------
+
+    def where(self, sql: Sql, node: Node | None) -> str:
+        """The SQL condition of a filter; its parameters go to ``sql`` in order."""
+        if node is None:
+            return "1 = 1"
+        if isinstance(node, And):
+            return "(" + " AND ".join(self.where(sql, n) for n in node.items) + ")"
+        if isinstance(node, Or):
+            return "(" + " OR ".join(self.where(sql, n) for n in node.items) + ")"
+        if isinstance(node, Not):
+            return f"NOT COALESCE({self.where(sql, node.item)}, {self._false()})"
+        if isinstance(node, TagIn):
+            if self.dialect == "sqlite":
+                return f"EXISTS (SELECT 1 FROM json_each(r.tags) WHERE json_each.value = {sql.p(node.tag)})"
+            return f"(r.tags::jsonb @> jsonb_build_array({sql.p(node.tag)}::text))"
+        if isinstance(node, Contains):
+            col = self.column(node.column, node.position)
+            text = col.text or self._as_text(col)
+            if self.dialect == "sqlite":
+                return f"(instr({text}, {sql.p(node.text)}) > 0)"
+            return f"(strpos({text}, {sql.p(node.text)}) > 0)"
+        if isinstance(node, InList):
+            col = self.column(node.column, node.position)
+            return (
+                "(" + " OR ".join(self._compare(sql, col, "==", v, node.position) for v in node.values) + ")"
+            )
+        assert isinstance(node, Compare)
+        return self._compare(sql, self.column(node.column, node.position), node.op, node.value, node.position)
+
+    def _false(self) -> str:
+        return "0" if self.dialect == "sqlite" else "FALSE"
+
+    def _as_text(self, col: Col) -> str:
+        assert col.num is not None
+        return f"CAST({col.num} AS TEXT)"
+
+    def _compare(self, sql: Sql, col: Col, op: str, value: Value, position: int) -> str:
+        if value is None:
+            present = " OR ".join(f"{e} IS NOT NULL" for e in (col.num, col.text) if e)
+            if op not in ("==", "!="):
+                raise FilterError("null can only be compared with == or !=", position)
+            return f"NOT ({present})" if op == "==" else f"({present})"
+        if isinstance(value, bool):
+            value = 1.0 if value else 0.0
+        if isinstance(value, float):
+            if col.num is None:
+                raise FilterError(f'{col.name} holds text; compare it with a "string"', position)
+            return f"({col.num} {_SQL_OPS[op]} {sql.p(value)})"
+        if col.text is None:
+            raise FilterError(f"{col.name} holds numbers; compare it with a number", position)
+        if col.name == "status":
+            value = value.upper()
+        return f"({col.text} {_SQL_OPS[op]} {sql.p(value)})"
+
+    # -- sorting ---------------------------------------------------------------------------------------
+
+    def sort_keys(self, col: Col) -> list[str]:
+        """The SQL of a column's sort key: a rank (0 number, 1 text, 2 none), then the values."""
+        if col.num and col.text:
+            rank = f"(CASE WHEN {col.num} IS NOT NULL THEN 0 WHEN {col.text} IS NOT NULL THEN 1 ELSE 2 END)"
+            return [rank, f"COALESCE({col.num}, 0)", f"COALESCE({col.text}, '')"]
+        if col.num:
+            return [f"(CASE WHEN {col.num} IS NOT NULL THEN 0 ELSE 2 END)", f"COALESCE({col.num}, 0)"]
+        assert col.text is not None
+        return [f"(CASE WHEN {col.text} IS NOT NULL THEN 1 ELSE 2 END)", f"COALESCE({col.text}, '')"]
+
+
+def after(sql: Sql, names: list[str], directions: list[str], key: list[Any]) -> str:
+    """The keyset condition: the row comes after ``key`` in the order of ``names`` (each ASC or DESC)."""
+    name, direction, value = names[0], directions[0], key[0]
+    strict = f"{name} {'>' if direction == 'ASC' else '<'} {sql.p(value)}"
+    if len(names) == 1:
+        return strict
+    equal = f"{name} = {sql.p(value)}"
+    return f"({strict} OR ({equal} AND {after(sql, names[1:], directions[1:], key[1:])}))"
