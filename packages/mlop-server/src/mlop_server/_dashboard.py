@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from mlop_server._errors import BadRequest, NotFound
 from mlop_server._http import Context, guarded, json_response, path_id
+from mlop_server._login import login_routes  # the dashboard's login
 from mlop_server._readapi import bands, downsample
 from mlop_server._storage import Series
 
@@ -143,6 +144,7 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
         return Response(encoded, media_type="application/json")
 
     return [
+        *login_routes(ctx),  # the dashboard's login: a key once, then a session cookie
         Route("/", root, methods=["GET"]),
         Route("/ui", root, methods=["GET"]),
         Route("/ui/", page, methods=["GET"]),

@@ -28,6 +28,7 @@ from mlop_server._errors import (
 )
 from mlop_server._files import FileStore
 from mlop_server._keys import hash_key
+from mlop_server._session import COOKIE, HEADER, session_key_id
 from mlop_server._storage import ApiKey, Storage
 
 __all__ = [
@@ -111,17 +112,41 @@ class Context:
         self.limiter = AuthLimiter(self.config.auth_burst, self.config.auth_rate)
 
     def authenticate(self, request: Request) -> ApiKey:
-        """The key of the request's ``Authorization: Bearer`` header.
+        """The key of the request's ``Authorization: Bearer`` header, else of its dashboard session.
+
+        A session cookie counts for reads (GET, HEAD), and for other methods only with the dashboard's
+        header (see :mod:`mlop_server._session`).
 
         Raises:
-            Unauthorized: the header is missing, or the key is unknown or revoked.
+            Unauthorized: no key, or the key is unknown or revoked, or the session is not valid.
             TooMany: the client's address failed too often lately, and the key never passed before.
         """
         header = request.headers.get("authorization", "")
+        cookie = request.cookies.get(COOKIE)
+        if not header and cookie:
+            return self._session(request, cookie)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send a key as 'Authorization: Bearer <key>'")
-        key_hash = hash_key(token.strip())
+        return self.check_key(token.strip(), request)
+
+    def _session(self, request: Request, cookie: str) -> ApiKey:
+        if request.method not in ("GET", "HEAD") and not request.headers.get(HEADER):
+            raise Unauthorized(f"a dashboard session changes nothing without the {HEADER} header")
+        key_id = session_key_id(self.secret, cookie, time.time())
+        key = None if key_id is None else self.storage.get_key(key_id)
+        if key is None or not key.active:
+            raise Unauthorized("the dashboard session is not valid (expired, or its key was revoked)")
+        return key
+
+    def check_key(self, token: str, request: Request) -> ApiKey:
+        """The stored key ``token`` is, counted by the failed-check limiter of the request's address.
+
+        Raises:
+            Unauthorized: the key is unknown or revoked.
+            TooMany: the client's address failed too often lately, and the key never passed before.
+        """
+        key_hash = hash_key(token)
         address = request.client.host if request.client else ""
         if key_hash not in self.limiter.known:
             wait = self.limiter.retry_after(address)
