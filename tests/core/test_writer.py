@@ -150,3 +150,53 @@ def test_past_the_memory_bound_later_values_are_dropped_and_counted(
     missing = 20_001 - len(steps)
     assert f"{missing} logged steps ({missing * 10} metric values)" in lost[0]
     assert os.path.exists(run.dir)
+
+
+def test_records_of_every_width_come_back_whole_and_in_order(tmp_path: Path) -> None:
+    # Narrow and wide records, one wider than a whole write (its row alone passes 1 MiB), and a string
+    # series beside them: packed in turns sized to the time left, joined in the writer's reused buffer,
+    # several writes of it in a row. Every value must read back at its step, in logging order.
+    run = mlop.init(
+        dir=tmp_path, mode="offline", disable_system_metrics=True, disable_console=True, x_flush_interval=0.01
+    )
+    widths = [1, 10, 300, 5000, 10, 1000]
+    expected: dict[int, dict[str, float]] = {}
+    for step in range(1200):
+        width = 120_000 if step == 700 else widths[step % len(widths)]
+        values = {f"m/{j}": step + j / 8 for j in range(width)}
+        expected[step] = values
+        run.log({**values, "note": f"step {step}"} if step % 7 == 0 else values)
+    run.finish()
+    reader = mlop.open_run(run.dir)
+    got: dict[int, dict[str, float]] = {}
+    order = []
+    for row in reader.metrics(system=False):
+        if row["step"] not in got:
+            order.append(row["step"])
+        got.setdefault(row["step"], {})[row["key"]] = row["value"]
+    notes = [(row["step"], row["value"]) for row in reader.data("note")]
+    reader.close()
+    assert order == list(range(1200))
+    assert got == expected
+    assert notes == [(step, f"step {step}") for step in range(0, 1200, 7)]
+
+
+def test_one_log_call_packs_a_bounded_share_of_a_wide_backlog(tmp_path: Path) -> None:
+    # The training thread's packing turn stops after about PACK_BUDGET seconds, checking between records
+    # however wide they are; the calls that follow pack the rest and nothing is lost.
+    run = _init(tmp_path)
+    writer = run._writer
+    writer.deadline = float("inf")  # no turn while the backlog builds, on either thread
+    for step in range(200):
+        run.log({f"k{j}": float(step) for j in range(1000)})
+    assert len(writer.metrics) == 200
+    writer.tick()
+    left = len(writer.metrics)
+    assert 0 < left < 200  # at least one record packed, far from all 200,000 values in one call
+    writer.deadline = 0.0
+    while writer.metrics:
+        writer.tick()
+    run.finish()
+    reader = mlop.open_run(run.dir)
+    assert [r["value"] for r in reader.metrics("k999")] == [float(s) for s in range(200)]
+    reader.close()

@@ -222,9 +222,11 @@ class Store:
         self.write_packed(rows, {k: json.dumps(v) for k, v in (meta or {}).items()})
 
     def write_packed(
-        self, rows: Sequence[tuple[str, int, bytes]], meta: dict[str, str] | None = None
+        self, rows: Sequence[tuple[str, int, bytes | memoryview]], meta: dict[str, str] | None = None
     ) -> None:
         """Append packed rows ``(kind, item count, payload)`` and set JSON-encoded meta values, atomically.
+
+        A payload may be a memoryview (the writer's join buffer): SQLite copies it while binding.
 
         Without meta values this is one statement, so a thread that writes beside a training loop holding
         the interpreter lock takes that lock back once, not once per row (see DESIGN.md, "The data path").

@@ -4,13 +4,17 @@ No ``run.log()`` call pays for more than a small, fixed slice of work, whatever 
 
 - The training thread appends each record to a plain list (cheap). Every few milliseconds a ``log()`` call
   packs what is pending with pickle, a few thousand values per pickle and for at most a fraction of a
-  millisecond; what is left is packed by the calls that follow. Packing is the only work that must hold
-  the interpreter lock, and this way it is spread evenly over the calls that log.
+  millisecond; what is left is packed by the calls that follow. Each pickle is sized, from the speed of
+  the last one, to fit the time the turn has left (down to one record), so a turn overruns its budget by
+  one record at most, however wide the records. Packing is the only work that must hold the interpreter
+  lock, and this way it is spread evenly over the calls that log.
 - The writer's own thread writes the packed bytes to the store: one SQLite statement per write, during
   which SQLite has let go of the interpreter lock, so the training thread runs on while the bytes, the
   commit and any WAL checkpoint go to disk. In a loop that holds the interpreter lock, the writer's thread
   needs it only a few times per write, each within the interpreter's switch interval (5 ms), so a record
   reaches the kernel about ``interval`` after its ``log()`` call, and SIGKILL loses nothing older than that.
+  While this thread holds the lock the training thread waits, so it does little then: the chunks of a
+  write are joined in a buffer it keeps (a fresh megabyte would cost its page faults, about 0.5 ms here).
 - When the loop stops logging (a long step, the end of training), the writer's thread packs what is left,
   in the same small slices.
 
@@ -33,18 +37,22 @@ from typing import Any, Final
 
 from mlop._store import Store, pack_batch
 
-__all__ = ["CHUNK_VALUES", "DEFAULT_MAX_HELD", "PACK_BUDGET", "PACK_EVERY", "Writer"]
+__all__ = ["CHUNK_VALUES", "DEFAULT_MAX_HELD", "MIN_CHUNK_VALUES", "PACK_BUDGET", "PACK_EVERY", "Writer"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between the training thread's packing turns (each due turn runs inside one ``log()`` call).
 PACK_EVERY: Final = 0.005
-#: Seconds one packing turn may spend before it leaves the rest to the next calls (a turn ends after the
-#: pickle in progress, so it takes at most about this plus one pickle of CHUNK_VALUES values).
+#: Seconds one packing turn may spend before it leaves the rest to the next calls. Each pickle is sized to
+#: the time left at the speed the last one went, so a turn overruns this by one record's pickle at most.
 PACK_BUDGET: Final = 0.0003
-#: About how many values one pickle packs: 0.1 ms of work, and faster per value than one large pickle
+#: The most values one pickle packs: 0.1 ms of work, and faster per value than one large pickle
 #: (measured 23 to 34 ns a value at 4,096 against 56 to 86 ns for a whole flush; see bench/README.md).
 CHUNK_VALUES: Final = 4096
+#: The fewest values worth a pickle of their own: when the turn's time left fits fewer, the turn ends.
+MIN_CHUNK_VALUES: Final = 256
+#: Seconds a value is assumed to take to pack until a pickle has been timed (the slow end of the range).
+FIRST_VALUE_COST: Final = 100e-9
 #: Bytes one write hands to SQLite, at most (unless one row is larger): the copy holds the interpreter
 #: lock, about 0.1 to 0.5 ms a MiB.
 WRITE_BYTES: Final = 1 << 20
@@ -90,6 +98,10 @@ class Writer:
         self._ready_bytes = 0
         # When the training thread's next packing turn is due (time.time()); Op.log compares against it.
         self.deadline = time.time() + PACK_EVERY
+        # Seconds per value of recent pickles (a moving average): sizes each pickle to a turn's time left.
+        self._value_cost = FIRST_VALUE_COST
+        # The writer's thread joins the chunks of a write here (see _write); only under the io lock.
+        self._join = bytearray(WRITE_BYTES)
         self._lock = threading.RLock()  # the lists above (a signal handler may add while its thread adds)
         self._pack_lock = threading.Lock()  # one packer at a time keeps rows in logging order
         self._io_lock = threading.Lock()  # one write at a time
@@ -206,23 +218,38 @@ class Writer:
 
         The pack lock is held.
         """
-        start = _perf()
+        start = now = _perf()
         pending = self.metrics
         # What is pending now, not what the training thread appends meanwhile (never chase it).
         left = len(pending)
         while left > 0 and pending:
-            # A prefix of about CHUNK_VALUES values; the training thread only ever appends to the list.
+            limit = CHUNK_VALUES
+            if budget is not None:
+                # As many values as the turn's time left packs at the speed of the last pickles; a few
+                # hundred at least (smaller pickles cost more per value: the turn ends instead), and
+                # one record whatever its size (a turn always moves on).
+                limit = min(limit, int((budget - (now - start)) / self._value_cost))
+                if limit < MIN_CHUNK_VALUES and now > start:
+                    break
+            # A prefix of the list within the limit; the training thread only ever appends to it.
             count = values = 0
             for record in pending:
-                count += 1
-                values += len(record[2])
-                if values >= CHUNK_VALUES:
+                size = len(record[2])
+                if count and values + size > limit:
                     break
+                count += 1
+                values += size
             chunk = pending[:count]
             del pending[:count]
             left -= count
             self._keep("metrics", chunk)
-            if budget is not None and _perf() - start >= budget:
+            took = _perf() - now
+            now += took
+            if values:
+                # Clamped: one pickle the OS preempted must not shrink the next turns to nothing.
+                cost = min(max(took / values, 5e-9), 1e-6)
+                self._value_cost += (cost - self._value_cost) / 4
+            if budget is not None and now - start >= budget:
                 break
         if self._other or self._meta:
             with self._lock:
@@ -296,16 +323,36 @@ class Writer:
             total, parts = joined.setdefault(kind, (0, []))
             parts.append(payload)
             joined[kind] = (total + items, parts)
+        # Joined in the buffer this writer keeps: its pages are in memory already, where a new megabyte
+        # of bytes would fault each page in on first touch (0.5 ms a MiB here, the interpreter lock held).
+        buffer = memoryview(self._join)
+        views: list[memoryview] = []
+        packed: list[tuple[str, int, bytes | memoryview]] = []
+        end = 0
+        for kind, (total, parts) in joined.items():
+            length = sum(len(part) for part in parts)
+            if len(parts) == 1 or end + length > len(buffer):  # one chunk, or one row past WRITE_BYTES
+                packed.append((kind, total, parts[0] if len(parts) == 1 else b"".join(parts)))
+                continue
+            begin = end
+            for part in parts:
+                buffer[end : end + len(part)] = part
+                end += len(part)
+            views.append(buffer[begin:end])
+            packed.append((kind, total, views[-1]))
         try:
-            self.store.write_packed(
-                [(kind, total, b"".join(parts)) for kind, (total, parts) in joined.items()], meta
-            )
+            self.store.write_packed(packed, meta)
         except Exception as exc:  # broad: a full disk or a broken store must not reach the training loop
             with self._lock:
                 meta.update(self._ready_meta)
                 self._ready_meta = meta
             self._refused(exc)
             return
+        finally:
+            del packed
+            for view in views:
+                view.release()
+            buffer.release()
         with self._lock:
             del self._ready[:count]
             self._ready_bytes -= size
