@@ -142,7 +142,9 @@ async def _query(
     if bare:
         found = await columns(storage, project, owner)
         catalog = Catalog(
-            frozenset(c["name"] for c in found["config"]), frozenset(m["name"] for m in found["metrics"])
+            frozenset(c["name"] for c in found["config"]),
+            frozenset(m["name"] for m in found["metrics"])
+            | frozenset(s["name"][len("summary.") :] for s in found["summary"]),
         )
     return Query(storage.dialect, catalog, now)
 

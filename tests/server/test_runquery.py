@@ -1,0 +1,306 @@
+"""The runs table's query API against a real server: sorting, filtering, cursor pages, groups, values,
+correlation and durations, checked against what the runs were sent (on every backend the fixtures give)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from mlop_server.testing import ServerProcess
+
+N_RUNS = 90
+PROJECT = "rq"
+
+
+def _config(i: int) -> dict[str, Any]:
+    return {
+        "lr": [0.1, 0.01, 0.001, 0.0001][i % 4],
+        "optimizer": ["adam", "sgd", "rmsprop"][i % 3],
+        "model": {"layers": i % 5, "act": "relu" if i % 2 else "gelu"},
+        "seed": i,
+        **({"warmup": i} if i % 10 == 0 else {}),  # a key only some runs have
+        "summary": {"best_acc": i / 100},
+    }
+
+
+def _losses(i: int) -> list[float]:
+    """The loss series of run i: its minimum is 1 + i (at step 3), its last value 2 + i."""
+    return [5.0 + i, 3.0 + i, 2.5 + i, 1.0 + i, 2.0 + i]
+
+
+@pytest.fixture(scope="module")
+def runs(server: ServerProcess) -> Iterator[list[dict[str, Any]]]:
+    """N_RUNS runs in one project, each with a config, tags, a loss series and a status; as sent."""
+    made = []
+    rng = random.Random(7)
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=30
+    ) as http:
+        for i in range(N_RUNS):
+            config = _config(i)
+            tags = ["baseline"] if i % 4 == 0 else (["sweep", "x"] if i % 4 == 1 else [])
+            start = 1_700_000_000_000 + i * 1000
+            answer = http.post(
+                "/api/runs/create",
+                json={
+                    "runName": f"run-{i:03d}",
+                    "projectName": PROJECT,
+                    "config": orjson.dumps(config).decode(),
+                    "tags": tags,
+                    "createdAt": start,
+                    "systemMetadata": orjson.dumps(
+                        {"hostname": f"node{i % 2}", "git": {"commit": "c0ffee"}}
+                    ).decode(),
+                },
+            )
+            assert answer.status_code == 200, answer.text
+            run_id = answer.json()["runId"]
+            lines = [
+                {
+                    "time": start + 10_000 * (step + 1),
+                    "step": step,
+                    "data": {"loss": value, "acc": rng.random()},
+                }
+                for step, value in enumerate(_losses(i))
+            ]
+            sent = http.post(
+                "/ingest/metrics",
+                content=b"".join(orjson.dumps(line) + b"\n" for line in lines),
+                headers={"X-Run-Id": str(run_id), "Content-Type": "application/x-ndjson"},
+            )
+            assert sent.status_code == 200, sent.text
+            status = ["COMPLETED", "FAILED", "RUNNING"][i % 3]
+            if status != "RUNNING":
+                done = http.post("/api/runs/status/update", json={"runId": run_id, "status": status})
+                assert done.status_code == 200
+            made.append(
+                {"id": run_id, "i": i, "config": config, "tags": tags, "status": status, "start": start}
+            )
+    yield made
+
+
+def _all_pages(client: httpx.Client, limit: int, **params: Any) -> tuple[list[dict[str, Any]], int]:
+    """Every row of a query, page by page through the cursor; and how many pages it took."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    pages = 0
+    while True:
+        query = {"project": PROJECT, "limit": limit, **params, **({"cursor": cursor} if cursor else {})}
+        answer = client.get("/api/runs", params=query)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["total"] == len(rows) + len(body["runs"]) + (
+            body["total"] - len(rows) - len(body["runs"])
+        )
+        rows += body["runs"]
+        pages += 1
+        cursor = body["next"]
+        if cursor is None:
+            return rows, pages
+        assert pages < 100
+
+
+def test_sorting_through_every_page_matches_the_sent_values(
+    client: httpx.Client, runs: list[dict[str, Any]]
+) -> None:
+    by_id = {r["id"]: r for r in runs}
+    cases: list[tuple[dict[str, Any], Callable[[dict[str, Any]], Any]]] = [
+        ({"sort": "config.lr", "order": "asc"}, lambda r: (r["config"]["lr"], r["id"])),
+        ({"sort": "config.lr", "order": "desc"}, lambda r: (-r["config"]["lr"], -r["id"])),
+        ({"sort": "summary.loss.min", "order": "asc"}, lambda r: (1.0 + r["i"], r["id"])),
+        ({"sort": "summary.loss.last", "order": "desc"}, lambda r: (-(2.0 + r["i"]), -r["id"])),
+        ({"sort": "config.optimizer", "order": "asc"}, lambda r: (r["config"]["optimizer"], r["id"])),
+        ({"sort": "name", "order": "desc"}, lambda r: tuple(-ord(c) for c in f"run-{r['i']:03d}")),
+    ]
+    for params, key in cases:
+        rows, pages = _all_pages(client, 13, **params)
+        assert pages == math.ceil(N_RUNS / 13), params
+        assert [row["id"] for row in rows] == [r["id"] for r in sorted(runs, key=key)], params
+    # runs without the key sort last in both directions
+    for order in ("asc", "desc"):
+        rows, _ = _all_pages(client, 40, sort="config.warmup", order=order)
+        having = [row for row in rows if "warmup" in row["config"]]
+        assert rows[: len(having)] == having and len(having) == N_RUNS // 10
+        values = [row["config"]["warmup"] for row in having]
+        assert values == sorted(values, reverse=order == "desc")
+    # each row carries what the run was sent
+    row = client.get(
+        "/api/runs", params={"project": PROJECT, "sort": "id", "order": "asc", "limit": 1}
+    ).json()
+    first = row["runs"][0]
+    sent = by_id[first["id"]]
+    assert first["config"] == {
+        "lr": 0.1,
+        "optimizer": "adam",
+        "model.layers": 0,
+        "model.act": "gelu",
+        "seed": 0,
+        "warmup": 0,
+    }
+    assert first["summary"]["loss"] == {"last": 2.0, "min": 1.0, "max": 5.0}
+    assert first["summary"]["best_acc"]["last"] == 0.0
+    assert first["tags"] == ["baseline"] and first["status"] == "COMPLETED"
+    assert (first["host"], first["commit"], first["user"]) == ("node0", "c0ffee", "admin")
+    assert first["start"] == sent["start"]
+
+
+def test_durations_follow_the_clients_clock(client: httpx.Client, runs: list[dict[str, Any]]) -> None:
+    rows, _ = _all_pages(client, 100, filter='status != "RUNNING"')
+    assert rows
+    for row in rows:
+        # the last metric was stamped 50 s after the run's createdAt, whenever the server received it
+        assert row["ended"] == row["start"] + 50_000
+        assert row["duration"] == 50_000
+    one = client.get(f"/api/runs/{rows[0]['id']}").json()
+    assert (one["ended"], one["duration"]) == (rows[0]["ended"], 50_000)
+
+
+def _names(client: httpx.Client, expression: str) -> set[str]:
+    rows, _ = _all_pages(client, 1000, filter=expression)
+    return {row["name"] for row in rows}
+
+
+def test_filters_select_the_runs_a_user_asks_for(client: httpx.Client, runs: list[dict[str, Any]]) -> None:
+    def expect(pred: Callable[[dict[str, Any]], bool]) -> set[str]:
+        return {f"run-{r['i']:03d}" for r in runs if pred(r)}
+
+    assert _names(client, 'lr < 0.01 and "baseline" in tags and status == "COMPLETED"') == expect(
+        lambda r: r["config"]["lr"] < 0.01 and "baseline" in r["tags"] and r["status"] == "COMPLETED"
+    )
+    assert _names(client, 'config.optimizer == "sgd" or (model.layers >= 3 and not "x" in tags)') == expect(
+        lambda r: (
+            r["config"]["optimizer"] == "sgd"
+            or (r["config"]["model"]["layers"] >= 3 and "x" not in r["tags"])
+        )
+    )
+    assert _names(client, "summary.loss.min <= 10 and loss > 5") == expect(
+        lambda r: 2 + r["i"] > 5 and 1 + r["i"] <= 10
+    )
+    assert _names(client, 'optimizer in ("adam", "rmsprop") and "sweep" not in tags') == expect(
+        lambda r: r["config"]["optimizer"] != "sgd" and "sweep" not in r["tags"]
+    )
+    assert _names(client, "warmup != null") == expect(lambda r: r["i"] % 10 == 0)
+    assert _names(client, 'name contains "-01"') == expect(lambda r: 10 <= r["i"] < 20)
+    assert _names(client, "0.01 <= lr") == expect(lambda r: r["config"]["lr"] >= 0.01)
+    assert _names(client, 'host == "node1" and best_acc > 0.5') == expect(
+        lambda r: r["i"] % 2 and r["i"] / 100 > 0.5
+    )
+    body = client.get("/api/runs", params={"project": PROJECT, "filter": "seed < 10", "sort": "seed"}).json()
+    assert body["total"] == 10 and [r["config"]["seed"] for r in body["runs"]] == list(range(9, -1, -1))
+
+
+@pytest.mark.parametrize(
+    ("expression", "position", "words"),
+    [
+        ("lr <", 4, "expected a value"),
+        ("lr < 0.1 and", 12, "expected a column name"),
+        ('status == "DONE', 10, "no closing"),
+        ("(lr < 1", 7, "expected ')'"),
+        ("lr ! 3", 3, "unexpected character"),
+        ("nosuchkey > 1", 0, "no column 'nosuchkey'"),
+        ('lr > 0 and name < 3', 11, "holds text"),
+        ("5 in tags", 0, "a tag is a string"),
+    ],
+)
+def test_a_bad_filter_gets_a_clear_400(
+    client: httpx.Client, runs: list[dict[str, Any]], expression: str, position: int, words: str
+) -> None:
+    answer = client.get("/api/runs", params={"project": PROJECT, "filter": expression})
+    assert answer.status_code == 400
+    body = answer.json()
+    assert (
+        body["position"] == position
+        and words in body["message"]
+        and f"position {position}" in body["message"]
+    )
+
+
+def test_bad_sort_order_limit_and_cursor(client: httpx.Client, runs: list[dict[str, Any]]) -> None:
+    def bad(params: dict[str, Any], field: str) -> None:
+        answer = client.get("/api/runs", params={"project": PROJECT, **params})
+        assert answer.status_code == 400 and f"'{field}'" in answer.json()["message"], answer.text
+
+    bad({"sort": "tags"}, "sort")
+    bad({"order": "up"}, "order")
+    bad({"limit": "0"}, "limit")
+    bad({"limit": "5000"}, "limit")
+    bad({"cursor": "not-a-cursor"}, "cursor")
+    first = client.get("/api/runs", params={"project": PROJECT, "sort": "name", "limit": 5}).json()
+    bad({"sort": "seed", "cursor": first["next"]}, "cursor")  # a cursor of another sort
+    # without the new parameters the plain list stays as it was
+    plain = client.get("/api/runs", params={"project": PROJECT}).json()
+    assert isinstance(plain, list) and len(plain) == N_RUNS and plain[0]["id"] > plain[-1]["id"]
+
+
+def test_groups_count_and_average_metrics(client: httpx.Client, runs: list[dict[str, Any]]) -> None:
+    answer = client.get(
+        "/api/runs/groups",
+        params={
+            "project": PROJECT,
+            "by": "config.optimizer",
+            "metric": ["summary.loss.min", "summary.loss.last"],
+            "filter": "lr >= 0.01",
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    groups = {g["value"]: g for g in answer.json()["groups"]}
+    for name in ("adam", "sgd", "rmsprop"):
+        members = [r for r in runs if r["config"]["optimizer"] == name and r["config"]["lr"] >= 0.01]
+        mins = [1.0 + r["i"] for r in members]
+        got = groups[name]
+        assert got["count"] == len(members)
+        assert got["metrics"]["summary.loss.min"]["mean"] == pytest.approx(sum(mins) / len(mins))
+        assert got["metrics"]["summary.loss.min"]["min"] == min(mins)
+        assert got["metrics"]["summary.loss.last"]["max"] == max(mins) + 1
+    by_layers = client.get("/api/runs/groups", params={"project": PROJECT, "by": "model.layers"}).json()[
+        "groups"
+    ]
+    assert sorted((g["value"], g["count"]) for g in by_layers) == [(k, N_RUNS // 5) for k in range(5)]
+    assert client.get("/api/runs/groups", params={"project": PROJECT, "by": "tags"}).status_code == 400
+
+
+def test_values_select_all_matching_and_correlation(client: httpx.Client, runs: list[dict[str, Any]]) -> None:
+    answer = client.get(
+        "/api/runs/values",
+        params={"project": PROJECT, "filter": '"baseline" in tags', "column": ["lr", "summary.loss.min"]},
+    ).json()
+    baseline = sorted((r for r in runs if "baseline" in r["tags"]), key=lambda r: -r["id"])
+    assert answer["ids"] == [r["id"] for r in baseline]
+    assert answer["columns"]["config.lr"] == [r["config"]["lr"] for r in baseline]
+    assert answer["columns"]["summary.loss.min"] == [1.0 + r["i"] for r in baseline]
+    ids = client.get("/api/runs/values", params={"project": PROJECT}).json()["ids"]
+    assert sorted(ids) == sorted(r["id"] for r in runs)
+    found = client.get(
+        "/api/runs/correlation", params={"project": PROJECT, "metric": "summary.loss.min"}
+    ).json()
+    by_column = {c["column"]: c for c in found["correlations"]}
+    assert by_column["config.seed"]["rho"] == pytest.approx(1.0) and by_column["config.seed"]["n"] == N_RUNS
+    assert (
+        by_column["config.warmup"]["rho"] == pytest.approx(1.0)
+        and by_column["config.warmup"]["n"] == N_RUNS // 10
+    )
+    assert found["correlations"][0]["column"] in ("config.seed", "config.warmup")
+    assert "config.optimizer" not in by_column  # text: no rank correlation
+    rhos = [abs(c["rho"]) for c in found["correlations"] if c["rho"] is not None]
+    assert rhos == sorted(rhos, reverse=True)
+
+
+def test_columns_list_what_the_runs_hold(client: httpx.Client, runs: list[dict[str, Any]]) -> None:
+    found = client.get("/api/runs/columns", params={"project": PROJECT}).json()
+    config = {c["name"]: c for c in found["config"]}
+    assert set(config) == {
+        "config.lr",
+        "config.optimizer",
+        "config.model.layers",
+        "config.model.act",
+        "config.seed",
+        "config.warmup",
+    }
+    assert config["config.warmup"]["runs"] == N_RUNS // 10 and config["config.optimizer"]["numeric"] == 0
+    assert {m["name"] for m in found["metrics"]} == {"loss", "acc"}
