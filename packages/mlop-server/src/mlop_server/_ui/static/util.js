@@ -38,6 +38,9 @@
     return answer;
   }
   mlop.api = async (path) => (await request(path)).json();
+  mlop.put = async (path, body) => (await request(path, {
+    method: "PUT", body: JSON.stringify(body), headers: { "Content-Type": "application/json" },
+  })).json();
   mlop.post = async (path, body) => (await request(path, {
     method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" },
   })).json();
