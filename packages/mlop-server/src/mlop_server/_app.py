@@ -10,15 +10,18 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from mlop_server._accesslog import Observer, access_logger
 from mlop_server._config import ServerConfig
 from mlop_server._dashboard import dashboard_routes
 from mlop_server._files import open_file_store
 from mlop_server._http import Context, guarded, json_response
 from mlop_server._openapi import openapi_document
+from mlop_server._prom import Metrics, prom_routes
 from mlop_server._readapi import read_routes
 from mlop_server._routes import protocol_routes
 from mlop_server._settings import settings_routes
@@ -101,4 +104,12 @@ def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlett
         return json_response(openapi_document())
 
     routes.append(Route("/openapi.json", guarded(openapi), methods=["GET"]))
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    metrics = Metrics()
+    routes.extend(prom_routes(ctx, metrics))
+    observe = Middleware(Observer, metrics=metrics, storage=store, log=access_logger(config.access_log))
+    return Starlette(
+        routes=routes,
+        middleware=[observe],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,10 @@ class FileStore(abc.ABC):
     @abc.abstractmethod
     async def write(self, file_id: int, chunks: AsyncIterator[bytes], size: int) -> None:
         """Store ``chunks``, which must come to exactly ``size`` bytes (the server's upload route)."""
+
+    @abc.abstractmethod
+    def put_file(self, file_id: int, source: Path) -> None:
+        """Store the file at ``source`` as ``file_id`` (``migrate-data``: files of another server)."""
 
     @abc.abstractmethod
     async def stored_size(self, file_id: int) -> int | None:
@@ -126,6 +131,20 @@ class LocalFileStore(FileStore):
                     out.write(chunk)
             if received != size:
                 raise BadRequest(f"the upload has {received} bytes, {size} were announced")
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
+
+    def put_file(self, file_id: int, source: Path) -> None:
+        """Copy ``source`` in (0600), whole or not at all."""
+        target = self.path(file_id)
+        _private_dir(target.parent)
+        part = target.with_name(f"{file_id}.{secrets.token_hex(8)}.part")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                shutil.copyfileobj(src, out, 1024 * 1024)
             os.replace(part, target)
         finally:
             part.unlink(missing_ok=True)

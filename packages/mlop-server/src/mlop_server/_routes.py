@@ -125,6 +125,8 @@ def protocol_routes(ctx: Context) -> list[Route]:
             else:
                 op = parse(data, run_id)
             answer = await ctx.storage.apply(op, _idempotency(request, run_id, key.owner), key)
+            # for the metrics (``_accesslog.Observer``): values, data rows or console lines acknowledged
+            request.scope["mlop.stored"] = getattr(op, "count", None) or len(getattr(op, "rows", ()))
             return json_response(answer)
 
         return handler

@@ -379,6 +379,10 @@ class SqliteStorage(Storage):
         with self._lock:
             self._conn.close()
 
+    def pending_writes(self) -> int:
+        """Writes waiting for the writer thread (the write-queue depth of ``/metrics-prom``)."""
+        return self._writer._pending
+
     # -- writes --------------------------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], idem: tuple[str, str] | None = None) -> T:
