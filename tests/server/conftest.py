@@ -1,8 +1,15 @@
-"""Fixtures for mlop-server's tests: one real server process per module, and clients that talk to it."""
+"""Fixtures for mlop-server's tests: one real server process per module, and clients that talk to it.
+
+Every test that uses ``server`` (or ``backend``, ``db_url``, ``fresh_db``) runs twice: on SQLite and on
+PostgreSQL (a throwaway cluster for the session, a fresh database per module or per test; see
+``tests/pgcluster.py``). The PostgreSQL runs are skipped, saying why, only where PostgreSQL is not installed.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,13 +18,49 @@ import pytest
 
 from mlop_server.testing import ServerProcess
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from pgcluster import PgCluster, pg_cluster, pg_url
+
+__all__ = ["pg_cluster", "pg_url"]
+
 Api = Callable[..., httpx.Response]
+
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage the module's servers use: ``"sqlite"`` (under --data) or ``"postgres"`` (--db)."""
+    name: str = request.param
+    return name
+
+
+def _database(backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if backend == "sqlite":
+        yield None
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create_database()
+    yield url
+    cluster.drop_database(url)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server shared by the tests of one module."""
-    with ServerProcess(tmp_path_factory.mktemp("server")) as proc:
+def db_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The module's database: None on SQLite, a fresh PostgreSQL database's URL on PostgreSQL."""
+    yield from _database(backend, request)
+
+
+@pytest.fixture
+def fresh_db(backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A database for one test: None on SQLite (the test's own --data), a fresh one on PostgreSQL."""
+    yield from _database(backend, request)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[ServerProcess]:
+    """A server shared by the tests of one module (once per backend)."""
+    with ServerProcess(tmp_path_factory.mktemp("server"), db=db_url) as proc:
         yield proc
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -16,12 +14,7 @@ PATH = "/api/projects/settings"
 
 
 def new_key(server: ServerProcess, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "mlop_server", "keys", "create", *args, "--data", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = server.cli("keys", "create", *args, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from mlop_server._accesslog import Observer, access_logger
+from mlop_server._backend import open_storage
 from mlop_server._config import ServerConfig
 from mlop_server._dashboard import dashboard_routes
 from mlop_server._files import open_file_store
@@ -25,7 +26,6 @@ from mlop_server._prom import Metrics, prom_routes
 from mlop_server._readapi import read_routes
 from mlop_server._routes import protocol_routes
 from mlop_server._settings import settings_routes
-from mlop_server._sqlite import SqliteStorage
 from mlop_server._storage import Storage
 
 __all__ = ["create_app"]
@@ -42,6 +42,8 @@ async def _reaper(ctx: Context) -> None:
         await asyncio.sleep(config.reap_interval)
         now = int(time.time() * 1000)
         try:
+            if not await ctx.storage.lead():
+                continue  # another process sharing the database does it
             reaped = await ctx.storage.reap(now - int(config.heartbeat_timeout * 1000))
             if reaped:
                 logger.info("marked %d silent run(s) FAILED: %s", len(reaped), reaped)
@@ -62,7 +64,8 @@ def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlett
 
     Args:
         config: The settings.
-        storage: The storage backend; by default SQLite in ``config.data_dir``.
+        storage: The storage backend; by default the one ``config.db`` names (SQLite in ``config.data_dir``
+            without it).
 
     Returns:
         A Starlette app whose lifespan starts the storage writer and the reaper and closes them.
@@ -70,7 +73,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlett
     store = (
         storage
         if storage is not None
-        else SqliteStorage(config.database, max_pending=config.max_pending_writes)
+        else open_storage(config.db, config.data_dir, max_pending=config.max_pending_writes)
     )
     ctx = Context(
         config=config,
@@ -89,6 +92,7 @@ def create_app(config: ServerConfig, storage: Storage | None = None) -> Starlett
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            await store.aclose()
             store.close()
             ctx.files.close()
 

@@ -22,15 +22,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from mlop_server._config import MIB, ServerConfig
 from mlop_server._errors import BadRequest, Conflict
 from mlop_server._keys import KEY_PATTERN, generate_key, hash_key, key_prefix
 from mlop_server._storage import Storage
-
-if TYPE_CHECKING:
-    from mlop_server._sqlite import SqliteStorage
 
 __all__ = ["add_server_parser", "main"]
 
@@ -79,7 +76,10 @@ def _ensure_admin_key(storage: Storage, given: str | None) -> str | None:
     if given:
         found = storage.find_key(hash_key(given))
         if found is None:
-            storage.add_key(hash_key(given), key_prefix(given), "admin", admin=True)
+            try:
+                storage.add_key(hash_key(given), key_prefix(given), "admin", admin=True)
+            except Conflict:
+                pass  # another process sharing the database stored it a moment ago
         elif not found.active:
             logger.warning("the admin key given was revoked (key %d); it stays revoked", found.id)
         return None
@@ -161,6 +161,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         upload_ttl=args.upload_ttl,
         auth_burst=args.failed_key_burst,
         files=args.files,
+        db=_db(args),
         access_log=_access_log(args),
     )
 
@@ -188,11 +189,38 @@ def _check_files(args: argparse.Namespace) -> None:
         raise SystemExit(f"mlop server: {exc}") from None
 
 
+def _db(args: argparse.Namespace) -> str | None:
+    """The database URL (``--db`` or ``MLOP_SERVER_DB``), or None for SQLite; exits on another kind of URL."""
+    from mlop_server._backend import DatabaseError, database_url, url_has_password
+
+    try:
+        url = database_url(getattr(args, "db", None))
+    except DatabaseError as exc:
+        raise SystemExit(f"mlop server: {exc}") from None
+    if getattr(args, "db", None) and url and url_has_password(url):
+        print(
+            "mlop server: warning: a password in --db is visible to every user of this machine (ps); "
+            "set MLOP_SERVER_DB, PGPASSWORD or ~/.pgpass instead",
+            file=sys.stderr,
+        )
+    return url
+
+
+def open_configured_storage(db: str | None, data_dir: Path, max_pending: int = 1024) -> Storage:
+    """The storage ``--db``/``--data`` name (PostgreSQL, or SQLite in the folder); one clear line and exit 2
+    when the database cannot be used (unreachable, refused, newer schema, driver missing)."""
+    from mlop_server._backend import DatabaseError, open_storage
+
+    try:
+        return open_storage(db, data_dir, max_pending=max_pending)
+    except DatabaseError as exc:
+        print(f"mlop server: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _open_storage(args: argparse.Namespace, config: ServerConfig) -> Storage:
     """The storage the server runs on; called once per server process (each worker opens its own)."""
-    from mlop_server._sqlite import SqliteStorage
-
-    return SqliteStorage(config.database, max_pending=config.max_pending_writes)
+    return open_configured_storage(config.db, config.data_dir, config.max_pending_writes)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -217,7 +245,9 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"http://{shown}:{port}", flush=True)
     if created:
         print(f"admin key (shown once, keep it): {created}", flush=True)
-    print(f"mlop-server: data in {config.data_dir}", flush=True)
+    from mlop_server._backend import describe
+
+    print(f"mlop-server: data in {describe(config.db, config.data_dir)}", flush=True)
     if workers == 1:
         return _serve_one(args, config, storage, sock, watch_parent=args.exit_with_parent)
     storage.close()  # each worker opens its own: nothing of the parent's connections crosses a fork
@@ -261,11 +291,15 @@ def _serve_one(
     return 0
 
 
-def _open(args: argparse.Namespace) -> SqliteStorage:
-    from mlop_server._sqlite import SqliteStorage
-
+def _open(args: argparse.Namespace) -> Storage:
     os.umask(0o077)
-    return SqliteStorage(_data_dir(args) / "mlop-server.db")
+    return open_configured_storage(_db(args), _data_dir(args))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from mlop_server._backend import migrate_command
+
+    return migrate_command(_db(args), dry_run=args.dry_run)
 
 
 def _projects(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -358,6 +392,13 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=3001, help="port; 0 picks a free one (default: 3001)")
     parser.add_argument("--data", default=None, help=f"database and files folder (default: {DEFAULT_DATA})")
     parser.add_argument(
+        "--db",
+        default=None,
+        metavar="postgresql://USER@HOST:PORT/DB",
+        help="keep the data in PostgreSQL (also $MLOP_SERVER_DB; the password from PGPASSWORD or ~/.pgpass); "
+        "default: SQLite under --data",
+    )
+    parser.add_argument(
         "--admin-key",
         default=None,
         help=f"the admin key to create; visible to other users in ps: prefer ${ADMIN_KEY_ENV}",
@@ -424,6 +465,7 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--data", default=argparse.SUPPRESS, help=f"the server's folder (default: {DEFAULT_DATA})"
     )
+    data.add_argument("--db", default=argparse.SUPPRESS, help="the server's PostgreSQL database URL")
     create = actions.add_parser("create", parents=[data], help="create a key and print it once")
     create.add_argument("--name", default="key", help="the key's owner: keys of one name share their runs")
     create.add_argument("--admin", action="store_true", help="the key reads and changes every run")
@@ -436,6 +478,11 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     revoke = actions.add_parser("revoke", parents=[data], help="revoke a key by ID or PREFIX")
     revoke.add_argument("key", help="the key's ID or PREFIX (as `keys list` shows)")
     revoke.set_defaults(func=_keys_revoke)
+    migrate = keys.add_parser(
+        "migrate", parents=[data], help="bring a PostgreSQL database to this server's schema (--db URL)"
+    )
+    migrate.add_argument("--dry-run", action="store_true", help="print the migrations without applying them")
+    migrate.set_defaults(func=_migrate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

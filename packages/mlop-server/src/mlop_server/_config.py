@@ -43,12 +43,14 @@ class ServerConfig:
             longer series are downsampled to it, as ``max_points`` would.
         auth_burst: Failed key checks an address may make at once before it gets 429.
         auth_rate: Failed key checks per second an address earns back.
+        db: The PostgreSQL database URL (``--db``); None keeps the data in SQLite under ``data_dir``.
         access_log: Where the access log goes, one JSON line per request: ``"-"`` for stderr, a file
             path, or None for no access log.
     """
 
     data_dir: Path
     files: str | None = None
+    db: str | None = None
     org: str = "local"
     public_url: str | None = None
     heartbeat_timeout: float = 150.0

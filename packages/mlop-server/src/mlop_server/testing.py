@@ -47,6 +47,8 @@ class ServerProcess:
         extra_args: More command-line options, e.g. ``["--heartbeat-timeout", "2"]``.
         startup_timeout: Seconds to wait for the URL line and ``/health``.
         env: Extra environment variables for the process.
+        db: A PostgreSQL URL to keep the data in (``--db``, given as ``MLOP_SERVER_DB`` so that its password
+            stays out of the command line); None keeps it in SQLite under ``data_dir``.
     """
 
     def __init__(
@@ -57,8 +59,10 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         env: dict[str, str] | None = None,
+        db: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.db = db
         self._key = admin_key
         self._extra = list(extra_args)
         self._timeout = startup_timeout
@@ -117,6 +121,8 @@ class ServerProcess:
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
         env["MLOP_SERVER_ADMIN_KEY"] = self._key
+        if self.db:
+            env["MLOP_SERVER_DB"] = self.db
         env.update(self._env)
         self._first.clear()
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -133,6 +139,15 @@ class ServerProcess:
             self.kill()
             raise
         return self
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m mlop_server ARGS`` on this server's data (``--data``, and its database when it has
+        one, through ``MLOP_SERVER_DB``), e.g. ``server.cli("keys", "create", "--name", "bob")``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+        if self.db:
+            env["MLOP_SERVER_DB"] = self.db
+        cmd = [sys.executable, "-m", "mlop_server", *args, "--data", str(self.data_dir)]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
 
     def _drain(self, pipe: IO[bytes] | None, first: list[str] | None) -> None:
         assert pipe is not None
