@@ -113,7 +113,7 @@ def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
     page.set_default_timeout(WAIT_MS)
     page.goto(f"{server.url}/ui/#key={server.key}")
     page.wait_for_selector("body[data-ready]")
-    assert "key=" not in page.url  # the key moved into sessionStorage
+    assert "key=" not in page.url  # the key was traded for a session cookie and dropped from the address
     yield page
     context.close()
     assert not errors, errors
@@ -325,7 +325,7 @@ def test_without_a_key_the_page_asks_for_one(browser: Any, server: ServerProcess
         page.fill("#key-input", server.key)
         page.press("#key-input", "Enter")
         page.wait_for_selector("body[data-ready='runs']", state="attached")
-        assert page.evaluate("() => sessionStorage.getItem('mlop.key')") == server.key
+        assert [c["name"] for c in context.cookies()] == ["mlop_session"]  # a session, not the key, is kept
     finally:
         context.close()
 

@@ -6,14 +6,30 @@
   function keyForm(main, message) {
     mlop.crumbs();
     const input = mlop.el("input", { type: "password", id: "key-input", placeholder: "mlps_…", autocomplete: "off" });
-    const form = mlop.el("form", { class: "keyform", onsubmit: (e) => {
+    const form = mlop.el("form", { class: "keyform", onsubmit: async (e) => {
       e.preventDefault();
-      mlop.setKey(input.value.trim());
+      try {
+        await mlop.login(input.value.trim());
+      } catch (err) {
+        if (err instanceof mlop.Unauthorized) return keyForm(main, "The server refused the key; give another.");
+        throw err;
+      }
       route();
     } }, mlop.el("h1", {}, "mlop"), mlop.el("p", {}, message),
-    mlop.el("label", {}, "API key ", input), mlop.el("button", { type: "submit" }, "open"));
+    mlop.el("label", {}, "API key ", input), mlop.el("button", { type: "submit" }, "log in"),
+    mlop.el("p", { class: "muted" }, "The page keeps a session cookie, not the key; log out ends it."));
     main.replaceChildren(form);
+    document.body.dataset.auth = "out";
     mlop.ready("key");
+  }
+
+  // The header's "log out": ends the session (the server forgets nothing else).
+  function logoutButton() {
+    if (document.getElementById("logout")) return;
+    document.querySelector("header").append(mlop.el("button", { id: "logout", type: "button", onclick: async () => {
+      await mlop.logout();
+      route();
+    } }, "log out"));
   }
 
   async function route() {
@@ -21,9 +37,16 @@
     mlop.clearCharts();
     delete document.body.dataset.ready;
     mlop.paintedAt = null;
-    mlop.takeKeyFromHash();
     const main = document.getElementById("main");
-    if (!mlop.key()) return keyForm(main, "This server needs a key (`mlop ui` opens the page with it).");
+    const given = mlop.keyFromHash();
+    if (given) {
+      try {
+        await mlop.login(given);
+      } catch (e) {
+        if (e instanceof mlop.Unauthorized) return keyForm(main, "The key in the address was refused; give another.");
+        throw e;
+      }
+    }
     const path = decodeURIComponent(location.hash.replace(/^#/, "")) || "/";
     const parts = path.split("/").filter(Boolean);
     try {
@@ -31,10 +54,11 @@
       else if (parts[0] === "run" && /^\d+$/.test(parts[1] || "")) await mlop.runPage(main, Number(parts[1]), parts[2]);
       else if (parts[0] === "compare" && parts[1]) await mlop.comparePage(main, parts[1].split(",").filter((x) => /^\d+$/.test(x)).map(Number));
       else await mlop.projectsPage(main);
+      document.body.dataset.auth = "in";
     } catch (e) {
       if (e instanceof mlop.Unauthorized) {
-        mlop.forgetKey();
-        return keyForm(main, "The server refused the key; give another.");
+        mlop.stopTimers();
+        return keyForm(main, "This server needs a key once (`mlop ui` logs the page in by itself).");
       }
       main.replaceChildren(mlop.el("p", { class: "error" }, String(e.message || e)));
       mlop.ready("error");
@@ -42,6 +66,7 @@
     }
   }
 
+  logoutButton();
   mlop.route = route;
   window.addEventListener("hashchange", route);
   route();

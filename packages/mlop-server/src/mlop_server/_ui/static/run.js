@@ -17,7 +17,7 @@
       mlop.el("h1", {}, run.name, " ", mlop.el("span", { class: "muted" }, run.displayId || "")),
       mlop.el("span", { class: "status " + status, id: "run-status", "data-status": run.status }, status),
       mlop.el("span", { class: "muted", id: "run-duration" },
-        ` ${mlop.duration(mlop.runDuration(run))} · created ${mlop.when(run.created)}`),
+        ` ${mlop.duration(mlop.runDuration(run))} · started ${mlop.when(run.start != null ? run.start : run.created)}`),
       run.status === "RUNNING" ? cancelButton(run) : null);
   }
 
@@ -285,7 +285,7 @@
     const [run, keys] = await Promise.all([mlop.api(`/api/runs/${runId}`), mlop.api(`/api/runs/${runId}/keys`)]);
     mlop.crumbs(mlop.el("a", { href: "#/p/" + mlop.q(run.project) }, run.project), run.name);
     let head = header(run);
-    const tabs = ["charts", "media", "histograms", "tables", "text", "logs", "config", "environment", "graph"];
+    const tabs = ["overview", "charts", "media", "histograms", "tables", "text", "logs", "config", "environment", "graph"];
     // "media" holds every file key (images, audio, video, text files, artifacts); "text" the string series.
     const bar = mlop.el("nav", { class: "tabs" });
     const pane = mlop.el("div", { id: "pane" });
@@ -299,7 +299,8 @@
       live.charts = null;
       pane.replaceChildren();
       pane.dataset.tab = tab;
-      if (tab === "charts") await chartsTab(pane, run, keys, live);
+      if (tab === "overview") await mlop.overviewTab(pane, run, keys);  // overview.js
+      else if (tab === "charts") await chartsTab(pane, run, keys, live);
       else if (tab === "media") await mediaTab(pane, run, keys);
       else if (tab === "histograms") await dataTab(pane, run, keys, "HISTOGRAM");
       else if (tab === "tables") await dataTab(pane, run, keys, "TABLE");
@@ -325,7 +326,7 @@
         const [fresh, freshKeys] = await Promise.all([mlop.api(`/api/runs/${runId}`), mlop.api(`/api/runs/${runId}/keys`)]);
         keys.splice(0, keys.length, ...freshKeys);
         Object.assign(run, { status: fresh.status, updated: fresh.updated, statusMetadata: fresh.statusMetadata,
-          cancelRequested: fresh.cancelRequested });
+          cancelRequested: fresh.cancelRequested, ended: fresh.ended, duration: fresh.duration });
         const fresh_head = header(run);
         head.replaceWith(fresh_head);
         head = fresh_head;

@@ -1,35 +1,44 @@
 // Shared helpers of the dashboard: the key, the read API, escaping, formatting. Exposes window.mlop.
 "use strict";
 (function () {
-  const KEY = "mlop.key";
   const mlop = (window.mlop = window.mlop || {});
   mlop.charts = {};
   mlop.timers = [];
 
-  // The key arrives in the URL fragment (#key=…, never sent to the server); keep it in sessionStorage
-  // and drop it from the address bar and the history.
-  mlop.takeKeyFromHash = function () {
+  // Logging in: the page trades a key for a session cookie once (POST /ui/session; HttpOnly, so no
+  // script here ever reads it) and every call then rides on that cookie with the dashboard's header,
+  // without which the server takes the cookie for reads only. `mlop ui` hands the key over in the URL
+  // fragment (#key=…, never sent to a server): it is traded at once and dropped from the address bar.
+  const DASHBOARD = { "X-Mlop-Dashboard": "1" };
+  mlop.keyFromHash = function () {
     const hash = location.hash;
     const match = hash.match(/[#&?]key=([^&]+)/);
-    if (!match) return;
-    sessionStorage.setItem(KEY, decodeURIComponent(match[1]));
+    if (!match) return null;
     let rest = hash.replace(/[&?]?key=[^&]+/, "").replace(/^#&/, "#");
     if (rest === "#" || rest === "") rest = "#/";
     history.replaceState(null, "", location.pathname + location.search + rest);
+    return decodeURIComponent(match[1]);
   };
-  mlop.key = () => sessionStorage.getItem(KEY);
-  mlop.setKey = (key) => sessionStorage.setItem(KEY, key);
-  mlop.forgetKey = () => sessionStorage.removeItem(KEY);
+  // Log in with a key; resolves to who is logged in, rejects with Unauthorized for a refused key.
+  mlop.login = async function (key) {
+    const answer = await fetch("session", { method: "POST", cache: "no-store", credentials: "same-origin",
+      headers: Object.assign({ "Content-Type": "application/json" }, DASHBOARD), body: JSON.stringify({ key }) });
+    if (answer.status === 401 || answer.status === 400) throw new Unauthorized("the key was refused");
+    if (!answer.ok) throw new Error(`${answer.status} login: ${answer.statusText}`);
+    return (mlop.session = await answer.json());
+  };
+  mlop.logout = async function () {
+    await fetch("logout", { method: "POST", cache: "no-store", credentials: "same-origin", headers: DASHBOARD });
+    mlop.session = null;
+  };
 
   class Unauthorized extends Error {}
   mlop.Unauthorized = Unauthorized;
 
   async function request(path, init) {
-    const key = mlop.key();
-    if (!key) throw new Unauthorized("no key");
-    const headers = Object.assign({ Authorization: "Bearer " + key }, (init && init.headers) || {});
-    const answer = await fetch(path, Object.assign({}, init || {}, { headers, cache: "no-store" }));
-    if (answer.status === 401) throw new Unauthorized("the key was refused");
+    const headers = Object.assign({}, DASHBOARD, (init && init.headers) || {});
+    const answer = await fetch(path, Object.assign({}, init || {}, { headers, cache: "no-store", credentials: "same-origin" }));
+    if (answer.status === 401) throw new Unauthorized("not logged in, or the session ended");
     if (!answer.ok) {
       let message = answer.statusText;
       try { message = (await answer.json()).message || message; } catch (e) { /* not JSON */ }
@@ -73,8 +82,10 @@
     if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
     return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
   };
-  // How long a run ran: until its last update when it ended, until now while it runs.
-  mlop.runDuration = (run) => (run.status === "RUNNING" ? Date.now() : run.updated) - run.created;
+  // How long a run ran, on the client's clock (the server's `duration`: right for synced runs too);
+  // a server without it: until the last update, or until now while it runs.
+  mlop.runDuration = (run) => (run.duration !== undefined ? run.duration
+    : (run.status === "RUNNING" ? Date.now() : run.updated) - run.created);
   mlop.number = function (v) {
     if (v == null) return "-";
     if (typeof v === "string") return v;
