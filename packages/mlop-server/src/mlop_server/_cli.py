@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from mlop_server import _migrate_data
 from mlop_server._config import MIB, ServerConfig
 from mlop_server._errors import BadRequest, Conflict
 from mlop_server._keys import KEY_PATTERN, generate_key, hash_key, key_prefix
@@ -251,11 +252,20 @@ def _serve(args: argparse.Namespace) -> int:
     if workers == 1:
         return _serve_one(args, config, storage, sock, watch_parent=args.exit_with_parent)
     storage.close()  # each worker opens its own: nothing of the parent's connections crosses a fork
-    return _workers.supervise(
-        workers,
-        lambda: _serve_one(args, config, _open_storage(args, config), sock, watch_parent=True),
-        exit_with_parent=args.exit_with_parent,
-    )
+    from mlop_server import _prom
+
+    own_metrics_dir = not os.environ.get(_prom.MULTIPROC_ENV)
+    metrics_dir = _prom.prepare_multiprocess()  # the workers' metrics, summed by whichever is asked
+    try:
+        return _workers.supervise(
+            workers,
+            lambda: _serve_one(args, config, _open_storage(args, config), sock, watch_parent=True),
+            exit_with_parent=args.exit_with_parent,
+            on_worker_exit=_prom.worker_exited,
+        )
+    finally:
+        if own_metrics_dir:
+            _prom.remove_multiprocess(metrics_dir)
 
 
 def _serve_one(
@@ -459,6 +469,7 @@ def add_server_parser(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_serve)
 
     keys = parser.add_subparsers(dest="server_command", metavar="keys")
+    _migrate_data.add_parser(keys)  # migrate-data: an embedded server into PostgreSQL
     manage = keys.add_parser("keys", help="create, list and revoke keys")
     actions = manage.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     data = argparse.ArgumentParser(add_help=False)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sqlite3
 import struct
 import sys
@@ -27,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 if TYPE_CHECKING:
     import numpy as np
     import psycopg
+
+    from mlop_server._files import FileStore
 
 __all__ = ["Progress", "add_parser", "migrate_data"]
 
@@ -187,7 +188,7 @@ class _Copier:
         src: sqlite3.Connection,
         dst: psycopg.Connection[Any],
         source_files: Path,
-        target_files: Path | None,
+        target_files: FileStore | None,
         progress: Progress,
     ) -> None:
         self.src, self.dst, self.progress = src, dst, progress
@@ -327,12 +328,7 @@ class _Copier:
                     f"migrate-data: warning: file {row[at['id']]} has no bytes at {source}", file=sys.stderr
                 )
                 continue
-            target = self.target_files / name
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            part = target.with_name(target.name + ".migrating")
-            shutil.copyfile(source, part)
-            os.chmod(part, 0o600)
-            os.replace(part, target)
+            self.target_files.put_file(int(row[at["id"]]), source)  # whole or not at all
 
     def others(self, batch: int) -> list[str]:
         """Copy the tables both databases have that the fixed list does not name; returns those skipped."""
@@ -431,14 +427,19 @@ def _check_target(dst: psycopg.Connection[Any], source: Path) -> None:
 
 
 def migrate_data(
-    source: Path, url: str, files: Path | None, *, progress: Progress | None = None, batch: int = BATCH_ROWS
+    source: Path,
+    url: str,
+    files: FileStore | None,
+    *,
+    progress: Progress | None = None,
+    batch: int = BATCH_ROWS,
 ) -> dict[str, int]:
     """Copy the server in ``source`` (its ``--data`` folder) into the database ``url``.
 
     Args:
         source: The SQLite server's data folder.
         url: The PostgreSQL database (migrated to the current schema first).
-        files: The new server's files folder (None: leave the file bytes where they are).
+        files: The new server's file store (None: leave the file bytes where they are).
         progress: Where progress goes (default: stderr).
         batch: Rows per transaction.
 
@@ -449,6 +450,7 @@ def migrate_data(
         MigrationError: the source or the target cannot take part (the message says why).
         DatabaseError: the database is unreachable or refuses.
     """
+    from mlop_server._files import LocalFileStore
     from mlop_server._pg_schema import connect, migrate
 
     progress = progress or Progress()
@@ -459,7 +461,10 @@ def migrate_data(
     try:
         _check_target(dst, source)
         source_files = source / "files"
-        if files is not None and files.resolve() == source_files.resolve():
+        if (
+            isinstance(files, LocalFileStore)
+            and files.path(0).parent.parent.resolve() == source_files.resolve()
+        ):
             files = None  # the new server reads the same folder: nothing to copy
         copier = _Copier(src, dst, source_files, files, progress)
         src.execute("BEGIN")  # one snapshot of the source for the whole run
@@ -480,7 +485,7 @@ def migrate_data(
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mlop_server._files import parse_files_option
+    from mlop_server._files import open_file_store
     from mlop_server._pg_schema import DatabaseError, describe_target
 
     url = args.db or os.environ.get(DB_ENV)
@@ -489,22 +494,15 @@ def _run(args: argparse.Namespace) -> int:
             f"mlop server migrate-data: give the target database: --db postgresql://... or ${DB_ENV}"
         )
     data = Path(getattr(args, "data", None) or "~/.mlop/server").expanduser().resolve()
+    os.umask(0o077)
     try:
-        kind, where = parse_files_option(args.files, data)
+        store = open_file_store(args.files, data, check=True)
     except ValueError as exc:
         raise SystemExit(f"mlop server migrate-data: {exc}") from None
-    if kind != "local":
-        raise SystemExit(
-            "mlop server migrate-data: copying files into object storage is not built in; run it with "
-            "--files pointing at a folder, then copy that folder into the bucket "
-            "(aws s3 sync FOLDER s3://BUCKET/PREFIX)"
-        )
-    assert isinstance(where, Path)
-    os.umask(0o077)
     source = Path(args.source).expanduser()
-    print(f"copying {source} into {describe_target(url)} (files into {where})", file=sys.stderr)
+    print(f"copying {source} into {describe_target(url)} (files into {store.describe()})", file=sys.stderr)
     try:
-        counts = migrate_data(source, url, where, batch=args.batch)
+        counts = migrate_data(source, url, store, batch=args.batch)
     except (MigrationError, DatabaseError) as exc:
         print(f"mlop server migrate-data: {exc}", file=sys.stderr)
         return 1
@@ -526,7 +524,9 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--db", default=None, help=f"the PostgreSQL database (default: ${DB_ENV})")
     parser.add_argument(
-        "--files", default=None, help="the new server's files: a folder (default: <--data>/files)"
+        "--files",
+        default=None,
+        help="the new server's files: a folder or s3://BUCKET/PREFIX (default: <--data>/files)",
     )
     parser.add_argument(
         "--data", default=argparse.SUPPRESS, help="the new server's --data folder (for the default --files)"

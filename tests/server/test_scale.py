@@ -1,0 +1,243 @@
+"""Several server processes on one PostgreSQL database, ``--workers``, and ``/ready``.
+
+Real parts only: server processes on 127.0.0.1 (mlop_server.testing.ServerProcess), the session's throwaway
+PostgreSQL cluster (tests/pgcluster.py), a real mlop client run in its own process, and SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+
+from mlop_server.testing import ServerProcess
+
+T0 = 1_795_870_984_866
+
+
+def _client(server: ServerProcess) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=60)
+
+
+def _lines(first: int, count: int) -> bytes:
+    return b"".join(
+        orjson.dumps({"time": T0 + s, "step": s, "data": {"loss": 1 / (s + 1), "acc": s / 10}}) + b"\n"
+        for s in range(first, first + count)
+    )
+
+
+def _ingest(c: httpx.Client, run_id: int, body: bytes, key: str | None = None) -> httpx.Response:
+    headers = {"X-Run-Id": str(run_id), "Content-Type": "application/x-ndjson"}
+    if key:
+        headers["Idempotency-Key"] = key
+    return c.post("/ingest/metrics", content=body, headers=headers)
+
+
+def _at_once(*calls: Any) -> list[Any]:
+    """Run ``calls`` in threads released together; returns their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def test_two_processes_share_one_database(tmp_path: Path, pg_url: str) -> None:
+    with (
+        ServerProcess(tmp_path / "a", db=pg_url) as a,
+        ServerProcess(tmp_path / "b", db=pg_url) as b,
+        _client(a) as ca,
+        _client(b) as cb,
+    ):
+        body = {"runName": "shared", "projectName": "team", "config": '{"lr": 0.1}', "tags": ["x"]}
+        run_id = ca.post("/api/runs/create", json=body).json()["runId"]
+        for first in range(0, 3000, 1000):
+            assert _ingest(ca, run_id, _lines(first, 1000)).status_code == 200
+        logs = b"".join(
+            orjson.dumps({"time": T0 + i, "message": f"m{i}", "lineNumber": i, "logType": "INFO"}) + b"\n"
+            for i in range(50)
+        )
+        assert ca.post("/ingest/logs", content=logs, headers={"X-Run-Id": str(run_id)}).status_code == 200
+        assert (
+            ca.post("/api/runs/status/update", json={"runId": run_id, "status": "COMPLETED"}).status_code
+            == 200
+        )
+
+        # Written through a, read whole through b.
+        assert cb.get(f"/api/runs/{run_id}").json() == ca.get(f"/api/runs/{run_id}").json()
+        run = cb.get(f"/api/runs/{run_id}").json()
+        assert run["status"] == "COMPLETED" and run["config"] == {"lr": 0.1} and run["tags"] == ["x"]
+        loss = cb.get(f"/api/runs/{run_id}/metrics", params={"key": "loss"}).json()
+        assert [p["step"] for p in loss] == list(range(3000))
+        assert all(p["value"] == 1 / (p["step"] + 1) for p in loss)
+        assert [line["message"] for line in cb.get(f"/api/runs/{run_id}/logs").json()] == [
+            f"m{i}" for i in range(50)
+        ]
+
+        # The same batch with the same Idempotency-Key sent to both processes at once: stored once.
+        other = ca.post("/api/runs/create", json={"runName": "idem", "projectName": "team"}).json()["runId"]
+        for attempt in range(5):
+            batch = _lines(attempt * 100, 100)
+            key = f"batch-{attempt}"
+            first, second = _at_once(
+                lambda b=batch, k=key: _ingest(ca, other, b, k),
+                lambda b=batch, k=key: _ingest(cb, other, b, k),
+            )
+            assert (first.status_code, second.status_code) == (200, 200)
+            assert first.json() == second.json()
+        steps = [p["step"] for p in cb.get(f"/api/runs/{other}/metrics", params={"key": "acc"}).json()]
+        assert steps == list(range(500))  # each batch once, none twice
+
+
+def test_two_processes_started_at_once_on_an_empty_database(
+    tmp_path: Path, pg_url: str, pg_cluster: Any
+) -> None:
+    servers = [ServerProcess(tmp_path / name, db=pg_url, startup_timeout=60) for name in ("a", "b")]
+    try:
+        started = _at_once(*(server.start for server in servers))
+        assert all(isinstance(s, ServerProcess) and s.running for s in started)
+        for server in servers:
+            assert httpx.get(f"{server.url}/ready", timeout=10).json()["status"] == "ready"
+        versions = pg_cluster.execute(
+            "SELECT version, COUNT(*) FROM schema_version GROUP BY version", pg_url.rsplit("/", 1)[1]
+        )
+        assert versions and all(count == 1 for _, count in versions)  # each migration applied once
+        assert (
+            len(pg_cluster.execute("SELECT id FROM api_keys", pg_url.rsplit("/", 1)[1])) == 1
+        )  # one admin key
+    finally:
+        for server in servers:
+            server.stop()
+
+
+TRAIN = """
+run = mlop.init(project="kill", name="workers", dir=sys.argv[1])
+for step in range({steps}):
+    run.log({{"a": step, "b": step * 0.5}})
+    if step % 100 == 99:
+        time.sleep(0.05)
+run.finish()
+print("STATUS", run.status)
+"""
+
+
+def test_kill_9_of_a_worker_during_ingest_loses_nothing(tmp_path: Path, pg_url: str) -> None:
+    steps = 6000
+    with (
+        ServerProcess(tmp_path / "srv", db=pg_url, extra_args=["--workers", "2"]) as server,
+        _client(server) as c,
+    ):
+        workers = psutil.Process(server.pid).children()
+        assert len(workers) == 2
+        script = tmp_path / "train.py"
+        script.write_text("import mlop, sys, time\n" + textwrap.dedent(TRAIN.format(steps=steps)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+        env.update(
+            MLOP_API_TOKEN=server.key,
+            MLOP_HOST=server.url,
+            MLOP_CONFIG_DIR=str(tmp_path / "config"),
+            MLOP_DISABLE_SYSTEM_METRICS="1",
+        )
+        train = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "runs")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        # Once some of the run has arrived, SIGKILL one worker; then, later, the other.
+        killed: list[tuple[int, int]] = []
+        deadline = time.monotonic() + 60
+        run_id = None
+        while len(killed) < 2 and time.monotonic() < deadline and train.poll() is None:
+            runs = c.get("/api/runs", params={"project": "kill"}).json()
+            if runs:
+                run_id = runs[0]["id"]
+                answer = c.get(f"/api/runs/{run_id}/metrics", params={"key": "a", "max_points": 2})
+                arrived = int(answer.headers.get("X-Total-Points", 0)) if answer.status_code == 200 else 0
+                if arrived > (len(killed) + 1) * steps // 4 and arrived < steps:
+                    victim = psutil.Process(server.pid).children()[0]
+                    victim.send_signal(signal.SIGKILL)
+                    killed.append((victim.pid, arrived))
+            time.sleep(0.02)
+        out, err = train.communicate(timeout=120)
+        assert train.returncode == 0, err
+        assert "STATUS COMPLETED" in out
+        assert len(killed) >= 1, f"the run ended before a worker could be killed: {err}"
+        assert len(psutil.Process(server.pid).children()) == 2  # the supervisor started new workers
+        assert run_id is not None
+        run = c.get(f"/api/runs/{run_id}").json()
+        assert run["status"] == "COMPLETED"
+        for key, scale in (("a", 1.0), ("b", 0.5)):
+            points = c.get(f"/api/runs/{run_id}/metrics", params={"key": key}).json()
+            assert [p["step"] for p in points] == list(range(steps)), (key, killed)  # each step once
+            assert all(p["value"] == p["step"] * scale for p in points)
+
+
+def test_ready_answers_503_while_the_database_refuses_and_200_after(
+    tmp_path: Path, pg_url: str, pg_cluster: Any
+) -> None:
+    name = pg_url.rsplit("/", 1)[1]
+    with ServerProcess(tmp_path / "srv", db=pg_url) as server:
+        answer = httpx.get(f"{server.url}/ready", timeout=10)
+        assert answer.status_code == 200 and answer.json()["database"] == "ok"
+        # The database goes away for this server: no new connection is accepted, and its open ones are cut
+        # (stopping the session's shared cluster would take every other test's database with it).
+        pg_cluster.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        pg_cluster.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        try:
+            answer = httpx.get(f"{server.url}/ready", timeout=30)
+            assert answer.status_code == 503
+            assert answer.json()["status"] == "unavailable" and answer.json()["database"] == "unreachable"
+            assert "pg-test-password" not in answer.text
+            assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200  # alive all the same
+        finally:
+            pg_cluster.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        deadline = time.monotonic() + 30
+        while (answer := httpx.get(f"{server.url}/ready", timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.2)
+        assert answer.json()["status"] == "ready"
+
+
+def test_ready_on_sqlite_and_workers_refused_there(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "srv") as server:
+        assert httpx.get(f"{server.url}/ready").json() == {"status": "ready", "database": "ok"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    refused = subprocess.run(
+        [sys.executable, "-m", "mlop_server", "--port", "0", "--data", str(tmp_path / "x"), "--workers", "2"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "--workers 2 needs PostgreSQL" in refused.stderr
+    assert not (tmp_path / "x").exists()  # refused before anything was created
+
+
+def test_workers_stop_together_on_sigterm(tmp_path: Path, pg_url: str) -> None:
+    server = ServerProcess(tmp_path / "srv", db=pg_url, extra_args=["--workers", "2"]).start()
+    workers = psutil.Process(server.pid).children()
+    assert len(workers) == 2
+    with _client(server) as c:  # the workers' metrics are one set, whichever worker answers
+        for _ in range(6):
+            assert c.get("/api/projects").status_code == 200
+        prom = c.get("/metrics-prom")
+        assert prom.status_code == 200 and "/api/projects" in prom.text
+    os.kill(server.pid, signal.SIGTERM)
+    gone, alive = psutil.wait_procs([psutil.Process(server.pid), *workers], timeout=30)
+    server.kill()
+    assert not alive and len(gone) == 3
