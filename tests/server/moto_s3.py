@@ -48,8 +48,8 @@ def presigned_error(environ: dict[str, Any], now: float | None = None) -> str | 
     """Why the presigned request of ``environ`` is refused, or None when it is not presigned or is valid."""
     pairs = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     query = dict(pairs)
-    if "X-Amz-Signature" not in query:
-        return None
+    if "X-Amz-Signature" not in query or environ["REQUEST_METHOD"] == "OPTIONS":
+        return None  # a CORS preflight is answered from the bucket's CORS rules, unsigned, as S3 does
     try:
         access, date, region, service, _ = query["X-Amz-Credential"].split("/")
         stamp = query["X-Amz-Date"]
