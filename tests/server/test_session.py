@@ -1,28 +1,20 @@
 """The dashboard's login against a real server process: a key once, then a signed, expiring session cookie
-(HttpOnly, SameSite=Strict, Secure over HTTPS) that the read API and the dashboard's own writes accept."""
+(HttpOnly, SameSite=Strict, Secure over HTTPS) that the read API and the dashboard's own writes accept.
+On both backends (the ``server`` fixture of conftest.py): the secret that signs it lives in the database."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
+from mlop_server._backend import open_storage
 from mlop_server._session import COOKIE, sign_session
 from mlop_server.testing import ServerProcess
 
 DASHBOARD = {"X-Mlop-Dashboard": "1"}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("session-server")) as proc:
-        yield proc
 
 
 def _login(server: ServerProcess, key: str) -> httpx.Response:
@@ -38,19 +30,16 @@ def _attributes(set_cookie: str) -> tuple[str, dict[str, str]]:
 
 
 def _secret(server: ServerProcess) -> bytes:
-    """The server's signing secret, read from its real database file (as a forger with a copy would)."""
-    with sqlite3.connect(server.data_dir / "mlop-server.db") as conn:
-        (value,) = conn.execute("SELECT value FROM meta WHERE name = 'signing_secret'").fetchone()
-    return bytes(value)
+    """The server's signing secret, read from its real database (as a forger with a copy of it would)."""
+    storage = open_storage(server.db, server.data_dir)
+    try:
+        return storage.signing_secret()
+    finally:
+        storage.close()
 
 
 def _keys(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlop_server", "keys", *args, "--data", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return server.cli("keys", *args)
 
 
 def _new_run(server: ServerProcess, project: str = "sessions") -> int:

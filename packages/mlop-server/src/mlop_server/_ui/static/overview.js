@@ -34,7 +34,7 @@
     if (!rows.length) return mlop.el("p", { class: "muted", id }, empty);
     return mlop.el("table", { class: "grid kv", id },
       mlop.el("tbody", {}, rows.map(([k, v]) => mlop.el("tr", { "data-key": k },
-        mlop.el("th", {}, k), mlop.el("td", { class: typeof v === "number" ? "num" : "" }, shown(v))))));
+        mlop.el("th", {}, k), mlop.el("td", { "data-type": typeof v }, shown(v))))));
   }
 
   function section(title, ...children) {
