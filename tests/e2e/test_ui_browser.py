@@ -148,18 +148,18 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
         "r.querySelector('.status').dataset.status])",
     )
     assert sorted(shown) == [["done", "COMPLETED"], ["failed", "FAILED"], ["killed", "TERMINATED"]]
-    page.select_option("#status-filter", "FAILED")
+    page.fill("[data-testid=runs-filter]", 'status == "FAILED"')
+    page.press("[data-testid=runs-filter]", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#runs tbody tr.run').length === 1")
     assert page.eval_on_selector_all("#runs tbody tr a", "links => links.map(a => a.textContent)") == [
         "failed"
     ]
-    page.select_option("#status-filter", "")
-    page.fill("#metric-columns", "train/loss, eval/acc")
-    page.evaluate("() => { delete document.body.dataset.ready; }")
-    page.dispatch_event("#metric-columns", "change")
-    page.wait_for_selector("body[data-ready='runs']", state="attached")
-    last = page.eval_on_selector_all(
+    page.fill("[data-testid=runs-filter]", "")
+    page.press("[data-testid=runs-filter]", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#runs tbody tr.run').length === 3")
+    last = page.eval_on_selector_all(  # the user's metrics are columns by themselves (their last value)
         "#runs tbody tr.run",
-        "rows => rows.map(r => r.querySelector('[data-metric=\"train/loss\"]').textContent)",
+        "rows => rows.map(r => r.querySelector('[data-col=\"summary.train/loss\"]').textContent)",
     )
     assert last == ["0.02"] * 3  # 1 / 50, the last logged value of every run
     screenshot(page, "runs-table")
@@ -268,17 +268,22 @@ mlop.init(project="summed", name="none", dir=sys.argv[1]).finish()
         "none": None,
     }
     open_hash(page, "#/p/summed", "runs")
-    heads = page.eval_on_selector_all("#runs th.summary", "ths => ths.map(th => th.textContent)")
-    assert heads == ["eval/acc", "train_loss", "note"]  # the keys most runs have first
-    page.click("#runs th[data-sort='summary:train_loss']")  # ascending
+    summary = ["summary.eval/acc", "summary.note", "summary.train_loss"]
+    heads = page.eval_on_selector_all(
+        "#runs th[data-col^='summary.']", "ths => ths.map(th => th.dataset.col)"
+    )
+    assert [h for h in heads if h in summary] == summary  # run.summary's keys are columns
+    page.click("#runs th[data-col='summary.train_loss']")  # ascending
+    page.wait_for_function("() => document.querySelector('#runs tbody tr.run a').textContent === 'small'")
     cells = page.eval_on_selector_all(
         "#runs tbody tr.run",
-        "rows => rows.map(r => [r.querySelector('a').textContent, "
-        "...[...r.querySelectorAll('[data-summary]')].map(td => td.textContent)])",
+        "(rows, cols) => rows.map(r => [r.querySelector('a').textContent, "
+        "...cols.map(c => r.querySelector(`td[data-col='${c}']`).textContent)])",
+        summary,
     )
     assert cells == [
-        ["small", "0.975", "0.25", "best"],
-        ["large", "0.75", "2.5", "-"],
+        ["small", "0.975", "best", "0.25"],
+        ["large", "0.75", "-", "2.5"],
         ["none", "-", "-", "-"],  # a run without a summary sorts last
     ]
     screenshot(page, "runs-table-summary")
