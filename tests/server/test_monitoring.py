@@ -18,11 +18,13 @@ from mlop_server.testing import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
-    """A server writing its access log to a file."""
+def logged(
+    tmp_path_factory: pytest.TempPathFactory, db_url: str | None
+) -> Iterator[tuple[ServerProcess, Path]]:
+    """A server writing its access log to a file (once on SQLite, once on PostgreSQL)."""
     data = tmp_path_factory.mktemp("monitored")
     log = data.parent / f"{data.name}-access.log"
-    with ServerProcess(data, extra_args=["--access-log", str(log)]) as proc:
+    with ServerProcess(data, extra_args=["--access-log", str(log)], db=db_url) as proc:
         yield proc, log
 
 
@@ -42,7 +44,7 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_counters_move_with_real_requests(logged: tuple[ServerProcess, Path]) -> None:
+def test_counters_move_with_real_requests(logged: tuple[ServerProcess, Path], backend: str) -> None:
     server, _ = logged
     auth = {"Authorization": f"Bearer {server.key}"}
     before = scrape(server.url, server.key)
@@ -74,6 +76,9 @@ def test_counters_move_with_real_requests(logged: tuple[ServerProcess, Path]) ->
     assert not any("nothing-here" in str(labels) for _, labels in after)
     assert ("mlop_server_write_queue_depth", ()) in after
     assert value(after, "mlop_server_requests_in_progress") == 1  # the scrape itself
+    if backend == "postgres":  # the connection pool's statistics
+        assert value(after, "mlop_server_db_pool", stat="pool_size") >= 1
+        assert ("mlop_server_db_pool", (("stat", "requests_waiting"),)) in after
 
 
 def test_the_metrics_need_a_key(logged: tuple[ServerProcess, Path]) -> None:
@@ -121,3 +126,20 @@ def test_the_access_log_goes_to_stderr_at_info_and_can_be_turned_off(tmp_path: P
         httpx.get(f"{server.url}/health")
         server.stop()
         assert not any(line.startswith('{"ts"') for line in server.output().splitlines())
+
+
+def test_with_two_workers_any_worker_answers_for_both(tmp_path: Path, pg_url: str) -> None:
+    """--workers 2 (PostgreSQL): every scrape, whichever worker answers it, counts the requests of both."""
+    folder = tmp_path / "prom"
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    with ServerProcess(tmp_path / "w", db=pg_url, extra_args=["--workers", "2"], env=env) as server:
+        auth = {"Authorization": f"Bearer {server.key}"}
+        for _ in range(30):  # a new connection each: the two workers take turns accepting them
+            assert httpx.get(f"{server.url}/api/projects", headers=auth).status_code == 200
+        pids = {path.stem.rsplit("_", 1)[-1] for path in folder.glob("counter_*.db")}
+        assert len(pids) == 2, pids  # both workers counted requests
+        for _ in range(6):
+            samples = scrape(server.url, server.key)
+            read = {"route": "/api/projects", "method": "GET", "status": "200"}
+            assert value(samples, "mlop_server_requests_total", **read) == 30
+        assert value(samples, "mlop_server_db_pool", stat="pool_size") >= 2  # a connection in each pool

@@ -22,7 +22,6 @@ from tests.server.moto_s3 import MotoS3
 from mlop_server.testing import ServerProcess
 
 BUCKET = "mlop-files"
-PREFIX = "team/a"
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +32,19 @@ def store() -> Iterator[MotoS3]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, store: MotoS3) -> Iterator[ServerProcess]:
+def prefix(backend: str) -> str:
+    """The key prefix of one server: two servers (two databases) must never share one, as file ids repeat."""
+    return f"team/{backend}"
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, store: MotoS3, prefix: str, db_url: str | None
+) -> Iterator[ServerProcess]:
+    """A server with its files in the bucket, once on SQLite and once on PostgreSQL."""
     data = tmp_path_factory.mktemp("s3server")
-    with ServerProcess(data, extra_args=["--files", f"s3://{BUCKET}/{PREFIX}"], env=store.env) as proc:
+    files = ["--files", f"s3://{BUCKET}/{prefix}"]
+    with ServerProcess(data, extra_args=files, env=store.env, db=db_url) as proc:
         yield proc
 
 
@@ -53,14 +62,14 @@ def _tampered(url: str) -> str:
     return url[:at] + ("0" if url[at] != "0" else "1") + url[at + 1 :]
 
 
-def _object(store: MotoS3, file_id: int) -> bytes:
-    key = f"{PREFIX}/{file_id // 1000:06d}/{file_id}.bin"
+def _object(store: MotoS3, prefix: str, file_id: int) -> bytes:
+    key = f"{prefix}/{file_id // 1000:06d}/{file_id}.bin"
     body: bytes = store.client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
     return body
 
 
 def test_an_online_run_keeps_its_image_and_artifact_in_the_bucket(
-    server: ServerProcess, store: MotoS3, api: httpx.Client, tmp_path: Path
+    server: ServerProcess, store: MotoS3, prefix: str, api: httpx.Client, tmp_path: Path
 ) -> None:
     artifact = tmp_path / "weights.bin"
     artifact.write_bytes(os.urandom(3000))
@@ -101,7 +110,7 @@ def test_an_online_run_keeps_its_image_and_artifact_in_the_bucket(
 
     (image,) = api.get(f"/api/runs/{run['id']}/files", params={"key": "sample"}).json()
     assert image["uploaded"] and image["caption"] == "half"
-    in_bucket = _object(store, image["id"])
+    in_bucket = _object(store, prefix, image["id"])
     assert in_bucket.startswith(b"\x89PNG") and len(in_bucket) == image["fileSize"]
     with httpx.Client(headers={"Authorization": f"Bearer {server.key}"}, timeout=30) as reader:
         redirect = reader.get(f"{server.url}/api/runs/{run['id']}/files/{image['id']}/content")
@@ -113,7 +122,7 @@ def test_an_online_run_keeps_its_image_and_artifact_in_the_bucket(
     assert shown.headers["content-disposition"].startswith("inline")
 
     (weights,) = api.get(f"/api/runs/{run['id']}/files", params={"key": "weights"}).json()
-    assert weights["uploaded"] and _object(store, weights["id"]) == artifact.read_bytes()
+    assert weights["uploaded"] and _object(store, prefix, weights["id"]) == artifact.read_bytes()
     followed = api.get(weights["url"], follow_redirects=True)  # httpx drops the key at the other origin
     assert followed.content == artifact.read_bytes()
     assert followed.headers["content-disposition"].startswith("attachment")
@@ -130,13 +139,13 @@ def _announce(api: httpx.Client, run_id: int, name: str, size: int) -> str:
 
 
 def test_presigned_upload_and_download_and_tampered_signatures_refused(
-    server: ServerProcess, store: MotoS3, api: httpx.Client
+    server: ServerProcess, store: MotoS3, prefix: str, api: httpx.Client
 ) -> None:
     run_id = api.post("/api/runs/create", json={"runName": "raw", "projectName": "s3raw"}).json()["runId"]
     api.post("/api/runs/logName/add", json={"runId": run_id, "logType": "IMAGE", "logName": ["pic"]})
     data = os.urandom(1234)
     url = _announce(api, run_id, "a.png", len(data))
-    assert url.startswith(f"{store.endpoint}/{BUCKET}/{PREFIX}/") and "X-Amz-Signature=" in url
+    assert url.startswith(f"{store.endpoint}/{BUCKET}/{prefix}/") and "X-Amz-Signature=" in url
 
     (row,) = api.get(f"/api/runs/{run_id}/files", params={"key": "pic"}).json()
     assert not row["uploaded"] and row["url"] is None  # nothing in the store yet
@@ -151,7 +160,7 @@ def test_presigned_upload_and_download_and_tampered_signatures_refused(
     assert httpx.put(url, content=data, headers={"Content-Type": "image/png"}).status_code == 200
     (row,) = api.get(f"/api/runs/{run_id}/files", params={"key": "pic"}).json()
     assert row["uploaded"] and row["fileSize"] == len(data)
-    assert _object(store, row["id"]) == data
+    assert _object(store, prefix, row["id"]) == data
 
     redirect = api.get(row["url"])
     assert redirect.status_code == 307
@@ -166,23 +175,8 @@ def test_presigned_upload_and_download_and_tampered_signatures_refused(
 
 
 def _key(server: ServerProcess, name: str) -> dict[str, str]:
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlop_server",
-            "keys",
-            "create",
-            "--name",
-            name,
-            "--data",
-            str(server.data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    made = server.cli("keys", "create", "--name", name, timeout=120)
+    assert made.returncode == 0, made.stderr
     return {"Authorization": f"Bearer {made.stdout.strip()}"}
 
 
@@ -226,3 +220,32 @@ def test_missing_credentials_or_bucket_stop_the_start(tmp_path: Path, store: Mot
 def test_the_dashboard_may_fetch_from_the_store(server: ServerProcess, store: MotoS3) -> None:
     policy = httpx.get(f"{server.url}/ui/").headers["content-security-policy"]
     assert store.endpoint in policy.split("connect-src", 1)[1].split(";")[0]
+
+
+def test_two_processes_share_one_files_folder(tmp_path: Path, pg_url: str) -> None:
+    """``--files DIR`` shared by two server processes on one PostgreSQL database: a file uploaded through
+    either is read whole through the other."""
+    shared = tmp_path / "shared-files"
+    files = ["--files", str(shared)]
+    with (
+        ServerProcess(tmp_path / "a", db=pg_url, extra_args=files) as one,
+        ServerProcess(tmp_path / "b", db=pg_url, extra_args=files) as two,
+    ):
+        auth = {"Authorization": f"Bearer {one.key}"}
+        with httpx.Client(headers=auth, timeout=30) as http:
+            created = http.post(f"{one.url}/api/runs/create", json={"runName": "s", "projectName": "shared"})
+            run_id = created.json()["runId"]
+            names = {"runId": run_id, "logType": "FILE", "logName": ["pic"]}
+            assert http.post(f"{two.url}/api/runs/logName/add", json=names).status_code == 200
+            for writer, reader, name in ((one, two, "first.png"), (two, one, "second.png")):
+                data = os.urandom(2048)
+                with httpx.Client(base_url=writer.url, headers=auth, timeout=30) as api:
+                    url = _announce(api, run_id, name, len(data))
+                assert url.startswith(writer.url + "/uploads/")
+                assert httpx.put(url, content=data).status_code == 200
+                listed = http.get(f"{reader.url}/api/runs/{run_id}/files", params={"key": "pic"}).json()
+                (row,) = [r for r in listed if r["fileName"] == name]
+                assert row["uploaded"]
+                assert http.get(f"{reader.url}/api/runs/{run_id}/files/{row['id']}/content").content == data
+                assert (shared / f"{row['id'] // 1000:06d}" / f"{row['id']}.bin").read_bytes() == data
+    assert not (tmp_path / "a" / "files").exists() and not (tmp_path / "b" / "files").exists()
