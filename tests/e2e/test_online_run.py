@@ -287,7 +287,7 @@ def test_resume_from_another_directory_by_external_id_or_number(online: Any, tmp
             print("URL", run.url)
         """
         out = online.run(body)
-        assert out.stdout.strip().endswith(f"/api/runs/{run_id}")
+        assert out.stdout.strip().endswith(f"/ui/#/run/{run_id}")  # the run's dashboard page
     run = online.server_run("resumes")
     assert online.steps(run_id, "x") == [0, 100, 200]
     assert run["status"] == "COMPLETED" and run["externalId"] == "rs-1"
