@@ -345,7 +345,7 @@ async def groups(
             stats[c.name] = {"n": int(n), "mean": _wire(mean), "min": _wire(low), "max": _wire(high)}
         out.append(
             {
-                "value": _json(got) if storage.dialect != "sqlite" else got,
+                "value": got,  # PostgreSQL: the jsonb value, decoded by the driver
                 "count": int(rest[0]),
                 "metrics": stats,
             }
