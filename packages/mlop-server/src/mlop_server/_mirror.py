@@ -5,7 +5,8 @@ dashboard's private server would make a later ``mlop sync`` to the real server s
 never writes to a run: it copies each run's new records into a mirror store of its own (records are only
 ever appended, so "new" is "after the last one copied"), links the run's media files beside it, and runs the
 uploader (``once``, as ``mlop sync`` does) on the mirror. A run whose process is gone without a final status
-is marked FAILED in the mirror, as ``mlop sync`` would mark it.
+is marked FAILED in the mirror, as ``mlop sync`` would mark it. Runs go as ``mlop sync`` sends them: in one
+pass each, several at once over one shared connection pool (:mod:`mlop._online._many`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from mlop._exceptions import MlopError
+from mlop._online._many import DEFAULT_CONCURRENCY, Pool, send_once
 from mlop._online._options import Options
 from mlop._online._streams import FINAL
 from mlop._online._uploader import LOCK_FILE, Busy, Uploader, last_status, mark_died
@@ -74,11 +76,19 @@ class Mirror:
         api_key: A key of that server.
     """
 
-    def __init__(self, root: Path, mirrors: Path, url: str, api_key: str) -> None:
+    def __init__(
+        self, root: Path, mirrors: Path, url: str, api_key: str, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> None:
         self.root = root
         self.mirrors = mirrors
         self.options = Options(urls=dict.fromkeys(HOSTED_URLS, url), api_key=api_key, heartbeat=5.0)
         self._done: dict[Path, tuple[float, ...]] = {}
+        self._pool = Pool(self.options, concurrency)
+
+    def close(self) -> None:
+        """Stop the runs in flight at their next request (a later sync goes on) and close the connections."""
+        self._pool.halt()
+        self._pool.close()
 
     def mirror_dir(self, run_dir: Path) -> Path:
         """Where the mirror of ``run_dir`` lives (named by a hash of the run's path)."""
@@ -86,15 +96,16 @@ class Mirror:
 
     def sync(self) -> int:
         """Copy and send what is new in every run; returns how many runs had something new."""
-        sent = 0
-        for run_dir in run_dirs(self.root):
-            if self._done.get(run_dir) == _signature(run_dir):
-                continue  # ended, all sent, and its store unchanged since
-            try:
-                sent += self.sync_run(run_dir)
-            except (Busy, MlopError, sqlite3.Error, OSError) as exc:
-                logger.warning("mlop ui: %s: %s; trying again later", run_dir, exc)
-        return sent
+        todo = [d for d in run_dirs(self.root) if self._done.get(d) != _signature(d)]  # else: ended, all sent
+        futures = [self._pool.submit(self._sync_quietly, run_dir) for run_dir in todo]
+        return sum(future.result() for future in futures)
+
+    def _sync_quietly(self, run_dir: Path) -> bool:
+        try:
+            return self.sync_run(run_dir)
+        except (Busy, MlopError, sqlite3.Error, OSError) as exc:
+            logger.warning("mlop ui: %s: %s; trying again later", run_dir, exc)
+            return False
 
     def sync_run(self, run_dir: Path) -> bool:
         """Copy and send one run; returns whether it had something new."""
@@ -111,14 +122,17 @@ class Mirror:
                 final = True
         finally:
             store.close()
-        uploader = Uploader(mirror, self.options, once=True, files_dir=run_dir)  # the files are the run's
+        # the files are the run's; a live run is sent as far as it goes now, and again at the next sync
+        uploader = Uploader(mirror, self.options, once=True, files_dir=run_dir, client=self._pool.client)
+        self._pool.enter(uploader)
         try:
             if uploader.has_work():
-                uploader.run()
+                send_once(uploader)
                 copied = True
             elif final:
                 self._done[run_dir] = signature  # ended and all sent: skipped until its store changes
         finally:
+            self._pool.leave(uploader)
             uploader.close()
         return copied
 

@@ -95,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
     proc, url = _start_server(own / "server", args.port, key)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    mirror: Mirror | None = None
     try:
         mirror = Mirror(root, own / "mirrors", url, key)
         page = f"{url}/ui/#key={key}"
@@ -112,6 +113,8 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if mirror is not None:
+            mirror.close()
         _stop(proc)
         if not args.data:
             shutil.rmtree(own, ignore_errors=True)

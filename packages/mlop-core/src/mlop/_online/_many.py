@@ -27,8 +27,17 @@ from mlop._online._options import Options
 from mlop._online._server import Abandoned, new_client
 from mlop._online._streams import STREAMS
 from mlop._online._uploader import Uploader, upload_lock
+from mlop._store import Store
 
-__all__ = ["DEFAULT_CONCURRENCY", "ONE_PASS_ITEMS", "Pool", "send_once", "shared_client", "watched"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "ONE_PASS_ITEMS",
+    "Pool",
+    "has_unsent",
+    "send_once",
+    "shared_client",
+    "watched",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +118,23 @@ def watched(up: Uploader, patience: float | None) -> Iterator[Uploader]:
         _watchdog.remove(up)
 
 
+def has_unsent(store: Store) -> bool:
+    """Whether the store holds an item the server has not acknowledged: what
+    :func:`~mlop._online._streams.pending_items` says, in a query per stream that stops at the first."""
+    acks = store.acks()
+    for stream in STREAMS:
+        a_seq, a_n = acks.get(stream.name, (0, 0))
+        marks = ",".join("?" * len(stream.kinds))
+        row = store._db.execute(  # the Store class has no method for this question
+            f"SELECT 1 FROM records WHERE kind IN ({marks}) AND ((seq > ? AND count > 0) OR "
+            "(seq = ? AND count > ?)) LIMIT 1",
+            (*stream.kinds, a_seq, a_seq, a_n),
+        ).fetchone()
+        if row is not None:
+            return True
+    return False
+
+
 def send_once(up: Uploader) -> bool:
     """Send what ``up``'s store holds, stream after stream, in this thread; returns whether all of it is on
     the server.
@@ -123,7 +149,7 @@ def send_once(up: Uploader) -> bool:
     """
     with upload_lock(up.run_dir):
         up.draining.set()
-        if not up.has_work():
+        if not has_unsent(up.store):  # sent meanwhile by another process
             return True
         try:
             if not up._attach(None):
@@ -137,24 +163,26 @@ def send_once(up: Uploader) -> bool:
             logger.error("mlop: the server refused run %s: %s", up.server.run_name, exc)
             up.store.add_failure("run", 0, exc.status_code, str(exc))
             return False
-        streams = [kind(up) for kind in STREAMS]  # the control stream is the last
+        streams = [kind(up, up.store) for kind in STREAMS]  # one connection; the control stream last
         up._streams = streams
         try:
             for stream in streams:
                 end = stream.store.last_seq()
-                while not up.stop.is_set():
+                while True:
+                    if up.stop.is_set():
+                        return False
                     batch = stream.read()
-                    if batch is None:
+                    if batch is None:  # read to the end, and all of it acknowledged (or refused for good)
                         stream.caught = end
                         break
                     stream.deliver(batch, stream.prepare(batch))
         except Abandoned:  # stopped: the batch in flight stays marked, for the next sync to resend
-            pass
+            return False
         finally:
             up.exit.set()
             for stream in streams:
                 stream.close()
-        return not up.has_work()
+        return True
 
 
 class Pool:

@@ -111,11 +111,17 @@ class Stream:
     max_items: ClassVar[int] = 20_000
     max_bytes: ClassVar[int] = 4 << 20  # about, by :meth:`weight`: below the body limits of servers
 
-    def __init__(self, uploader: StreamOwner) -> None:
+    def __init__(self, uploader: StreamOwner, store: Store | None = None) -> None:
         self.up = uploader
         self.server: ServerInterface = uploader.server
-        self.store = Store(uploader.store_path)  # the reading thread's connection
-        self.book = Store(uploader.store_path)  # the sending thread's: acknowledgements and failures
+        # The live uploader reads and sends on two threads, each with its own connection; a caller that
+        # does both in one thread (mlop sync's one pass) lends one connection, which it closes itself.
+        self._own = store is None
+        if store is None:
+            self.store = Store(uploader.store_path)  # the reading thread's connection
+            self.book = Store(uploader.store_path)  # the sending thread's: acknowledgements and failures
+        else:
+            self.store = self.book = store
         acks = self.store.acks()
         self.ack: Position = acks.get(self.name, (0, 0))
         inflight = acks.get(self.name + "/inflight")
@@ -127,8 +133,9 @@ class Stream:
         self.sent_items = 0
 
     def close(self) -> None:
-        self.store.close()
-        self.book.close()
+        if self._own:
+            self.store.close()
+            self.book.close()
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -440,8 +447,8 @@ class FilesStream(Stream):
     kinds = ("files",)
     max_items = 16
 
-    def __init__(self, uploader: StreamOwner) -> None:
-        super().__init__(uploader)
+    def __init__(self, uploader: StreamOwner, store: Store | None = None) -> None:
+        super().__init__(uploader, store)
         self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:

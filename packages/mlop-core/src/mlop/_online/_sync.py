@@ -16,13 +16,20 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from pathlib import Path
 from typing import IO, Any, Final
 
 from mlop._exceptions import AuthError, ConfigError, MlopError, StoreError
-from mlop._online._many import DEFAULT_CONCURRENCY, ONE_PASS_ITEMS, Pool, send_once, watched
+from mlop._online._many import (
+    DEFAULT_CONCURRENCY,
+    ONE_PASS_ITEMS,
+    Pool,
+    has_unsent,
+    send_once,
+    watched,
+)
 from mlop._online._options import Options
 from mlop._online._streams import FINAL, pending_by_stream, pending_items
 from mlop._online._uploader import Busy, Uploader, last_status, mark_died
@@ -143,29 +150,51 @@ def sync_run(
         StoreError: ``run_dir`` holds no run.
         AuthError: the server refused the key; nothing more is tried.
     """
+    outcome = _send(run_dir, lambda meta: options, out, transport, timeout, pool, progress, quiet=False)
+    return outcome in ("sent", "nothing")
+
+
+def _send(
+    run_dir: Path,
+    options_of: Callable[[dict[str, Any]], Options],
+    out: IO[str],
+    transport: object,
+    timeout: float | None,
+    pool: Pool | None,
+    progress: bool,
+    *,
+    quiet: bool,
+) -> str:
+    """:func:`sync_run`, saying how it went: "sent", "nothing" (to send), "skipped" (alive) or "failed".
+
+    ``options_of`` gets the run's meta values (where the run was headed); ``quiet`` leaves out the line
+    of a run with nothing to send.
+    """
     store = Store(run_dir)
     try:
         meta = store.meta()
+        options = options_of(meta)
         found = last_status(store)
         if found is None or found[1] not in FINAL:
             if _alive(meta.get("pid")):
                 out.write(f"{run_dir}: still running (pid {meta.get('pid')}); skipped\n")
-                return False
+                return "skipped"
             mark_died(store, meta.get("pid"))
+        unsent = has_unsent(store)
     finally:
         store.close()
     label = f"{meta.get('project', run_dir.parent.name)}/{meta.get('name', run_dir.name)}"
+    if not unsent:
+        if not quiet:
+            out.write(f"{label}: nothing to send\n")
+        return "nothing"
     client = pool.client if pool is not None else None
     uploader = Uploader(run_dir, options, once=True, transport=transport, patience=timeout, client=client)
     if pool is not None:
         pool.enter(uploader)
     try:
-        total, done = pending_items(uploader.store)
-        if total <= done:
-            out.write(f"{label}: nothing to send\n")
-            return True
         with _Progress(label, uploader.store_path, out) if progress else contextlib.nullcontext():
-            if total - done > ONE_PASS_ITEMS:  # a big run: the uploader's threads overlap reading and sending
+            if _big(uploader.store):  # the uploader's threads overlap reading and sending: worth their waits
                 complete = uploader.run()
             else:
                 with watched(uploader, timeout):
@@ -183,7 +212,7 @@ def sync_run(
                 f"{label}: no progress for {timeout:g} s (server {options.urls.get('url_api')}); gave up. "
                 f"Not sent: {_unsent(uploader.store)}. Run `mlop sync {run_dir}` again to send the rest\n"
             )
-            return False
+            return "failed"
         if uploader.failures:
             out.write(f"{label}: the server refused {uploader.failures} part(s) for good (table failures)\n")
         url = (uploader.store.meta().get("server") or {}).get("url")
@@ -191,11 +220,17 @@ def sync_run(
             out.write(f"{label}: sent{f' ({url})' if url else ''}\n")
         else:
             out.write(f"{label}: not everything was sent; run `mlop sync {run_dir}` again\n")
-        return complete
+        return "sent" if complete else "failed"
     finally:
         if pool is not None:
             pool.leave(uploader)
         uploader.close()
+
+
+def _big(store: Store) -> bool:
+    """Whether a run holds more than :data:`ONE_PASS_ITEMS` items (sent or not: one cheap query)."""
+    (total,) = store._db.execute("SELECT COALESCE(SUM(count), 0) FROM records").fetchone()
+    return int(total) > ONE_PASS_ITEMS
 
 
 def _unsent(store: Store) -> str:
@@ -230,36 +265,47 @@ def sync_runs(
             "MLOP_API_TOKEN\n"
         )
         return 1
-    runs = find_runs(paths, every=every, root=root)
-    if not runs:
-        out.write("mlop sync: no run with anything to send\n")
-        return 0
+    # Which runs have something unsent is found by the jobs themselves, in parallel, from one look each.
+    runs = [Path(p) for p in paths] if paths else _run_dirs(root)
+    quiet = not paths and not every
     single = len(runs) == 1
-    options = Options.from_settings(settings, resume=False)
-    outcomes = {"sent": 0, "failed": 0}
-    with Pool(options, min(max(1, jobs), len(runs))) as pool:
+    counts = dict.fromkeys(("sent", "nothing", "skipped", "failed"), 0)
+    with Pool(Options.from_settings(settings, resume=False), min(max(1, jobs), max(1, len(runs)))) as pool:
         direct = out if single else None  # one run: its progress bar and lines as they come
-        futures = [pool.submit(_sync_one, pool, run_dir, settings, host, timeout, direct) for run_dir in runs]
+        futures = [
+            pool.submit(_sync_one, pool, run_dir, settings, host, timeout, direct, quiet) for run_dir in runs
+        ]
         try:
             for future in as_completed(futures):
-                ok, text, refused = future.result()
-                if refused:
+                outcome, text = future.result()
+                if outcome == "refused":
                     pool.halt()
                     out.write(text)
                     return 1
-                outcomes["sent" if ok else "failed"] += 1
-                if not single:
-                    out.write(text)
+                counts[outcome] += 1
+                out.write(text)
         except KeyboardInterrupt:
             pool.halt()
             out.write("\nmlop sync: interrupted; run it again to send the rest\n")
             return 130
-    if not single:
-        failed = (
-            f"; {outcomes['failed']} not (said above): run `mlop sync` again" if outcomes["failed"] else ""
-        )
-        out.write(f"mlop sync: {len(runs)} runs, {outcomes['sent']} on the server{failed}\n")
-    return 1 if outcomes["failed"] else 0
+    if quiet and counts["nothing"] == len(runs):
+        out.write("mlop sync: no run with anything to send\n")
+        return 0
+    if len(runs) > 1:
+        parts = [f"{counts['sent']} sent", f"{counts['nothing']} had nothing to send"]
+        if counts["skipped"]:
+            parts.append(f"{counts['skipped']} still running (skipped)")
+        if counts["failed"]:
+            parts.append(f"{counts['failed']} not sent in full (said above): run `mlop sync` again")
+        out.write(f"mlop sync: {len(runs)} runs: {', '.join(parts)}\n")
+    return 1 if counts["failed"] or counts["skipped"] else 0
+
+
+def _run_dirs(root: str | None) -> list[Path]:
+    """Every run directory under ``root`` (as ``mlop runs --dir``), without opening their stores."""
+    base = Path(root) if root is not None else Path(os.environ.get("MLOP_DIR") or Path.cwd())
+    top = base / ".mlop" if (base / ".mlop").is_dir() else base
+    return sorted(store.parent for store in top.glob(f"*/*/{STORE_FILE}"))
 
 
 def _sync_one(
@@ -269,42 +315,46 @@ def _sync_one(
     host: str | None,
     timeout: float | None,
     direct: IO[str] | None,
-) -> tuple[bool, str, bool]:
-    """One run of ``mlop sync`` on a pool's thread: (all of it sent, what to say, the key was refused).
+    quiet: bool,
+) -> tuple[str, str]:
+    """One run of ``mlop sync`` on a pool's thread: its outcome (see :func:`_send`, or "refused": the key
+    was refused) and what to say.
 
     Without ``direct`` (several runs in flight), what the run says is kept and returned whole when it
     ends, so that the lines of runs do not mix.
     """
     buffer: Any = direct if direct is not None else io.StringIO()
     if pool.stop.is_set():
-        return False, "", False
-    if not (run_dir / STORE_FILE).exists():
-        return False, f"mlop sync: no mlop run in {run_dir}\n", False
-    ok = False
+        return "failed", ""
+    outcome = "failed"
     try:
-        options = Options.from_settings(settings, urls=_urls(run_dir, settings, host), resume=False)
-        ok = sync_run(run_dir, options, buffer, timeout=timeout, pool=pool, progress=direct is not None)
+        if not (run_dir / STORE_FILE).exists():
+            raise StoreError(f"no mlop run in {run_dir}")
+
+        def options_of(meta: dict[str, Any]) -> Options:
+            urls = _urls(run_dir, meta, settings, host)
+            return Options.from_settings(settings, urls=urls, resume=False)
+
+        outcome = _send(run_dir, options_of, buffer, None, timeout, pool, direct is not None, quiet=quiet)
     except AuthError as exc:
-        return False, f"mlop sync: {exc}\n", True
-    except (Busy, StoreError, MlopError) as exc:
+        return "refused", f"mlop sync: {exc}\n"
+    except StoreError as exc:
+        buffer.write(f"mlop sync: {exc}\n")
+    except (Busy, MlopError) as exc:
         buffer.write(f"mlop sync: {run_dir}: {exc}\n")
     except sqlite3.Error as exc:
         buffer.write(f"mlop sync: {run_dir}: the run's store cannot be read: {exc}\n")
     except Exception as exc:  # broad: a fault in one run (a bug) must not stop the others; said, exit 1
         logger.debug("mlop sync: %s", run_dir, exc_info=True)
         buffer.write(f"mlop sync: {run_dir}: not sent: {type(exc).__name__}: {exc}\n")
-    return ok, "" if direct is not None else buffer.getvalue(), False
+    return outcome, "" if direct is not None else buffer.getvalue()
 
 
-def _urls(run_dir: Path, settings: Settings, host: str | None) -> dict[str, str]:
+def _urls(run_dir: Path, meta: dict[str, Any], settings: Settings, host: str | None) -> dict[str, str]:
     """Where to send a run: ``--host``, else where the run itself was headed, else the settings."""
     if host:
         return settings.urls()
-    store = Store(run_dir)
-    try:
-        recorded = store.meta().get("server_urls")
-    finally:
-        store.close()
+    recorded = meta.get("server_urls")
     ours = settings.urls()
     if not isinstance(recorded, dict) or not recorded:
         return ours

@@ -31,7 +31,7 @@ from mlop._online._options import Options
 from mlop._online._server import Abandoned, ServerInterface, Transient
 from mlop._online._streams import FINAL, STREAMS, Batch, Stream, pending_items, protocol_tags
 from mlop._settings import public_url
-from mlop._store import Store
+from mlop._store import STORE_FILE, Store
 from mlop._version import __version__
 
 _fcntl: Any
@@ -135,7 +135,7 @@ class Uploader:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.files_dir = Path(files_dir) if files_dir is not None else self.run_dir
-        self.store_path = Store(self.run_dir).path
+        self.store_path = self.run_dir / STORE_FILE if self.run_dir.is_dir() else self.run_dir
         self.options = options
         self.once = once
         self.notify = notify or (lambda event: None)
