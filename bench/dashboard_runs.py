@@ -1,0 +1,137 @@
+"""The project page in a real browser: a runs table of 1,000 runs x 20 config keys x 10 metrics.
+
+Run: .venv/bin/python bench/dashboard_runs.py [--runs 1000] [--repeat 5] [--screenshots docs/images]
+
+Starts a real server (mlop_server.testing.ServerProcess), fills one project through the protocol routes,
+times the runs query API (first page sorted by start, by a config key, by a metric's min, with a filter),
+then opens the project page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) with a
+full navigation and reads ``mlop.tablePaintedAt`` (ms from navigation start to the first frame painted with
+the table's first page) and times a sort by a column header click (click to the frame after the rows were
+redrawn). Prints one JSON document; bench/README.md holds the latest figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from playwright.sync_api import sync_playwright
+
+from mlop_server.testing import ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+T0 = 1_795_870_984_866
+STATUSES = ["COMPLETED", "FAILED", "COMPLETED", "TERMINATED"]
+PROJECT = "sweep"
+
+SORT_MS = """async (col) => {
+  const t0 = performance.now();
+  const before = mlop.rowsDrawn;
+  document.querySelector(`th[data-col='${col}']`).click();
+  while (mlop.rowsDrawn === before) await new Promise((r) => setTimeout(r, 1));
+  await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+  return performance.now() - t0;
+}"""
+
+
+def fill(api: httpx.Client, runs: int, config_keys: int, metrics: int) -> None:
+    def one(i: int) -> None:
+        config = {f"hp_{k:02d}": (i * (k + 1)) % 97 / 10 for k in range(config_keys - 2)}
+        config.update(optimizer=["adam", "sgd", "lion"][i % 3], model={"layers": 2 + i % 6})
+        body = {
+            "runName": f"run-{i:04d}",
+            "projectName": PROJECT,
+            "config": orjson.dumps(config).decode(),
+            "tags": ["baseline"] if i % 5 == 0 else [],
+            "createdAt": T0 + i * 60_000,
+        }
+        run_id = api.post("/api/runs/create", json=body).json()["runId"]
+        lines = b"".join(
+            orjson.dumps(
+                {
+                    "time": T0 + i * 60_000 + step * 1000,
+                    "step": step,
+                    "data": {f"train/m{m}": (m + 1) / (step + 1) + (i % 13) / 10 for m in range(metrics)},
+                }
+            )
+            + b"\n"
+            for step in range(20)
+        )
+        headers = {"X-Run-Id": str(run_id), "Content-Type": "application/x-ndjson"}
+        api.post("/ingest/metrics", content=lines, headers=headers).raise_for_status()
+        status = STATUSES[i % len(STATUSES)]
+        api.post("/api/runs/status/update", json={"runId": run_id, "status": status}).raise_for_status()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(runs)))
+
+
+def timed(api: httpx.Client, params: dict[str, Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        api.get("/api/runs", params={"project": PROJECT, "limit": 100, **params}).raise_for_status()
+        times.append((time.perf_counter() - began) * 1000)
+    return round(statistics.median(times), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--config-keys", type=int, default=20)
+    parser.add_argument("--metrics", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--screenshots", type=Path, default=None, help="save the page's screenshots here")
+    args = parser.parse_args()
+    out: dict[str, Any] = {"runs": args.runs, "config_keys": args.config_keys, "metrics": args.metrics}
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess(tmp) as server:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=300
+        ) as api:
+            began = time.perf_counter()
+            fill(api, args.runs, args.config_keys, args.metrics)
+            out["fill_s"] = round(time.perf_counter() - began, 1)
+            out["api_first_page_ms"] = {
+                "by_start": timed(api, {}, args.repeat),
+                "by_config_key": timed(api, {"sort": "config.hp_03", "order": "asc"}, args.repeat),
+                "by_metric_min": timed(api, {"sort": "summary.train/m4.min"}, args.repeat),
+                "filtered": timed(api, {"filter": 'hp_01 < 5 and optimizer == "adam"'}, args.repeat),
+            }
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(f"{server.url}/ui/#key={server.key}")
+            page.wait_for_selector("body[data-ready]", state="attached")
+            paints, sorts = [], []
+            for _ in range(args.repeat):
+                page.goto(f"{server.url}/health")
+                page.goto(f"{server.url}/ui/#/p/{PROJECT}")
+                page.wait_for_selector("body[data-ready='runs']", state="attached", timeout=60_000)
+                page.wait_for_function("() => mlop.tablePaintedAt", timeout=60_000)
+                paints.append(float(page.evaluate("() => mlop.tablePaintedAt")))
+                page.wait_for_selector("#across[data-drawn]", timeout=60_000)
+                for col in ("config.hp_03", "summary.train/m0"):
+                    sorts.append(float(page.evaluate(SORT_MS, col)))
+            out["first_paint_ms"] = {"median": round(statistics.median(paints)), "max": round(max(paints))}
+            out["sort_ms"] = {"median": round(statistics.median(sorts)), "max": round(max(sorts))}
+            out["rows"] = page.inner_text("#runs-count")
+            if args.screenshots:
+                args.screenshots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(args.screenshots / "runs-table.png"))
+                page.eval_on_selector("#across", "el => el.scrollIntoView()")
+                page.locator("#across").screenshot(path=str(args.screenshots / "across-runs.png"))
+            browser.close()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
