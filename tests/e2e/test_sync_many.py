@@ -1,0 +1,200 @@
+"""`mlop sync` of a folder of many finished runs against a real `mlop server` process (issue 22).
+
+The runs are made by the real client, offline, in a process of their own; `mlop sync` runs as the user runs
+it (`python -m mlop.cli sync --dir ...`), several runs in flight at once. What is checked is what arrived,
+through the server's read API: every run, its status, config, every metric point and console line, once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlop_server.testing import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+RUNS = 100
+STEPS = 20
+KEYS = ("train/loss", "train/acc", "val/loss")
+
+MAKE = f"""
+import sys, mlop
+for i in range({RUNS}):
+    run = mlop.init(project="sweep", name=f"trial-{{i}}", dir=sys.argv[1], mode="offline",
+                    config={{"lr": i / 1000, "opt": {{"name": "adam"}}}}, tags=["sweep"],
+                    disable_system_metrics=True)
+    for s in range({STEPS}):
+        run.log({{"train/loss": i + 1 / (s + 1), "train/acc": s / {STEPS}, "val/loss": i * 2.0 + s}})
+    print(f"trial {{i}} begins")
+    print(f"trial {{i}} ends")
+    run.finish()
+"""
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of finished offline runs, made once; each test syncs a copy of it."""
+    root = tmp_path_factory.mktemp("made")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    subprocess.run([sys.executable, "-c", MAKE, str(root)], env=env, check=True, timeout=180)
+    assert len(list(root.glob(".mlop/sweep/*/run.db"))) == RUNS
+    return root
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of this test's own: each test sends the same runs (same external ids) fresh."""
+    with ServerProcess(tmp_path / "server") as proc:
+        yield proc
+
+
+@pytest.fixture
+def runs(made: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "runs"
+    shutil.copytree(made, copy)
+    return copy
+
+
+def _env(server: ServerProcess, tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    env.update(MLOP_API_TOKEN=server.key, MLOP_HOST=server.url, MLOP_CONFIG_DIR=str(tmp / "config"))
+    return env
+
+
+def _sync(runs: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlop.cli", "sync", "--dir", str(runs), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _arrived(api: httpx.Client, keys: tuple[str, ...] = KEYS) -> dict[str, dict[str, Any]]:
+    """Per run name: status, config, the steps and values of each metric (duplicates kept), log lines."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in api.get("/api/runs", params={"project": "sweep"}).json():
+        detail = api.get(f"/api/runs/{run['id']}").json()
+        points = {}
+        for key in keys:
+            answer = api.get(f"/api/runs/{run['id']}/metrics", params={"key": key})
+            assert answer.status_code == 200, answer.text
+            points[key] = [(p["step"], p["value"]) for p in answer.json()]
+        lines = [line["message"] for line in api.get(f"/api/runs/{run['id']}/logs").json()]
+        assert run["name"] not in out, f"{run['name']} is on the server twice"
+        out[run["name"]] = {
+            "status": run["status"],
+            "config": detail["config"],
+            "points": points,
+            "logs": lines,
+        }
+    return out
+
+
+def _check_whole(found: dict[str, dict[str, Any]], names: set[str]) -> None:
+    assert set(found) == names
+    for name in names:
+        i = int(name.removeprefix("trial-"))
+        run = found[name]
+        assert run["status"] == "COMPLETED", (name, run["status"])
+        assert run["config"]["lr"] == i / 1000 and run["config"]["opt"] == {"name": "adam"}, name
+        want = {
+            "train/loss": [(s, i + 1 / (s + 1)) for s in range(STEPS)],
+            "train/acc": [(s, s / STEPS) for s in range(STEPS)],
+            "val/loss": [(s, i * 2.0 + s) for s in range(STEPS)],
+        }
+        assert run["points"] == {k: want[k] for k in run["points"]}, name  # every point, once, in order
+        assert [line for line in run["logs"] if line.startswith("trial")] == [
+            f"trial {i} begins",
+            f"trial {i} ends",
+        ], name
+
+
+ALL = {f"trial-{i}" for i in range(RUNS)}
+
+
+def test_a_folder_of_finished_runs_arrives_whole_and_a_second_sync_sends_nothing(
+    runs: Path, server: ServerProcess, api: httpx.Client, tmp_path: Path, fault_proxy: Any
+) -> None:
+    synced = _sync(runs, _env(server, tmp_path))
+    assert synced.returncode == 0, synced.stderr
+    assert f"mlop sync: {RUNS} runs: {RUNS} sent" in synced.stderr
+    _check_whole(_arrived(api), ALL)
+
+    # Again, through a proxy that counts the requests: nothing to send, and not one request made.
+    proxy = fault_proxy(lambda method, path, n: None)
+    again = _sync(runs, _env(server, tmp_path), "--host", proxy.url)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.strip() == "mlop sync: no run with anything to send"
+    assert proxy.log == []
+    assert len(api.get("/api/runs", params={"project": "sweep"}).json()) == RUNS
+
+
+def test_a_sync_killed_mid_way_then_run_again_sends_every_run_once(
+    runs: Path, server: ServerProcess, api: httpx.Client, tmp_path: Path, fault_proxy: Any
+) -> None:
+    # Through a proxy, so that the test sees the sync's progress and kills it mid-way (SIGKILL).
+    proxy = fault_proxy(lambda method, path, n: None)
+    env = _env(server, tmp_path)
+    sync = subprocess.Popen(
+        [sys.executable, "-m", "mlop.cli", "sync", "--dir", str(runs), "--host", proxy.url],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while proxy.counts.get("/ingest/logs", 0) < RUNS // 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(sync.pid, signal.SIGKILL)
+    finally:
+        sync.wait(30)
+    before = {run["name"]: run["status"] for run in api.get("/api/runs", params={"project": "sweep"}).json()}
+    assert 0 < sum(status == "COMPLETED" for status in before.values()) < RUNS, before  # really mid-way
+
+    again = _sync(runs, env, "--host", proxy.url)
+    assert again.returncode == 0, again.stderr
+    _check_whole(_arrived(api), ALL)
+    assert _sync(runs, env).stderr.strip() == "mlop sync: no run with anything to send"
+
+
+def test_a_run_the_server_refuses_does_not_stop_the_others_and_is_reported(
+    runs: Path, server: ServerProcess, api: httpx.Client, tmp_path: Path, fault_proxy: Any
+) -> None:
+    # The server answers 400 to the 7th run created, and 500 twice to a metrics batch (retried).
+    def plan(method: str, path: str, n: int) -> str | None:
+        if path == "/api/runs/create" and n == 7:
+            return "400"
+        if path == "/ingest/metrics" and n in (3, 4):
+            return "500"
+        return None
+
+    proxy = fault_proxy(plan)
+    env = _env(server, tmp_path)
+    synced = _sync(runs, env, "--host", proxy.url)
+    assert synced.returncode == 1, synced.stderr
+    found = _arrived(api, keys=("val/loss",))
+    (refused,) = ALL - set(found)
+    assert f"sweep/{refused}: not everything was sent; run `mlop sync" in synced.stderr
+    assert f"the server refused run {refused}: POST /api/runs/create: HTTP 400" in synced.stderr
+    assert f"mlop sync: {RUNS} runs: {RUNS - 1} sent, " in synced.stderr
+    assert "1 not sent in full" in synced.stderr
+    _check_whole(found, ALL - {refused})
+
+    # Run again without faults: the refused run arrives, and nothing of the others is sent twice.
+    again = _sync(runs, env)
+    assert again.returncode == 0, again.stderr
+    assert f"sweep/{refused}: sent" in again.stderr
+    _check_whole(_arrived(api), ALL)
