@@ -176,7 +176,9 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     assert loss["steps"] == list(range(50))
     assert all(math.isclose(v, 1.0 / (s + 1)) for s, v in zip(loss["steps"], loss["values"], strict=True))
     assert loss["drawn"] == loss["values"]  # what uPlot was given, unsmoothed
-    assert page.eval_on_selector_all("section[data-group]", "s => s.map(x => x.dataset.group)") == [
+    assert page.eval_on_selector_all(
+        "section[data-group]:not([hidden])", "s => s.map(x => x.dataset.group)"
+    ) == [
         "eval",
         "train",
     ]
@@ -222,7 +224,7 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     page.click("nav.tabs button[data-tab='histograms']")
     page.wait_for_selector("body[data-ready='run-histograms']", state="attached")
     page.wait_for_selector(".histogram .uplot")
-    page.wait_for_selector("canvas.histsteps")  # both steps at once
+    page.wait_for_selector("[data-testid=histogram-heatmap] canvas")  # every step at once
     page.click("nav.tabs button[data-tab='tables']")
     page.wait_for_selector("body[data-ready='run-tables']", state="attached")
     assert "dog" in page.inner_text("#pane table")

@@ -1,5 +1,8 @@
-// Metric charts on uPlot: one chart per key, several series for compare. Data are the server's
-// downsampled series (min and max per bucket); window.mlop.charts[key] keeps what each chart draws.
+// Metric charts on uPlot: one chart per key, one line per run. Where the server downsampled a series,
+// each bucket's lowest and highest value (lo, hi) is drawn as a band around the line, so no spike hides.
+// Smoothing (EMA, the raw line kept faint), log scale, x by step / wall time / relative time, an
+// "ignore outliers" y range, y axes sized to their labels, and a tooltip with every run's value.
+// window.mlop.charts[key] keeps what each chart draws.
 "use strict";
 (function () {
   const mlop = window.mlop;
@@ -9,16 +12,15 @@
   // Points a chart asks for: about two per pixel column (min and max per bucket).
   mlop.MAX_POINTS = 1000;
 
-  // Display options shared by every chart on the page.
-  // (kept in localStorage, so a reload or another run shows charts the same way).
+  // Display options shared by every chart (kept in localStorage: they are the viewer's, not the project's).
   const VIEW_KEY = "mlop.view";
-  mlop.view = Object.assign({ x: "step", smoothing: 0, log: false },
+  mlop.view = Object.assign({ x: "step", smoothing: 0, log: false, outliers: false },
     (() => { try { return JSON.parse(localStorage.getItem(VIEW_KEY)) || {}; } catch (e) { return {}; } })());
   function keepView() {
     localStorage.setItem(VIEW_KEY, JSON.stringify(mlop.view));
   }
 
-  // Several downsampled series of a run in one request: {key: {steps, times, values}}.
+  // Several downsampled series of a run in one request: {key: {steps, times, values[, lo, hi, total]}}.
   mlop.fetchMany = async function (runId, keys) {
     const query = keys.map((k) => "key=" + mlop.q(k)).join("&");
     return mlop.api(`/api/runs/${runId}/series?${query}&max_points=${mlop.MAX_POINTS}`);
@@ -30,7 +32,7 @@
     return (await mlop.fetchMany(runId, [key]))[key] || mlop.EMPTY;
   };
 
-  // Exponential moving average with a debias term (as TensorBoard's smoothing); gaps stay gaps.
+  // Exponential moving average with a debias term; gaps stay gaps.
   function smooth(values, weight) {
     if (!weight) return values;
     const out = new Array(values.length);
@@ -44,67 +46,190 @@
     }
     return out;
   }
+  mlop.smooth = smooth;
 
   function xs(series) {
     if (mlop.view.x === "time") return series.times.map((t) => t / 1000);
     if (mlop.view.x === "relative") {
-      const start = series.times.length ? Math.min(...series.times) : 0;
+      let start = Infinity;
+      for (const t of series.times) if (t < start) start = t;
       return series.times.map((t) => (t - start) / 1000);
     }
     return series.steps;
   }
 
-  function ys(series) {
-    let y = series.values.map(mlop.finite);
-    if (mlop.view.log) y = y.map((v) => (v != null && v > 0 ? v : null));
-    return smooth(y, mlop.view.smoothing);
+  function clean(values) {
+    const y = values.map(mlop.finite);
+    return mlop.view.log ? y.map((v) => (v != null && v > 0 ? v : null)) : y;
   }
 
-  // uPlot wants x ascending; a step logged lower than the last one is kept by the server in
-  // arrival order, so order points by x (stable) before drawing.
-  function sorted(x, y) {
+  // The columns of one run: x, then its line, its faint raw line (when smoothed), its band (when
+  // downsampled). Points are put in x order (a step logged lower than the last one arrives later).
+  function runColumns(series) {
+    const x = xs(series);
+    const raw = clean(series.values);
+    const columns = [smooth(raw, mlop.view.smoothing)];
+    const roles = ["line"];
+    if (mlop.view.smoothing) { columns.push(raw); roles.push("raw"); }
+    if (series.lo && series.hi) {
+      columns.push(clean(series.lo), clean(series.hi));
+      roles.push("lo", "hi");
+    }
     let ordered = true;
     for (let i = 1; i < x.length; i++) if (x[i] < x[i - 1]) { ordered = false; break; }
-    if (ordered) return [x, y];
+    if (ordered) return { table: [x, ...columns], roles };
     const idx = x.map((_, i) => i).sort((a, b) => x[a] - x[b] || a - b);
-    return [idx.map((i) => x[i]), idx.map((i) => y[i])];
+    // EMA follows arrival order above; the drawn order is by x.
+    return { table: [idx.map((i) => x[i]), ...columns.map((c) => idx.map((i) => c[i]))], roles };
   }
 
-  // Aligned data for uPlot: [x, y1, y2, ...] from one or more series.
+  // Aligned data for uPlot ([x, y1, y2, ...]) and what each y column is: {run, role}.
   function aligned(seriesList) {
-    const parts = seriesList.map((s) => sorted(xs(s), ys(s)));
-    if (parts.length === 1) return parts[0];
-    return uPlot.join(parts.map(([x, y]) => [x, y]));
+    const parts = seriesList.map(runColumns);
+    const meta = [];
+    parts.forEach((p, run) => p.roles.forEach((role) => meta.push({ run, role })));
+    const data = parts.length === 1 ? parts[0].table : uPlot.join(parts.map((p) => p.table));
+    return { data, meta };
   }
 
-  function options(title, labels, width) {
-    const time = mlop.view.x === "time";
+  function alpha(color, a) {
+    const n = parseInt(color.slice(1), 16);
+    return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${a})`;
+  }
+
+  // The y range that leaves out the 1% most extreme values at each end (the lines only, not the bands).
+  function robustRange(data, meta) {
+    const values = [];
+    meta.forEach((m, i) => {
+      if (m.role !== "line") return;
+      const column = data[i + 1];
+      const every = Math.max(1, Math.floor(column.length / 5000));
+      for (let j = 0; j < column.length; j += every) if (column[j] != null) values.push(column[j]);
+    });
+    if (values.length < 5) return null;
+    values.sort((a, b) => a - b);
+    const lo = values[Math.floor(values.length * 0.01)], hi = values[Math.ceil(values.length * 0.99) - 1];
+    const pad = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1;
+    return [mlop.view.log ? Math.max(lo - pad, lo / 2) : lo - pad, hi + pad];
+  }
+
+  // An axis as wide as its longest label (uPlot's fixed default clips long numbers).
+  function axisSize(u, values, axisIdx, cycle) {
+    const axis = u.axes[axisIdx];
+    if (cycle > 1) return axis._size;
+    let size = axis.ticks.size + axis.gap + 8;
+    let longest = "";
+    for (const v of values || []) if (v != null && String(v).length > longest.length) longest = String(v);
+    if (longest) {
+      u.ctx.font = axis.font[0];
+      size += u.ctx.measureText(longest).width / (window.devicePixelRatio || 1);
+    }
+    return Math.ceil(size);
+  }
+
+  // One floating tooltip for the page: every run's value at the cursor of the chart under the mouse.
+  let tip = null;
+  function tooltip() {
+    if (!tip || !tip.isConnected) {
+      tip = mlop.el("div", { class: "charttip", "data-testid": "chart-tooltip" });
+      document.body.append(tip);
+    }
+    return tip;
+  }
+  // The nearest drawn value of column `c` around index `i` (runs of a compare chart have gaps where
+  // other runs have points).
+  function near(c, i) {
+    for (let d = 0; d < 64; d++) {
+      if (i - d >= 0 && c[i - d] != null) return c[i - d];
+      if (i + d < c.length && c[i + d] != null) return c[i + d];
+    }
+    return null;
+  }
+  function showTip(entry, u) {
+    const box = tooltip();
+    const i = u.cursor.idx;
+    if (!entry.hover || i == null || u.cursor.left < 0) { box.style.display = "none"; return; }
+    const x = u.data[0][i];
+    const head = mlop.view.x === "time" ? mlop.when(x * 1000) : `${mlop.view.x === "step" ? "step" : "s"} ${mlop.number(x)}`;
+    const rows = [];
+    entry.meta.forEach((m, k) => {
+      if (m.role !== "line") return;
+      const v = near(u.data[k + 1], i);
+      const band = entry.meta.findIndex((o) => o.run === m.run && o.role === "lo");
+      const range = band >= 0 ? ` [${mlop.number(near(u.data[band + 1], i))} … ${mlop.number(near(u.data[band + 2], i))}]` : "";
+      rows.push({ run: m.run, v, text: mlop.number(v) + range });
+    });
+    rows.sort((a, b) => (b.v == null) - (a.v == null) || b.v - a.v);
+    box.replaceChildren(mlop.el("div", { class: "muted" }, `${entry.key} · ${head}`),
+      ...rows.map((r) => mlop.el("div", { class: "row", "data-run": r.run },
+        mlop.el("span", { class: "dot", style: `background:${COLORS[r.run % COLORS.length]}` }),
+        mlop.el("span", { class: "name" }, entry.labels[r.run]), mlop.el("b", {}, r.text))));
+    const rect = u.over.getBoundingClientRect();
+    box.style.display = "block";
+    const left = rect.left + u.cursor.left + 16;
+    box.style.left = Math.min(left, window.innerWidth - box.offsetWidth - 8) + window.scrollX + "px";
+    box.style.top = rect.top + u.cursor.top + window.scrollY + 12 + "px";
+  }
+
+  function options(entry, width) {
+    const view = mlop.view;
+    const series = [{ label: { step: "step", time: "time", relative: "seconds" }[view.x] }];
+    const bands = [];
+    entry.meta.forEach((m) => {
+      const color = COLORS[m.run % COLORS.length];
+      const label = entry.labels[m.run];
+      if (m.role === "line") series.push({ label, stroke: color, width: 1.5, spanGaps: entry.labels.length > 1 });
+      else if (m.role === "raw") series.push({ label: label + " (raw)", stroke: alpha(color, 0.25), width: 1, spanGaps: entry.labels.length > 1 });
+      else series.push({ label: `${label} (${m.role})`, stroke: "transparent", width: 0, points: { show: false }, spanGaps: true });
+    });
+    entry.meta.forEach((m, k) => {
+      if (m.role === "hi") bands.push({ series: [k + 1, k], fill: alpha(COLORS[m.run % COLORS.length], 0.18) });
+    });
+    const y = { distr: view.log ? 3 : 1 };
+    if (view.outliers) {
+      y.range = (u, min, max) => entry.robust || [min, max];
+    }
     return {
-      title, width, height: 220,
-      scales: { x: { time }, y: { distr: mlop.view.log ? 3 : 1 } },
+      width, height: 220, series, bands,
+      title: entry.key,
+      scales: { x: { time: view.x === "time" }, y },
       cursor: { sync: { key: "mlop" }, drag: { x: true, y: false } },
-      legend: { live: true },
-      series: [{ label: { step: "step", time: "time", relative: "seconds" }[mlop.view.x] }].concat(labels.map((label, i) => ({
-        label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: labels.length > 1,
-        value: (u, v) => mlop.number(v),
-      }))),
-      axes: [{}, { size: 60, values: (u, vals) => vals.map(mlop.number) }],
+      legend: { show: false },
+      axes: [{}, { size: axisSize, values: (u, vals) => vals.map(mlop.number) }],
+      hooks: { setCursor: [(u) => showTip(entry, u)] },
     };
   }
 
-  // The place of a chart, sized before its data arrive (so charts drawn as their data come in do not
-  // move the page).
+  // The place of a chart, sized before its data arrive (charts drawn as their data come in do not move
+  // the page).
   mlop.chartBox = function (parent, key) {
-    const box = mlop.el("div", { class: "chart", "data-key": key });
+    const box = mlop.el("div", { class: "chart", "data-testid": "chart", "data-key": key });
     parent.append(box);
     return box;
   };
 
+  // A box keeps its own controls (the pin button); only the plot goes.
+  function clearBox(box) {
+    box.querySelectorAll(".uplot").forEach((n) => n.remove());
+  }
+
+  function build(entry, width) {
+    const { data, meta } = aligned(entry.series);
+    entry.meta = meta;
+    entry.robust = mlop.view.outliers ? robustRange(data, meta) : null;
+    entry.plot = new uPlot(options(entry, width), data, entry.box);
+    entry.plot.over.addEventListener("mouseenter", () => { entry.hover = true; });
+    entry.plot.over.addEventListener("mouseleave", () => { entry.hover = false; tooltip().style.display = "none"; });
+  }
+
   // A chart of `key` drawing `seriesList` (one entry per run) in `box` (from mlop.chartBox).
   mlop.chart = function (box, key, seriesList, labels, width) {
     width = width || Math.max(300, Math.floor(box.clientWidth || 420));
-    const entry = { key, series: seriesList, labels, box, plot: null };
-    entry.plot = new uPlot(options(key, labels, width), aligned(seriesList), box);
+    if (mlop.charts[key]) mlop.charts[key].plot.destroy();
+    const entry = { key, series: seriesList, labels, box, plot: null, meta: [], hover: false };
+    clearBox(box);
+    build(entry, width);
+    box.dataset.drawn = "true";
     // The first series is what tests and scripts read: the points as the server sent them.
     Object.defineProperty(entry, "steps", { get: () => entry.series[0].steps });
     Object.defineProperty(entry, "values", { get: () => entry.series[0].values });
@@ -118,6 +243,7 @@
     mlop.observer = null;
     for (const entry of Object.values(mlop.charts)) entry.plot.destroy();
     mlop.charts = {};
+    if (tip) tip.style.display = "none";
   };
 
   // Charts follow the window's width.
@@ -133,8 +259,17 @@
   });
 
   mlop.updateChart = function (entry, seriesList) {
+    const before = entry.meta.map((m) => m.role).join();
     entry.series = seriesList;
-    entry.plot.setData(aligned(seriesList));
+    const { data, meta } = aligned(seriesList);
+    if (meta.map((m) => m.role).join() !== before) {  // a band appeared (the series outgrew max_points)
+      const width = entry.plot.width;
+      entry.plot.destroy();
+      clearBox(entry.box);
+      return build(entry, width);
+    }
+    entry.robust = mlop.view.outliers ? robustRange(data, meta) : null;
+    entry.plot.setData(data);
   };
 
   // Rebuild every chart after a display option changed (axis kind and log scale are fixed at creation).
@@ -143,8 +278,8 @@
     for (const entry of Object.values(mlop.charts)) {
       const width = entry.plot.width;
       entry.plot.destroy();
-      entry.box.replaceChildren();
-      entry.plot = new uPlot(options(entry.key, entry.labels, width), aligned(entry.series), entry.box);
+      clearBox(entry.box);
+      build(entry, width);
     }
   };
 
@@ -152,26 +287,21 @@
     const view = mlop.view;
     const x = mlop.el("select", { "aria-label": "x axis", onchange: (e) => { view.x = e.target.value; mlop.redrawCharts(); } },
       mlop.el("option", { value: "step", selected: view.x === "step" }, "x: step"),
-      mlop.el("option", { value: "time", selected: view.x === "time" }, "x: time"),
+      mlop.el("option", { value: "time", selected: view.x === "time" }, "x: wall time"),
       mlop.el("option", { value: "relative", selected: view.x === "relative" }, "x: seconds from start"));
+    const shown = mlop.el("span", { class: "muted" }, view.smoothing ? String(view.smoothing) : "off");
     const smoothing = mlop.el("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: view.smoothing,
-      "aria-label": "smoothing", oninput: (e) => { view.smoothing = Number(e.target.value); mlop.redrawCharts(); } });
+      "aria-label": "smoothing", oninput: (e) => {
+        view.smoothing = Number(e.target.value);
+        shown.textContent = view.smoothing ? String(view.smoothing) : "off";
+        mlop.redrawCharts();
+      } });
     const log = mlop.el("input", { type: "checkbox", "aria-label": "log scale", checked: view.log,
       onchange: (e) => { view.log = e.target.checked; mlop.redrawCharts(); } });
-    return mlop.el("div", { class: "controls" }, x, mlop.el("label", {}, "smoothing ", smoothing),
-      mlop.el("label", {}, log, " log scale"), mlop.el("span", { class: "muted" }, "drag to zoom, double-click to reset"));
-  };
-
-  // Keys grouped by their part before the last "/" (train/loss is in train), sys/ last.
-  mlop.groupKeys = function (keys) {
-    const groups = new Map();
-    for (const key of keys) {
-      const cut = key.lastIndexOf("/");
-      const group = cut > 0 ? key.slice(0, cut) : "metrics";
-      if (!groups.has(group)) groups.set(group, []);
-      groups.get(group).push(key);
-    }
-    return [...groups.entries()].sort(([a], [b]) =>
-      (a.startsWith("sys") - b.startsWith("sys")) || a.localeCompare(b));
+    const outliers = mlop.el("input", { type: "checkbox", "aria-label": "ignore outliers", checked: view.outliers,
+      onchange: (e) => { view.outliers = e.target.checked; mlop.redrawCharts(); } });
+    return mlop.el("div", { class: "controls" }, x, mlop.el("label", {}, "smoothing ", smoothing, " ", shown),
+      mlop.el("label", {}, log, " log scale"), mlop.el("label", { title: "y range without the 1% most extreme values at each end" }, outliers, " ignore outliers"),
+      mlop.el("span", { class: "muted" }, "drag to zoom, double-click to reset"));
   };
 })();

@@ -1,49 +1,60 @@
-// Compare: the selected runs' metrics overlaid, one color per run, the legend giving values at the cursor.
+// Compare: the selected runs' metrics overlaid, one color per run, in the project's chart layout; the
+// tooltip lists every run's value at the cursor.
 "use strict";
 (function () {
   const mlop = window.mlop;
+  // Keys per series request: charts are drawn as soon as every run's series of their keys arrived.
+  const KEYS_PER_REQUEST = 10;
 
   mlop.comparePage = async function (main, ids) {
     const runs = await Promise.all(ids.map((id) => mlop.api(`/api/runs/${id}`)));
     const keyLists = await Promise.all(ids.map((id) => mlop.api(`/api/runs/${id}/keys`)));
-    mlop.crumbs(mlop.el("a", { href: "#/p/" + mlop.q(runs[0].project) }, runs[0].project), "compare");
-    const names = [...new Set(keyLists.flatMap((keys) => keys.filter((k) => k.type === "METRIC" && !k.name.startsWith("sys/")).map((k) => k.name)))].sort();
-    const legend = mlop.el("p", {}, runs.map((r, i) => mlop.el("span", { class: "swatch", style: `border-color:${mlop.COLORS[i % mlop.COLORS.length]}` },
+    const project = runs[0].project;
+    mlop.crumbs(mlop.el("a", { href: "#/p/" + mlop.q(project) }, project), "compare");
+    const has = keyLists.map((keys) => new Set(keys.filter((k) => k.type === "METRIC").map((k) => k.name)));
+    const names = [...new Set(has.flatMap((s) => [...s]))].sort();
+    const labels = runs.map((r) => r.name);
+    const legend = mlop.el("p", { class: "runlegend" }, runs.map((r, i) => mlop.el("span", { class: "swatch", style: `border-color:${mlop.COLORS[i % mlop.COLORS.length]}` },
       mlop.el("a", { href: "#/run/" + r.id }, r.name))));
-    const grid = mlop.el("div");
-    main.replaceChildren(mlop.el("h1", {}, `Compare ${runs.length} runs`), legend, mlop.chartControls(), grid);
-    // Each run's series in requests of up to 100 keys.
-    const fetchAll = (which) => Promise.all(ids.map(async (id, i) => {
-      if (!which[i]) return null;
-      const have = names.filter((name) => keyLists[i].some((k) => k.name === name));
-      const found = {};
-      for (let j = 0; j < have.length; j += 100) Object.assign(found, await mlop.fetchMany(id, have.slice(j, j + 100)));
-      return found;
-    }));
-    const perRun = await fetchAll(ids.map(() => true));
-    for (const [group, groupKeys] of mlop.groupKeys(names)) {
-      const box = mlop.el("div", { class: "charts" });
-      grid.append(mlop.el("section", { "data-group": group }, mlop.el("h2", {}, group), box));
-      for (const key of groupKeys) {
-        const series = perRun.map((found) => found[key] || mlop.EMPTY);
-        mlop.chart(mlop.chartBox(box, key), key, series, runs.map((r) => r.name));
-      }
+    main.replaceChildren(mlop.el("h1", {}, `Compare ${runs.length} runs`), legend, mlop.chartControls());
+    const layout = await mlop.loadLayout(project);
+    const perRun = runs.map(() => ({}));  // run index -> {key: series}
+
+    // The series of `keys` of the runs picked by `which` (indices), in requests of KEYS_PER_REQUEST keys.
+    async function fetchKeys(keys, which) {
+      await Promise.all(which.map(async (i) => {
+        const wanted = keys.filter((k) => has[i].has(k));
+        if (wanted.length) Object.assign(perRun[i], await mlop.fetchMany(ids[i], wanted));
+      }));
     }
+    const seriesOf = (key) => perRun.map((found) => found[key] || mlop.EMPTY);
+    const all = runs.map((_, i) => i);
+
+    async function draw(keys) {
+      const parts = [];
+      for (let i = 0; i < keys.length; i += KEYS_PER_REQUEST) parts.push(keys.slice(i, i + KEYS_PER_REQUEST));
+      const first = keys.map(grid.box).find((b) => b.clientWidth);
+      const width = Math.max(300, Math.floor((first && first.clientWidth) || 420));
+      await Promise.all(parts.map(async (part) => {
+        await fetchKeys(part, all);
+        for (const key of part) mlop.chart(grid.box(key), key, seriesOf(key), labels, width);
+      }));
+    }
+    const grid = mlop.panelGrid(main, project, layout, draw);
+    await grid.add(names);
     mlop.ready("compare");
     // Running runs' lines follow them (their keys as they were when the page opened).
     let busy = false;
     mlop.every(2000, async () => {
-      const running = runs.map((r) => r.status === "RUNNING");
-      if (busy || !running.some(Boolean)) return;
+      const running = runs.map((r, i) => (r.status === "RUNNING" ? i : -1)).filter((i) => i >= 0);
+      if (busy || !running.length) return;
       busy = true;
       try {
-        const fresh = await Promise.all(ids.map((id, i) => (running[i] ? mlop.api(`/api/runs/${id}`) : runs[i])));
-        const found = await fetchAll(running);
-        found.forEach((f, i) => { if (f) perRun[i] = f; });
-        fresh.forEach((r, i) => { runs[i] = r; });
-        for (const key of names) {
-          if (mlop.charts[key]) mlop.updateChart(mlop.charts[key], perRun.map((f) => f[key] || mlop.EMPTY));
-        }
+        const fresh = await Promise.all(running.map((i) => mlop.api(`/api/runs/${ids[i]}`)));
+        const drawn = names.filter((k) => mlop.charts[k]);
+        for (let j = 0; j < drawn.length; j += 100) await fetchKeys(drawn.slice(j, j + 100), running);
+        fresh.forEach((r, j) => { runs[running[j]] = r; });
+        for (const key of drawn) if (mlop.charts[key]) mlop.updateChart(mlop.charts[key], seriesOf(key));
       } finally {
         busy = false;
       }
