@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +43,7 @@ for step in range(5):
 run.summary["best_loss"] = 0.2
 print("warming up")
 print("the needle line", flush=True)
-time.sleep(1.5)  # a few system-metric samples
+time.sleep(0.8)  # a few system-metric samples
 raise ValueError("boom at the end")
 """
 
@@ -192,7 +193,7 @@ def test_tags_and_notes_edited_in_the_page_survive_a_reload(
     assert stored["config"]["lr"] == 0.01  # the rest of the config is untouched
 
 
-def test_a_synced_run_shows_how_long_it_ran_not_when_it_was_sent(page: Any, online: Any) -> None:
+def test_a_run_sent_later_shows_how_long_it_ran_under_sync_and_mlop_ui(page: Any, online: Any) -> None:
     online.run(OFFLINE)
     run_dir = online.run_dir("synced")
     time.sleep(2.5)  # the sync happens well after the run ended
@@ -211,6 +212,52 @@ def test_a_synced_run_shows_how_long_it_ran_not_when_it_was_sent(page: Any, onli
     received = run["updated"]  # when the server last heard of it: the sync, seconds later
     assert received - start > duration + 2000
     assert "3s" in cell(page, "#run-duration") or "4s" in cell(page, "#run-duration")
+    _through_mlop_ui(page.context.browser, online.runs_dir)
+
+
+def _through_mlop_ui(browser: Any, runs_dir: Path) -> None:
+    """The same run folder under `mlop ui`: a browser opened on its URL is logged in by itself, and the run,
+    sent seconds after it ended, shows the client's duration too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "mlop", "ui", "--dir", str(runs_dir), "--no-browser", "--interval", "0.5"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    context = browser.new_context()
+    try:
+        assert ui.stdout is not None
+        url = ""
+        while "#key=" not in url:
+            url = ui.stdout.readline()
+            assert url, "mlop ui ended before printing its URL"
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(url.strip())
+        page.wait_for_selector("body[data-ready='projects']", state="attached")  # no key form: logged in
+        assert "key=" not in page.url
+        assert [c["name"] for c in context.cookies()] == ["mlop_session"]
+        page.wait_for_function(
+            "() => document.querySelector('a[href=\"#/p/synced\"]') || (mlop.route(), false)",
+            polling=1000,
+            timeout=90_000,
+        )
+        page.click("a[href='#/p/synced']")
+        page.wait_for_selector("body[data-ready='runs']", state="attached")
+        page.wait_for_selector("#runs a[href^='#/run/']")
+        run_id = int(page.get_attribute("#runs a[href^='#/run/']", "href").rsplit("/", 1)[1])
+        deadline = time.monotonic() + 90  # a loaded machine: the mirror's first pass can take a while
+        while True:  # the mirror marks the run COMPLETED once all of it arrived
+            open_run(page, run_id)
+            if page.get_attribute("#ov-status", "data-status") == "COMPLETED" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert page.get_attribute("#ov-status", "data-status") == "COMPLETED"
+        duration = int(page.get_attribute("#ov-duration", "data-ms"))
+        assert 3000 <= duration < 4500, duration
+    finally:
+        context.close()
+        ui.send_signal(signal.SIGTERM)
+        ui.communicate(timeout=30)  # and closes its pipe
 
 
 def test_a_key_given_once_keeps_the_browser_logged_in(browser: Any, server: ServerProcess) -> None:
