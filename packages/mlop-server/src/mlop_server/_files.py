@@ -30,6 +30,9 @@ __all__ = ["FileStore", "LocalFileStore", "confirm_uploads", "open_file_store", 
 
 logger = logging.getLogger(__name__)
 
+#: Files not yet recorded as uploaded that one read looks up in a direct store, at most.
+MAX_CONFIRM = 256
+
 
 def _private_dir(path: Path) -> None:
     """Create ``path`` as a folder only this user can enter (0700), whatever the umask or its mode was."""
@@ -228,7 +231,7 @@ async def confirm_uploads(files: FileStore, storage: Storage, rows: list[FileRow
     """
     if not files.direct:
         return rows
-    pending = [row for row in rows if not row.uploaded]
+    pending = [row for row in rows if not row.uploaded][:MAX_CONFIRM]  # the rest on a later read
     if not pending:
         return rows
     sizes = await asyncio.gather(*(files.stored_size(row.id) for row in pending))
