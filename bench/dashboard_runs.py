@@ -47,6 +47,8 @@ def fill(api: httpx.Client, runs: int, config_keys: int, metrics: int) -> None:
     def one(i: int) -> None:
         config = {f"hp_{k:02d}": (i * (k + 1)) % 97 / 10 for k in range(config_keys - 2)}
         config.update(optimizer=["adam", "sgd", "lion"][i % 3], model={"layers": 2 + i % 6})
+        # a sweep where hp_00 matters (the metrics end higher with it), hp_01 a little (lower), the rest not
+        final = config["hp_00"] / 5 - config["hp_01"] / 20 + (i % 13) / 40
         body = {
             "runName": f"run-{i:04d}",
             "projectName": PROJECT,
@@ -60,7 +62,7 @@ def fill(api: httpx.Client, runs: int, config_keys: int, metrics: int) -> None:
                 {
                     "time": T0 + i * 60_000 + step * 1000,
                     "step": step,
-                    "data": {f"train/m{m}": (m + 1) / (step + 1) + (i % 13) / 10 for m in range(metrics)},
+                    "data": {f"train/m{m}": (m + 1) / (step + 1) + final for m in range(metrics)},
                 }
             )
             + b"\n"
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--screenshots", type=Path, default=None, help="save the page's screenshots here")
+    parser.add_argument("--no-browser", action="store_true", help="time the query API only")
     args = parser.parse_args()
     out: dict[str, Any] = {"runs": args.runs, "config_keys": args.config_keys, "metrics": args.metrics}
     with tempfile.TemporaryDirectory() as tmp, ServerProcess(tmp) as server:
@@ -106,6 +109,9 @@ def main() -> None:
                 "by_metric_min": timed(api, {"sort": "summary.train/m4.min"}, args.repeat),
                 "filtered": timed(api, {"filter": 'hp_01 < 5 and optimizer == "adam"'}, args.repeat),
             }
+        if args.no_browser:
+            print(json.dumps(out, indent=2))
+            return
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1000})

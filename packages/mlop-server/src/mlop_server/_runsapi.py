@@ -11,6 +11,7 @@ The SQL is built by :mod:`mlop_server._runquery` for the storage's dialect.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -213,16 +214,16 @@ async def query_page(
         f"WHERE {where}) q {cut} ORDER BY {order_by} "
         f"LIMIT {limit_sql}"
     )
-    found = await storage.read_sql(text, sql.params)
-    more = len(found) > limit
-    found = found[:limit]
     count_sql = Sql(storage.dialect)
     count_where = _where(q, count_sql, project, owner, node)
-    total = (
-        await storage.read_sql(
-            f"SELECT COUNT(*) FROM runs r{q.join_sql(count_sql)} WHERE {count_where}", count_sql.params
-        )
-    )[0][0]
+    count_text = f"SELECT COUNT(*) FROM runs r{q.join_sql(count_sql)} WHERE {count_where}"
+    # the page and the count side by side (each reader has its own connection)
+    found, counted = await asyncio.gather(
+        storage.read_sql(text, sql.params), storage.read_sql(count_text, count_sql.params)
+    )
+    total = counted[0][0]
+    more = len(found) > limit
+    found = found[:limit]
     runs = await _rows(storage, [int(row[-1]) for row in found], now)
     next_cursor = encode_cursor(col.name, order, list(found[-1])) if more and found else None
     return {"runs": runs, "next": next_cursor, "total": int(total), "sort": col.name, "order": order}

@@ -3,7 +3,7 @@
 "use strict";
 (function () {
   const mlop = window.mlop;
-  const PAGE = 100;
+  const PAGE = 50;  // rows a request brings (more as the table scrolls)
   const BUILTIN = ["name", "status", "user", "start", "duration", "tags", "host", "commit", "ended", "id"];
   const AGGS = ["last", "min", "max"];
   // Metrics that the client logs by itself (system, watch): not the user's own.
@@ -37,7 +37,8 @@
   }
 
   function defaultColumns(all) {
-    const config = all.filter((c) => c.kind === "config").slice(0, 8).map((c) => c.id);
+    // the run page's notes live in the config too: long text, not a column to start with
+    const config = all.filter((c) => c.kind === "config" && c.id !== "config.notes").slice(0, 8).map((c) => c.id);
     const metrics = all.filter((c) => c.kind === "metric" && mlop.ownMetric(c.label)).slice(0, 4).map((c) => c.id);
     const summary = all.filter((c) => c.kind === "summary").slice(0, 4).map((c) => c.id);
     return ["name", "status", "user", "start", "duration", "tags", ...config, ...metrics, ...summary];
