@@ -249,3 +249,16 @@ def test_two_processes_share_one_files_folder(tmp_path: Path, pg_url: str) -> No
                 assert http.get(f"{reader.url}/api/runs/{run_id}/files/{row['id']}/content").content == data
                 assert (shared / f"{row['id'] // 1000:06d}" / f"{row['id']}.bin").read_bytes() == data
     assert not (tmp_path / "a" / "files").exists() and not (tmp_path / "b" / "files").exists()
+
+
+def test_without_boto3_the_start_names_the_extra(tmp_path: Path, store: MotoS3) -> None:
+    """A server without boto3 (as after a plain ``pip install mlop-server``) says which extra to install."""
+    start = (
+        "import sys; sys.modules['boto3'] = None; from mlop_server._cli import main; "
+        f"sys.exit(main(['--port', '0', '--data', {str(tmp_path / 'never')!r}, "
+        f"'--files', 's3://{BUCKET}/p']))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")} | store.env
+    out = subprocess.run([sys.executable, "-c", start], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and 'pip install "mlop-server[s3]"' in out.stderr, out.stderr
+    assert not (tmp_path / "never").exists()

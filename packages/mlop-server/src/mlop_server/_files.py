@@ -1,14 +1,14 @@
-"""Where uploaded files live: the :class:`FileStore` interface and its folder implementation.
+"""Where uploaded files live: the folder store, and the store a ``--files`` value names.
 
 ``--files DIR`` (default ``<data>/files``) keeps the bytes in a folder, which several server processes may
 share: names on disk come from file ids only (no request path reaches them) and a file appears whole, by
 rename, or not at all. Files are 0600 and folders 0700: uploads are readable by the server's user only.
-``--files s3://BUCKET/PREFIX`` keeps them in object storage instead (``_s3.S3FileStore``).
+``--files s3://BUCKET/PREFIX`` keeps them in object storage instead (``_s3.S3FileStore``). The interface
+both implement is ``_filestore.FileStore`` (re-exported here).
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import dataclasses
 import logging
@@ -22,11 +22,19 @@ from typing import TYPE_CHECKING
 from starlette.responses import FileResponse, Response
 
 from mlop_server._errors import BadRequest, TooLarge
+from mlop_server._filestore import FileStore, object_name
 
 if TYPE_CHECKING:
     from mlop_server._storage import FileRow, Storage
 
-__all__ = ["FileStore", "LocalFileStore", "confirm_uploads", "open_file_store", "parse_files_option"]
+__all__ = [
+    "FileStore",
+    "LocalFileStore",
+    "confirm_uploads",
+    "object_name",
+    "open_file_store",
+    "parse_files_option",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,56 +47,6 @@ def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.stat().st_mode & 0o777 != 0o700:
         os.chmod(path, 0o700)
-
-
-def object_name(file_id: int) -> str:
-    """The name of file ``file_id`` inside the store: ``<id // 1000>/<id>.bin`` (the same in both stores,
-    so a folder and a bucket can be copied into each other as they are)."""
-    return f"{file_id // 1000:06d}/{file_id}.bin"
-
-
-class FileStore(abc.ABC):
-    """Keeps the bytes of uploaded files, by file id.
-
-    A store either receives the bytes through the server (:meth:`upload_url` answers None: the client
-    ``PUT``s to the server's ``/uploads/{id}`` route, which calls :meth:`write`) or hands out URLs of its
-    own, so that the bytes never pass through the server (object storage).
-    """
-
-    #: The origin (``scheme://host[:port]``) of the URLs the store hands out, or None when it hands out none.
-    origin: str | None = None
-    #: True when clients upload to the store itself: the server learns of an upload by asking the store.
-    direct: bool = False
-
-    @abc.abstractmethod
-    def describe(self) -> str:
-        """Where the files are, for the server's start line (no credentials)."""
-
-    def upload_url(self, file_id: int, size: int, ttl: int) -> str | None:
-        """A URL the client ``PUT``s exactly ``size`` bytes to, valid ``ttl`` seconds; None: the server's
-        own upload route."""
-        return None
-
-    @abc.abstractmethod
-    async def write(self, file_id: int, chunks: AsyncIterator[bytes], size: int) -> None:
-        """Store ``chunks``, which must come to exactly ``size`` bytes (the server's upload route)."""
-
-    @abc.abstractmethod
-    def put_file(self, file_id: int, source: Path) -> None:
-        """Store the file at ``source`` as ``file_id`` (``migrate-data``: files of another server)."""
-
-    @abc.abstractmethod
-    async def stored_size(self, file_id: int) -> int | None:
-        """The size of the stored bytes of ``file_id``, or None when they are not there."""
-
-    @abc.abstractmethod
-    def download(
-        self, file_id: int, *, media_type: str, filename: str, inline: bool, headers: Mapping[str, str]
-    ) -> Response:
-        """The answer to a read of the file's content: the bytes, or a redirect to the store."""
-
-    def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
-        """Release what the store holds."""
 
 
 class LocalFileStore(FileStore):

@@ -22,7 +22,7 @@ import anyio.to_thread
 from starlette.responses import RedirectResponse, Response
 
 from mlop_server._errors import NotFound, Unavailable
-from mlop_server._files import FileStore, object_name
+from mlop_server._filestore import FileStore, object_name
 
 __all__ = ["ENDPOINT_ENV", "S3FileStore"]
 
