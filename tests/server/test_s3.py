@@ -262,3 +262,10 @@ def test_without_boto3_the_start_names_the_extra(tmp_path: Path, store: MotoS3) 
     out = subprocess.run([sys.executable, "-c", start], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and 'pip install "mlop-server[s3]"' in out.stderr, out.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_a_files_folder_that_cannot_be_made_stops_the_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = _start(tmp_path, str(blocker / "files"), {})
+    assert f"{blocker} is not a folder" in out.stderr

@@ -179,13 +179,12 @@ def _access_log(args: argparse.Namespace) -> str | None:
 
 
 def _check_files(args: argparse.Namespace) -> None:
-    """A bad ``--files`` (an unknown scheme, boto3 or credentials missing, a bucket that does not answer)
-    stops the start with a clear error, before anything is created."""
-    from mlop_server._files import open_file_store, parse_files_option
+    """A bad ``--files`` (an unknown scheme, a folder this user may not write, boto3 or credentials missing,
+    a bucket that does not answer) stops the start with a clear error, before anything is created."""
+    from mlop_server._files import check_files_option
 
     try:
-        if parse_files_option(args.files, _data_dir(args))[0] == "s3":
-            open_file_store(args.files, _data_dir(args), check=True).close()
+        check_files_option(args.files, _data_dir(args))
     except ValueError as exc:
         raise SystemExit(f"mlop server: {exc}") from None
 

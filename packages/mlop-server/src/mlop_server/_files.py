@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FileStore",
     "LocalFileStore",
+    "check_files_option",
     "confirm_uploads",
     "object_name",
     "open_file_store",
@@ -157,6 +158,27 @@ def parse_files_option(value: str | None, data_dir: Path) -> tuple[str, Path | t
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
         raise ValueError(f"--files {value!r}: the prefix has an empty, . or .. part")
     return "s3", (bucket, prefix)
+
+
+def check_files_option(value: str | None, data_dir: Path) -> None:
+    """Make sure a ``--files`` value can work, creating nothing: a folder this user may write (or create),
+    or a bucket that answers with the credentials found.
+
+    Raises:
+        ValueError: it cannot; the message says why.
+    """
+    kind, where = parse_files_option(value, data_dir)
+    if kind == "s3":
+        open_file_store(value, data_dir, check=True).close()
+        return
+    assert isinstance(where, Path)
+    existing = where
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--files {where}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--files {where}: this user may not write in {existing}")
 
 
 def open_file_store(value: str | None, data_dir: Path, *, check: bool = False) -> FileStore:
