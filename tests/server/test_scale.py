@@ -213,6 +213,17 @@ def test_ready_answers_503_while_the_database_refuses_and_200_after(
             assert time.monotonic() < deadline, answer.text
             time.sleep(0.2)
         assert answer.json()["status"] == "ready"
+        assert answer.json()["schema"] == answer.json()["expected"]
+
+        # A newer server migrated the database past this one's code: not ready, naming both versions.
+        pg_cluster.execute("INSERT INTO schema_version VALUES (999, 'from the future', now())", name)
+        answer = httpx.get(f"{server.url}/ready", timeout=30)
+        assert answer.status_code == 503 and answer.json()["schema"] == 999
+        assert (
+            "999" in answer.json()["message"] and str(answer.json()["expected"]) in answer.json()["message"]
+        )
+        pg_cluster.execute("DELETE FROM schema_version WHERE version = 999", name)
+        assert httpx.get(f"{server.url}/ready", timeout=30).status_code == 200
 
 
 def test_ready_on_sqlite_and_workers_refused_there(tmp_path: Path) -> None:
