@@ -8,9 +8,10 @@ Prints one JSON document; bench/README.md ("Sync of many runs (issue 22)") holds
 - ``sync``: ``mlop sync --dir`` in its own process against a fresh ``mlop server`` process: wall time,
   runs per second, the CPU time of the sync process and of the server, and whether every run arrived
   whole (counted through the read API: runs, status, points of each metric).
-- ``--old SRC``: the same, first, with the mlop-core source folder ``SRC`` (``packages/mlop-core/src`` of a
-  ``git worktree`` of the old commit) put first on ``PYTHONPATH``, on another fresh server, in the same
-  session: the ratio of the two is the figure to trust on a loaded machine.
+- ``--old TREE``: the same, first, with the code of ``TREE`` (a ``git worktree`` or ``git archive`` of the
+  old commit: its ``packages/mlop-core/src`` and ``packages/mlop-server/src`` put first on ``PYTHONPATH``),
+  on another fresh server, in the same session: the ratio of the two is the figure to trust on a loaded
+  machine. ``--new TREE`` likewise for the new code (default: the installed checkout).
 - ``--ui``: ``mlop ui --no-browser`` on the same folder: seconds until every run is on its server, finished.
 """
 
@@ -66,12 +67,18 @@ def make_runs(root: Path, count: int) -> float:
     return time.perf_counter() - start
 
 
+def _code(env: dict[str, str], src: str | None) -> dict[str, str]:
+    """``env`` running the mlop-core and mlop-server code of the tree ``src`` (None: the installed one)."""
+    if src:
+        paths = [str(Path(src) / "packages" / name / "src") for name in ("mlop-core", "mlop-server")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (*paths, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def _env(server: ServerProcess, config: Path, src: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
     env.update(MLOP_API_TOKEN=server.key, MLOP_HOST=server.url, MLOP_CONFIG_DIR=str(config))
-    if src:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return env
+    return _code(env, src)
 
 
 def check(url: str, key: str, count: int) -> dict[str, Any]:
@@ -136,9 +143,7 @@ def bench_sync(
 
 
 def bench_ui(root: Path, count: int, src: str | None) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
-    if src:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env = _code({k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}, src)
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlop.cli", "ui", "--dir", str(root), "--no-browser", "--interval", "1"],
@@ -183,7 +188,8 @@ def bench_ui(root: Path, count: int, src: str | None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--old", default=None, help="mlop-core's src folder of the old code, run first")
+    parser.add_argument("--old", default=None, help="a tree of the old code, run first")
+    parser.add_argument("--new", default=None, help="a tree of the new code (default: here)")
     parser.add_argument("--ui", action="store_true", help="also time `mlop ui` bringing the runs up")
     parser.add_argument("--profile", default=None, help="cProfile the new code's `mlop sync` into FILE")
     parser.add_argument("--jobs", type=int, nargs="*", default=[], help="the new code's --jobs (each)")
@@ -198,7 +204,7 @@ def main() -> None:
         if args.old:
             results.append(bench_sync(root, args.runs, args.old, None))
         for jobs in args.jobs or [None]:
-            results.append(bench_sync(root, args.runs, None, args.profile, jobs))
+            results.append(bench_sync(root, args.runs, args.new, args.profile, jobs))
         report["sync"] = results
         if args.old:
             report["after_over_before_wall"] = round(results[1]["wall_s"] / results[0]["wall_s"], 3)
@@ -206,7 +212,7 @@ def main() -> None:
             uis = []
             if args.old:
                 uis.append(bench_ui(root, args.runs, args.old))
-            uis.append(bench_ui(root, args.runs, None))
+            uis.append(bench_ui(root, args.runs, args.new))
             report["ui"] = uis
         report["load_average_after"] = os.getloadavg()
     finally:

@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar
 import httpx
 
 from mlop._exceptions import AuthError, ServerError
+from mlop._online._keepalive import KeepAliveTransport, usable
 from mlop._online._options import Options
 from mlop._online._server import Abandoned, new_client
 from mlop._online._streams import STREAMS
@@ -54,7 +55,10 @@ T = TypeVar("T")
 def shared_client(
     options: Options, concurrency: int, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
-    """One client for every run in flight: as many connections as runs, at most."""
+    """One client for every run in flight: HTTP/2 (one connection) over TLS where the server offers it,
+    else as many keep-alive HTTP/1.1 connections as runs, through the lean transport where that can be."""
+    if transport is None and all(usable(url, options.proxy) for url in options.urls.values() if url):
+        transport = KeepAliveTransport(concurrency)
     return new_client(
         options.urls.get("url_api", ""),
         verify=options.verify,
