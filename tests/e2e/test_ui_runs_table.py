@@ -164,7 +164,8 @@ def test_config_columns_sort_and_filter(page: Any, sweep: dict[str, int]) -> Non
         "() => [...document.querySelectorAll(\"td[data-col='config.lr']\")].map(td => Number(td.title))"
     )
     page.click("th[data-col='config.lr']")  # a first click sorts ascending, a second descending
-    page.wait_for_function(f"() => ({lr_cells})()[0] === 0.0001")
+    # the first row (trial-11, the newest) has the least lr already: wait for the whole column in order
+    page.wait_for_function(f"() => ({lr_cells})().every((v, i, a) => i === 0 || a[i - 1] <= v)")
     lrs = page.evaluate(lr_cells)
     assert lrs == sorted(lrs) and len(lrs) == N
     page.click("th[data-col='config.lr']")
