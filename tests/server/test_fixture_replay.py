@@ -21,12 +21,12 @@ PNG = bytes(range(120))
 
 @pytest.fixture(scope="module")
 def replay(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, db_url: str | None
 ) -> Iterator[tuple[ServerProcess, int, list[httpx.Response]]]:
     """Replay the session against a server with the recorded key swapped for its admin key (the recorded
     key is shorter than the server accepts for an admin key); yields the new run id."""
     requests = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
-    with ServerProcess(tmp_path_factory.mktemp("replay")) as server:
+    with ServerProcess(tmp_path_factory.mktemp("replay"), db=db_url) as server:
         answers: list[httpx.Response] = []
         run_id = 0
         uploads: dict[str, str] = {}

@@ -81,8 +81,8 @@ def broken(value: Any) -> st.SearchStrategy[Any]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("fuzz")) as proc:
+def server(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("fuzz"), db=db_url) as proc:
         yield proc
 
 

@@ -35,8 +35,8 @@ json_values = st.recursive(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("fuzz-values")) as proc:
+def server(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("fuzz-values"), db=db_url) as proc:
         yield proc
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 import pytest
 
+from mlop_server._backend import open_storage
 from mlop_server._ops import CreateRun, MetricBatch
-from mlop_server._sqlite import SqliteStorage
 from mlop_server.testing import ServerProcess
 
 T0 = 1_795_870_984_866
@@ -24,8 +24,8 @@ BATCH = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("reads")) as proc:
+def server(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("reads"), db=db_url) as proc:
         yield proc
 
 
@@ -52,10 +52,10 @@ def ingest(client: httpx.Client, run_id: int, kind: str, body: bytes) -> httpx.R
     return client.post(f"/ingest/{kind}", content=body, headers=headers)
 
 
-def seed_series(data: Path) -> int:
+def seed_series(data: Path, db: str | None) -> int:
     """A run with a 4-million-point series ``loss`` (step i, value i % 1000 + 0.25), written through the
     server's own storage layer: sending it as NDJSON costs about 27 s of parsing on a 2-core machine."""
-    storage = SqliteStorage(data / "mlop-server.db")
+    storage = open_storage(db, data)
     storage.start()
 
     async def write() -> int:
@@ -66,6 +66,7 @@ def seed_series(data: Path) -> int:
             columns = ((steps + T0).tobytes(), (steps % 1000 + 0.25).astype("<f8").tobytes())
             batch = MetricBatch(run_id, {"loss": (steps.tobytes(), *columns)}, BATCH)
             await storage.apply(batch)
+        await storage.aclose()
         return run_id
 
     try:
@@ -74,9 +75,11 @@ def seed_series(data: Path) -> int:
         storage.close()
 
 
-def test_a_4_million_point_series_is_read_bounded_without_stalling_others(tmp_path: Path) -> None:
-    run_id = seed_series(tmp_path)
-    with ServerProcess(tmp_path) as server, authed(server) as client:
+def test_a_4_million_point_series_is_read_bounded_without_stalling_others(
+    tmp_path: Path, fresh_db: str | None
+) -> None:
+    run_id = seed_series(tmp_path, fresh_db)
+    with ServerProcess(tmp_path, db=fresh_db) as server, authed(server) as client:
         others: list[int] = []
         done = threading.Event()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,18 +15,15 @@ T0 = 1_795_870_984_866
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("routes"), extra_args=["--max-body-mb", "1"]) as proc:
+def server(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[ServerProcess]:
+    with ServerProcess(
+        tmp_path_factory.mktemp("routes"), extra_args=["--max-body-mb", "1"], db=db_url
+    ) as proc:
         yield proc
 
 
 def keys_cli(server: ServerProcess, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "mlop_server", "keys", *args, "--data", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = server.cli("keys", *args, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
 

@@ -38,10 +38,10 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[ServerProcess]:
     # schemathesis sends wrong keys on purpose, and checks they get 401: a budget that lasts the run
     args = ["--failed-key-burst", "100000"]
-    with ServerProcess(tmp_path_factory.mktemp("schemathesis"), extra_args=args) as proc:
+    with ServerProcess(tmp_path_factory.mktemp("schemathesis"), extra_args=args, db=db_url) as proc:
         yield proc
 
 

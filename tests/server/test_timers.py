@@ -12,9 +12,9 @@ from mlop_server.testing import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[ServerProcess]:
     args = ["--heartbeat-timeout", "2", "--reap-interval", "0.2", "--upload-ttl", "1"]
-    with ServerProcess(tmp_path_factory.mktemp("reaper"), extra_args=args) as proc:
+    with ServerProcess(tmp_path_factory.mktemp("reaper"), extra_args=args, db=db_url) as proc:
         yield proc
 
 

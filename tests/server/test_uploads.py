@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +16,9 @@ T0 = 1_795_870_984_866
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[ServerProcess]:
     args = ["--max-uploads", "1", "--max-file-mb", "1"]
-    with ServerProcess(tmp_path_factory.mktemp("uploads"), extra_args=args) as proc:
+    with ServerProcess(tmp_path_factory.mktemp("uploads"), extra_args=args, db=db_url) as proc:
         yield proc
 
 
@@ -99,16 +97,14 @@ def test_size_is_checked(client: httpx.Client, new_run: Callable[..., int]) -> N
 
 
 def test_revoked_key_voids_its_urls(server: ServerProcess) -> None:
-    cli = [sys.executable, "-m", "mlop_server", "keys"]
-    data = ["--data", str(server.data_dir)]
-    key = subprocess.run(
-        [*cli, "create", "--name", "uploader", *data], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.strip()
+    created_key = server.cli("keys", "create", "--name", "uploader")
+    assert created_key.returncode == 0, created_key.stderr
+    key = created_key.stdout.strip()
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as user:
         created = user.post("/api/runs/create", json={"runName": "r", "projectName": "uploads"})
         url = ask(user, created.json()["runId"], "r.bin", 3)
     prefix = key[:12]
-    subprocess.run([*cli, "revoke", prefix, *data], capture_output=True, check=True, timeout=60)
+    assert server.cli("keys", "revoke", prefix).returncode == 0
     answer = httpx.put(url, content=b"abc")
     assert answer.status_code == 401
     assert "revoked" in answer.json()["message"]

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import orjson
 
+from mlop_server._blocks import BLOCK, POINTS_SQL, STATS_SQL, bucket_size, usable
 from mlop_server._sqlite_writes import RUN_COLUMNS, run_summary
-from mlop_server._storage import FileRow, Series
+from mlop_server._storage import Downsampled, FileRow, Series
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -28,6 +29,7 @@ __all__ = [
     "log_names",
     "logs",
     "metric",
+    "metric_points",
     "series_of",
 ]
 
@@ -40,19 +42,10 @@ _FILE_COLUMNS: Final = (
 _DETAIL_COLUMNS: Final = (
     ", config, logger_settings, system_metadata, status_metadata, graph, cancel_requested, last_seen"
 )
-#: A row of ``COPY (SELECT step, time, value ...) TO STDOUT (FORMAT BINARY)``.
-_POINT: Final = np.dtype(
-    [
-        ("n", ">i2"),
-        ("l1", ">i4"),
-        ("step", ">i8"),
-        ("l2", ">i4"),
-        ("time", ">i8"),
-        ("l3", ">i4"),
-        ("value", ">f8"),
-    ]
-)
-_COPY_HEADER: Final = 19
+#: A point as :func:`metric` has the database pack it.
+_POINT: Final = np.dtype([("step", ">i8"), ("seq", ">i8"), ("time", ">i8"), ("value", ">f8")])
+#: Points one query of :func:`metric` packs at most.
+READ_PIECE: Final = 1_000_000
 
 
 async def _all(conn: AsyncConnection[Any], sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -162,23 +155,57 @@ async def series_of(conn: AsyncConnection[Any], run_id: int, key: str) -> int | 
 
 
 async def metric(conn: AsyncConnection[Any], run_id: int, key: str) -> Series | None:
+    """The whole series, read in pieces of :data:`READ_PIECE` points, each packed into one ``bytea`` by
+    the database (a row per point costs the driver several times more)."""
     sid = await series_of(conn, run_id, key)
     if sid is None:
         return None
     parts: list[bytes] = []
-    async with (
-        conn.cursor() as cur,
-        cur.copy(
-            f"COPY (SELECT step, time, value FROM metrics WHERE run_id = {int(run_id)} AND series_id = {sid} "
-            "ORDER BY step, seq) TO STDOUT (FORMAT BINARY)".encode()
-        ) as copy,
-    ):
-        async for data in copy:
-            parts.append(bytes(data))
-    raw = b"".join(parts)
-    body = raw[_COPY_HEADER : len(raw) - 2]
-    rows = np.frombuffer(body, dtype=_POINT)
+    after = (-(1 << 63), -(1 << 63))
+    while True:
+        cur = await conn.execute(
+            b"SELECT string_agg(int8send(step) || int8send(seq) || int8send(time) || float8send(value), "
+            b"''::bytea), COUNT(*), MAX(ARRAY[step, seq]) FROM (SELECT step, seq, time, value FROM metrics "
+            b"WHERE run_id = %s AND series_id = %s AND (step, seq) > (%s, %s) "
+            b"ORDER BY step, seq LIMIT %s) piece",
+            (run_id, sid, *after, READ_PIECE),
+            binary=True,
+        )
+        packed, count, last = await cur.fetchone() or (None, 0, None)
+        if not count or packed is None or last is None:
+            break
+        parts.append(bytes(packed))
+        after = (int(last[0]), int(last[1]))
+        if count < READ_PIECE:
+            break
+    rows = np.frombuffer(b"".join(parts), dtype=_POINT)
+    if rows.size > 1 and bool(np.any(np.diff(rows["step"]) < 0)):  # the pieces' order was not kept
+        rows = rows[np.lexsort((rows["seq"], rows["step"]))]
     return Series(rows["step"].astype("<i8"), rows["time"].astype("<i8"), rows["value"].astype("<f8"))
+
+
+async def metric_points(
+    conn: AsyncConnection[Any], run_id: int, key: str, max_points: int
+) -> Downsampled | None:
+    """The series downsampled over its block summaries (``_blocks``), or None when they cannot answer
+    (a short series, steps that went back, points stored before the blocks): then the whole series is read."""
+    rows = await _all(conn, "SELECT id, n_points FROM series WHERE run_id = %s AND name = %s", (run_id, key))
+    if not rows:
+        return None
+    sid, total = int(rows[0][0]), int(rows[0][1])
+    if total <= max_points:
+        return None
+    where = "run_id = %s AND series_id = %s"
+    stats = await _all(conn, STATS_SQL.format(where=where), (run_id, sid))
+    _, blocks_total, ordered = stats[0]
+    if not usable(total, int(blocks_total), bool(ordered), max_points):
+        return None
+    size = bucket_size(total, max_points)
+    picked = await _all(conn, POINTS_SQL.format(size=size, block=BLOCK, where=where), (run_id, sid))
+    columns = list(zip(*picked, strict=True)) if picked else [(), (), (), ()]
+    steps = np.array(columns[1], dtype="<i8")
+    times = np.array(columns[2], dtype="<i8")
+    return Downsampled(Series(steps, times, np.array(columns[3], dtype="<f8")), total)
 
 
 async def log_names(conn: AsyncConnection[Any], run_id: int) -> list[dict[str, str]]:

@@ -135,6 +135,28 @@ CREATE TABLE project_settings (
 """
         ),
     ),
+    Migration(
+        3,
+        "block summaries of metric series (downsampling in SQL) and each series' point count",
+        _sql(
+            """
+ALTER TABLE series ADD COLUMN n_points bigint NOT NULL DEFAULT 0;
+-- see mlop_server._blocks: arrival blocks of 1,024 points with their lowest and highest point
+CREATE TABLE metric_blocks (
+    run_id bigint NOT NULL, series_id bigint NOT NULL, block bigint NOT NULL, n integer NOT NULL,
+    min_step bigint NOT NULL, max_step bigint NOT NULL, ordered boolean NOT NULL,
+    lo_key double precision NOT NULL, lo_step bigint NOT NULL, lo_time bigint NOT NULL,
+    lo_value double precision NOT NULL, lo_pos integer NOT NULL,
+    hi_key double precision NOT NULL, hi_step bigint NOT NULL, hi_time bigint NOT NULL,
+    hi_value double precision NOT NULL, hi_pos integer NOT NULL,
+    PRIMARY KEY (run_id, series_id, block));
+-- series whose points were stored before: their count (they keep no blocks, and are downsampled exactly)
+UPDATE series s SET n_points =
+    (SELECT COUNT(*) FROM metrics m WHERE m.run_id = s.run_id AND m.series_id = s.id)
+WHERE s.type = 'METRIC';
+"""
+        ),
+    ),
 )
 
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version

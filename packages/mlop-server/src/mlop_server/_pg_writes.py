@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import orjson
 
+from mlop_server._blocks import COLUMNS, extend_blocks
 from mlop_server._errors import Conflict, Forbidden, NotFound
 from mlop_server._ops import (
     DATA_TYPES,
@@ -310,16 +311,17 @@ async def _metrics(conn: AsyncConnection[Any], op: MetricBatch, key: ApiKey | No
     (batch,) = await _one(conn, "SELECT nextval('metric_batches')")
     # every key of the batch in one statement: created when new, its stats (as _runfields defines) merged
     cur = await conn.execute(
-        b"INSERT INTO series AS s (run_id, name, type, vmin, vmax, vlast, last_step) "
-        b"SELECT %s, n, 'METRIC', lo, hi, v, st "
-        b"FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::float8[], %s::int8[]) "
-        b"AS b(n, lo, hi, v, st) "
+        b"INSERT INTO series AS s (run_id, name, type, vmin, vmax, vlast, last_step, n_points) "
+        b"SELECT %s, n, 'METRIC', lo, hi, v, st, c "
+        b"FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::float8[], %s::int8[], %s::int8[]) "
+        b"AS b(n, lo, hi, v, st, c) "
         b"ON CONFLICT (run_id, name) DO UPDATE SET vmin = LEAST(s.vmin, excluded.vmin), "
         b"vmax = GREATEST(s.vmax, excluded.vmax), "
         b"vlast = CASE WHEN excluded.last_step IS NULL THEN s.vlast "
         b"WHEN s.last_step IS NULL OR excluded.last_step >= s.last_step THEN excluded.vlast "
         b"ELSE s.vlast END, "
-        b"last_step = GREATEST(s.last_step, excluded.last_step) RETURNING s.id, s.name",
+        b"last_step = GREATEST(s.last_step, excluded.last_step), n_points = s.n_points + excluded.n_points "
+        b"RETURNING s.id, s.name",
         (
             op.run_id,
             names,
@@ -327,6 +329,7 @@ async def _metrics(conn: AsyncConnection[Any], op: MetricBatch, key: ApiKey | No
             [None if s is None else s.vmax for s in stats],
             [None if s is None else s.vlast for s in stats],
             [None if s is None else s.last_step for s in stats],
+            [len(op.series[name][0]) // 8 for name in names],
         ),
     )
     ids = {name: sid for sid, name in await cur.fetchall()}
@@ -337,7 +340,47 @@ async def _metrics(conn: AsyncConnection[Any], op: MetricBatch, key: ApiKey | No
     ]
     if payload:
         await copy_metrics(conn, payload)
+        await _blocks(
+            conn, op.run_id, {ids[name]: columns for name, columns in op.series.items() if columns[0]}
+        )
     return {"success": True, "count": op.count}
+
+
+async def _blocks(
+    conn: AsyncConnection[Any], run_id: int, batch: dict[int, tuple[bytes, bytes, bytes]]
+) -> None:
+    """Keep the block summaries (``_blocks``) of the keys of a batch: the last block of each filled, new ones
+    added. The run's row is locked (``_touch``), so no other write of the run interleaves."""
+    sids = list(batch)
+    cur = await conn.execute(
+        f"SELECT DISTINCT ON (series_id) series_id, {', '.join(COLUMNS)} FROM metric_blocks "
+        "WHERE run_id = %s AND series_id = ANY(%s) ORDER BY series_id, block DESC".encode(),
+        (run_id, sids),
+        binary=True,
+    )
+    last = {row[0]: row[1:] for row in await cur.fetchall()}
+    rows: list[tuple[Any, ...]] = []
+    replaced: list[tuple[int, int]] = []
+    for sid, (steps, times, values) in batch.items():
+        found = last.get(sid)
+        new = extend_blocks(found, steps, times, values)
+        if found is not None and new and new[0][0] == found[0]:
+            replaced.append((sid, int(found[0])))
+        rows += [(run_id, sid, *row) for row in new]
+    if replaced:
+        await conn.execute(
+            b"DELETE FROM metric_blocks WHERE run_id = %s AND (series_id, block) IN "
+            b"(SELECT * FROM unnest(%s::int8[], %s::int8[]))",
+            (run_id, [r[0] for r in replaced], [r[1] for r in replaced]),
+        )
+    async with (
+        conn.cursor() as copy_cur,
+        copy_cur.copy(
+            f"COPY metric_blocks (run_id, series_id, {', '.join(COLUMNS)}) FROM STDIN".encode()
+        ) as copy,
+    ):
+        for row in rows:
+            await copy.write_row(row)
 
 
 async def _data(conn: AsyncConnection[Any], op: DataBatch, key: ApiKey | None) -> dict[str, Any]:

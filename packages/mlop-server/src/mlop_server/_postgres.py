@@ -33,7 +33,7 @@ from mlop_server._pg_schema import (
 )
 from mlop_server._pg_writes import HANDLERS
 from mlop_server._sqlite_writes import check_owner, now_ms
-from mlop_server._storage import ADMIN_OWNER, ApiKey, FileRow, Series, Storage
+from mlop_server._storage import ADMIN_OWNER, ApiKey, Downsampled, FileRow, Series, Storage
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -407,6 +407,10 @@ class PostgresStorage(Storage):
 
     async def metric(self, run_id: int, key: str) -> Series | None:
         return await self._read(lambda conn: reads.metric(conn, run_id, key))
+
+    async def metric_points(self, run_id: int, key: str, max_points: int) -> Downsampled | None:
+        found = await self._read(lambda conn: reads.metric_points(conn, run_id, key, max_points))
+        return found if found is not None else await super().metric_points(run_id, key, max_points)
 
     async def log_names(self, run_id: int) -> list[dict[str, str]]:
         return await self._read(lambda conn: reads.log_names(conn, run_id))

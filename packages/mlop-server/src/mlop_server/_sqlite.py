@@ -26,6 +26,7 @@ import anyio.to_thread
 import numpy as np
 import orjson
 
+from mlop_server._blocks import SQLITE_TABLE, sqlite_points
 from mlop_server._errors import BadRequest, Conflict, NotFound, Unavailable
 from mlop_server._ops import Op
 from mlop_server._runfields import backfill_sqlite
@@ -38,7 +39,7 @@ from mlop_server._sqlite_writes import (
     run_summary,
     summary_of,
 )
-from mlop_server._storage import ADMIN_OWNER, ApiKey, FileRow, Series, Storage
+from mlop_server._storage import ADMIN_OWNER, ApiKey, Downsampled, FileRow, Series, Storage
 
 __all__ = ["SqliteStorage"]
 
@@ -288,7 +289,7 @@ class SqliteStorage(Storage):
         self._conn = _connect(path)
         self._lock = threading.Lock()
         with self._lock:
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_SCHEMA + SQLITE_TABLE)
             _migrate(self._conn)
         self._writer = _Writer(path, max_pending)
         self._local = threading.local()
@@ -564,6 +565,10 @@ class SqliteStorage(Storage):
             return Series(steps, times, values)
 
         return await self._read(read)
+
+    async def metric_points(self, run_id: int, key: str, max_points: int) -> Downsampled | None:
+        found = await self._read(lambda conn: sqlite_points(conn, run_id, key, max_points))
+        return found if found is not None else await super().metric_points(run_id, key, max_points)
 
     async def log_names(self, run_id: int) -> list[dict[str, str]]:
         def read(conn: sqlite3.Connection) -> list[dict[str, str]]:

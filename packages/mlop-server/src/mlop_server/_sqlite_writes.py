@@ -15,6 +15,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
+from mlop_server._blocks import sqlite_add
 from mlop_server._errors import Conflict, Forbidden, NotFound
 from mlop_server._ops import (
     DATA_TYPES,
@@ -307,6 +308,8 @@ def _metrics(conn: sqlite3.Connection, op: MetricBatch, key: ApiKey | None) -> d
     latest: int | None = None
     for name, (steps, times, values) in op.series.items():
         series_id = _series(conn, op.run_id, name, "METRIC")
+        if steps:
+            sqlite_add(conn, series_id, steps, times, values)  # block summaries: downsampling in SQL
         stats = batch_stats(steps, times, values)
         if stats is not None:
             latest = stats.max_time if latest is None else max(latest, stats.max_time)

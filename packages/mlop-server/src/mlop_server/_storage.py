@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import abc
 import logging
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from mlop_server._ops import Op
 
-__all__ = ["ADMIN_OWNER", "ApiKey", "FileRow", "Series", "Storage"]
+__all__ = ["ADMIN_OWNER", "ApiKey", "Downsampled", "FileRow", "Series", "Storage"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,14 @@ class Series:
     values: npt.NDArray[np.float64]
 
 
+@dataclass(frozen=True)
+class Downsampled:
+    """What :meth:`Storage.metric_points` answers: the points to show and how many the whole series holds."""
+
+    series: Series
+    total: int
+
+
 class Storage(abc.ABC):
     """What the server needs from a database. Implementations must be safe to call from the event loop.
 
@@ -144,9 +152,8 @@ class Storage(abc.ABC):
     def close(self) -> None:
         """Finish pending writes and release everything."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook: nothing to release by default
         """Release what the backend holds in the server's event loop; called before :meth:`close`."""
-        return None
 
     async def lead(self) -> bool:
         """True when this process is the one to do the periodic work (the reaper) now.
@@ -247,6 +254,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def metric(self, run_id: int, key: str) -> Series | None:
         """A metric series in step order (equal steps in arrival order), or None for an unknown key."""
+
+    async def metric_points(self, run_id: int, key: str, max_points: int) -> Downsampled | None:
+        """A metric series for a chart of at most ``max_points`` points, or None for an unknown key.
+
+        A backend answers a long series downsampled in the database (``_blocks``: its lowest and highest
+        point per bucket) when it can; otherwise, as this default does, the whole series, which the caller
+        downsamples (``_readapi.downsample``). ``total`` is always the whole series' length.
+        """
+        found = await self.metric(run_id, key)
+        return None if found is None else Downsampled(found, int(found.steps.size))
 
     @abc.abstractmethod
     async def log_names(self, run_id: int) -> list[dict[str, str]]:
