@@ -169,7 +169,7 @@
         got = await mlop.api(`/api/runs/values?project=${P}&filter=${mlop.q(ctx.filter())}&column=${mlop.q(cx)}&column=${mlop.q(cy)}` +
           axes().map((c) => "&column=" + mlop.q(c)).join(""));
       }
-      const W = Math.max(360, scatter.clientWidth || 480), H = 300, pad = 48;
+      const W = Math.max(360, scatter.clientWidth || 480), H = 300, pad = 56;
       const sx = scaleOf(got.columns[cx]), sy = scaleOf(got.columns[cy]);
       const pts = svg("g", { class: "points" });
       let shown = 0;
@@ -198,7 +198,7 @@
       const frame = svg("g", { class: "frame" },
         svg("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad }), svg("line", { x1: pad, y1: pad, x2: pad, y2: H - pad }),
         svg("text", { x: W / 2, y: H - 10, "text-anchor": "middle" }, cx),
-        svg("text", { x: 14, y: H / 2, transform: `rotate(-90 14 ${H / 2})`, "text-anchor": "middle" }, cy),
+        svg("text", { x: 10, y: H / 2, transform: `rotate(-90 10 ${H / 2})`, "text-anchor": "middle" }, cy),
         ...sx.ticks.map((v) => svg("text", { x: pad + sx.at(v) * (W - 2 * pad), y: H - pad + 16, "text-anchor": "middle", class: "tick" }, tickText(v))),
         ...sy.ticks.map((v) => svg("text", { x: pad - 6, y: H - pad - sy.at(v) * (H - 2 * pad) + 4, "text-anchor": "end", class: "tick" }, tickText(v))));
       scatter.replaceChildren(svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` }, frame, pts));
