@@ -25,6 +25,7 @@ from mlop_server._errors import BadRequest, NotFound
 from mlop_server._http import Context, guarded, json_response, path_id
 from mlop_server._login import login_routes  # the dashboard's login
 from mlop_server._readapi import bands, downsample
+from mlop_server._runsapi import runs_routes
 from mlop_server._storage import Series
 
 __all__ = ["MAX_LAST_KEYS", "MAX_SERIES_KEYS", "STATIC_DIR", "dashboard_routes"]
@@ -152,4 +153,5 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
         Route("/api/projects", guarded(projects), methods=["GET"]),
         Route("/api/runs/last", guarded(last), methods=["GET"]),
         Route("/api/runs/{run_id:int}/series", guarded(series), methods=["GET"]),
+        *runs_routes(ctx),
     ]
