@@ -24,6 +24,7 @@ from mlop_server.testing import ServerProcess
 T0 = 1_795_870_984_866
 STEPS = 400
 LOG_LINES = 600
+LONG = 3000
 
 
 def _ndjson(lines: list[dict[str, Any]]) -> bytes:
@@ -54,8 +55,13 @@ def _fill(server: ServerProcess, alice: str) -> dict[str, int]:
                     for s in range(first, first + 100)
                 ]
                 assert c.post("/ingest/metrics", content=_ndjson(lines), headers=head).status_code == 200
+            if name == "a":  # a long series: its downsampled answer comes from the block summaries
+                lines = [
+                    {"time": T0 + s, "step": s, "data": {"long": (s * 7919) % 1009}} for s in range(LONG)
+                ]
+                assert c.post("/ingest/metrics", content=_ndjson(lines), headers=head).status_code == 200
             logs = [
-                {"time": T0 + i, "message": f"line {i} é ✓", "lineNumber": i, "logType": "INFO"}
+                {"time": T0 + i, "message": f"line {i} é ✓ \u0000 \uffff", "lineNumber": i, "logType": "INFO"}
                 for i in range(LOG_LINES)
             ]
             assert c.post("/ingest/logs", content=_ndjson(logs), headers=head).status_code == 200
@@ -94,6 +100,8 @@ def _answers(server: ServerProcess, key: str) -> dict[str, Any]:
                 for name in ("loss", "odd"):
                     out[f"{name} {rid}"] = c.get(f"/api/runs/{rid}/metrics", params={"key": name}).json()
                 out[f"logs {rid}"] = c.get(f"/api/runs/{rid}/logs").json()
+                long = c.get(f"/api/runs/{rid}/metrics", params={"key": "long", "max_points": 4})
+                out[f"long {rid}"] = (long.status_code, long.headers.get("X-Total-Points"), long.json())
                 out[f"data {rid}"] = c.get(f"/api/runs/{rid}/data", params={"key": "h"}).json()
                 files = c.get(f"/api/runs/{rid}/files", params={"key": "f"}).json()
                 out[f"files {rid}"] = files
@@ -126,6 +134,7 @@ def test_migrate_data_copies_everything_and_survives_a_kill(
         runs = _fill(server, alice)
         before_admin, before_alice = _answers(server, server.key), _answers(server, alice)
     assert len(before_admin["logs " + str(runs["admin-a"])]) == LOG_LINES
+    assert before_admin["long " + str(runs["admin-a"])][:2] == [200, str(LONG)]
     assert before_alice["projects"] == [
         {"name": "nlp", "runs": 1, "updated": before_alice["projects"][0]["updated"]}
     ]
@@ -153,7 +162,7 @@ def test_migrate_data_copies_everything_and_survives_a_kill(
 
     # Nothing doubled: every row once.
     assert _count(pg_cluster, pg_url, "logs") == 3 * LOG_LINES
-    assert _count(pg_cluster, pg_url, "metrics") == 3 * 2 * STEPS
+    assert _count(pg_cluster, pg_url, "metrics") == 3 * 2 * STEPS + LONG
     assert _count(pg_cluster, pg_url, "runs") == 3 and _count(pg_cluster, pg_url, "api_keys") == 2
     assert _count(pg_cluster, pg_url, "files") == 3 and _count(pg_cluster, pg_url, "data_points") == 3
 

@@ -252,3 +252,38 @@ def test_workers_stop_together_on_sigterm(tmp_path: Path, pg_url: str) -> None:
     gone, alive = psutil.wait_procs([psutil.Process(server.pid), *workers], timeout=30)
     server.kill()
     assert not alive and len(gone) == 3
+
+
+def test_sighup_replaces_the_workers_and_refuses_no_connection(tmp_path: Path, pg_url: str) -> None:
+    with ServerProcess(tmp_path / "srv", db=pg_url, extra_args=["--workers", "2"]) as server:
+        before = {p.pid for p in psutil.Process(server.pid).children()}
+        headers = {"Authorization": f"Bearer {server.key}"}
+        answers: list[int | str] = []
+        stop = threading.Event()
+
+        def ask() -> None:
+            while not stop.is_set():  # a new connection each time, as clients arriving during the restart
+                try:
+                    answers.append(
+                        httpx.get(f"{server.url}/api/projects", headers=headers, timeout=30).status_code
+                    )
+                except httpx.TransportError as exc:
+                    answers.append(type(exc).__name__)
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        try:
+            time.sleep(0.3)
+            os.kill(server.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while True:
+                now = {p.pid for p in psutil.Process(server.pid).children()}
+                if len(now) == 2 and not now & before:
+                    break
+                assert time.monotonic() < deadline, (before, now)
+                time.sleep(0.1)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            asker.join(30)
+        assert len(answers) > 10 and set(answers) == {200}, answers

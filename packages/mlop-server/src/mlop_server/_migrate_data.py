@@ -13,6 +13,7 @@ which keeps equal steps in arrival order. Uploaded files are copied into the new
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sqlite3
 import struct
@@ -72,6 +73,7 @@ _TABLES: Final = (
     _Table("runs"),
     _Table("series"),
     _Table("metric_chunks"),  # -> metrics
+    _Table("metric_blocks", "JOIN series s ON s.id = t.series_id", {"run_id": "s.run_id"}),  # summaries
     _Table("data_points", "JOIN series s ON s.id = t.series_id", {"run_id": "s.run_id"}),
     _Table("logs"),
     _Table("alerts"),
@@ -132,14 +134,14 @@ def _source_columns(src: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in src.execute(f'PRAGMA table_info("{table}")')]
 
 
-def _target_columns(dst: psycopg.Connection[Any], table: str) -> dict[str, str]:
+def _target_columns(dst: psycopg.Connection[Any], table: str) -> dict[str, tuple[str, bool]]:
+    """The columns of ``table`` in PostgreSQL: name -> (type, nullable)."""
     rows = dst.execute(
-        "SELECT column_name::text, data_type::text FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = convert_from(%s, 'UTF8') "
-        "ORDER BY ordinal_position",
+        "SELECT column_name::text, data_type::text, is_nullable::text FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name::text = %s ORDER BY ordinal_position",
         (table,),
     ).fetchall()
-    return {_text(name): _text(kind) for name, kind in rows}
+    return {_text(name): (_text(kind), _text(nullable) == "YES") for name, kind, nullable in rows}
 
 
 def _text(value: Any) -> str:
@@ -147,31 +149,42 @@ def _text(value: Any) -> str:
 
 
 def _placeholder(kind: str) -> str:
-    if kind in ("text", "character varying"):
-        return "convert_from(%s, 'UTF8')"
-    if kind in ("json", "jsonb"):
-        return f"convert_from(%s, 'UTF8')::{kind}"
-    return "%s"
+    return f"%s::{kind}" if kind in ("json", "jsonb") else "%s"
 
 
-def _converter(kind: str) -> Callable[[Any], Any]:
+def _as_text(value: Any) -> Any:
+    """SQLite text as it is; a blob (an idempotency answer's JSON) as its UTF-8 text, else as hex."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value.hex()
+    return value
+
+
+def _converter(kind: str, nullable: bool) -> Callable[[Any], Any]:
+    """How a SQLite value becomes the value of a PostgreSQL column of this type.
+
+    Strings go as ``str`` through the backend's own adapters (``_pg_schema.configure``), which keep NUL
+    characters; a ``NOT NULL`` float column gets NaN for SQLite's NULL (SQLite stores NaN as NULL).
+    """
     if kind == "boolean":
         return lambda v: None if v is None else bool(v)
-    if kind in ("text", "character varying", "json", "jsonb", "bytea"):
-        return lambda v: v.encode() if kind != "bytea" and isinstance(v, str) else v
+    if kind in ("text", "character varying", "json", "jsonb"):
+        return _as_text
+    if kind == "bytea":
+        return lambda v: v.encode() if isinstance(v, str) else v
+    if kind in ("double precision", "real") and not nullable:
+        return lambda v: math.nan if v is None else v
     return lambda v: v
 
 
 def _meta_value(names: list[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A ``meta`` row as PostgreSQL keeps it: binary values (the signing secret) as hex text."""
+    """A raw ``meta`` row with the signing secret as hex text, as the PostgreSQL backend keeps it."""
+    if row[names.index("name")] != "signing_secret" or not isinstance(row[names.index("value")], bytes):
+        return row
     at = names.index("value")
-    value = row[at]
-    if isinstance(value, bytes):
-        try:
-            value = value.decode()
-        except UnicodeDecodeError:
-            value = value.hex()
-    return (*row[:at], value, *row[at + 1 :])
+    return (*row[:at], row[at].hex(), *row[at + 1 :])
 
 
 def _has_rowid(src: sqlite3.Connection, table: str) -> bool:
@@ -234,10 +247,10 @@ class _Copier:
         if done:
             self.progress.finish()
             return
-        convert = [_converter(target[c]) for c in names]
+        convert = [_converter(*target[c]) for c in names]
         insert = (
             f"INSERT INTO {spec.name} ({', '.join(names)}) "
-            f"VALUES ({', '.join(_placeholder(target[c]) for c in names)}) {spec.conflict}"
+            f"VALUES ({', '.join(_placeholder(target[c][0]) for c in names)}) {spec.conflict}"
         )
         rowid = _has_rowid(self.src, spec.name)
         while True:
@@ -253,9 +266,8 @@ class _Copier:
                 ]
             if not rows:
                 break
-            values = [tuple(f(v) for f, v in zip(convert, row[1:], strict=True)) for row in rows]
-            if spec.name == "meta":
-                values = [_meta_value(names, value) for value in values]
+            raw = [_meta_value(names, row[1:]) if spec.name == "meta" else row[1:] for row in rows]
+            values = [tuple(f(v) for f, v in zip(convert, row, strict=True)) for row in raw]
             with self.dst.transaction():
                 if spec.name == "files":
                     self._copy_files(rows, names)
@@ -309,6 +321,14 @@ class _Copier:
                 "SELECT setval('metric_batches', "
                 "GREATEST((SELECT COALESCE(MAX(seq >> 32), 0) FROM metrics), 1))"
             )
+            if "n_points" in _target_columns(self.dst, "series") and "n_points" not in _source_columns(
+                self.src, "series"
+            ):  # each series' point count, which the PostgreSQL backend keeps beside the points
+                counts = self.src.execute("SELECT series_id, SUM(n) FROM metric_chunks GROUP BY series_id")
+                with self.dst.cursor() as cur:
+                    cur.executemany(
+                        "UPDATE series SET n_points = %s WHERE id = %s", [(int(n), sid) for sid, n in counts]
+                    )
         self.progress.finish()
 
     def _copy_files(self, rows: list[tuple[Any, ...]], names: list[str]) -> None:
