@@ -81,6 +81,8 @@ def _fill(server: ServerProcess, alice: str) -> dict[str, int]:
             assert httpx.put(asked.json()["f"][0][f"{name}.bin"], content=payload).status_code in (200, 201)
             alert = {"timestamp": T0, "level": "WARN", "title": "t", "body": "b", "email": False, "url": None}
             assert c.post("/api/runs/alert", json={"runId": run_id, "alert": alert}).status_code == 200
+            setting = {"project": project, "name": "layout"}
+            assert c.put("/api/projects/settings", params=setting, json={"by": who}).status_code == 200
             done = {"runId": run_id, "status": "COMPLETED", "statusMetadata": None}
             assert c.post("/api/runs/status/update", json=done).status_code == 200
     return runs
@@ -93,6 +95,9 @@ def _answers(server: ServerProcess, key: str) -> dict[str, Any]:
         out["projects"] = c.get("/api/projects").json()
         for project in [p["name"] for p in out["projects"]]:
             out[f"runs {project}"] = c.get("/api/runs", params={"project": project}).json()
+            out[f"layout {project}"] = c.get(
+                "/api/projects/settings", params={"project": project, "name": "layout"}
+            ).json()
             for run in out[f"runs {project}"]:
                 rid = run["id"]
                 out[f"run {rid}"] = c.get(f"/api/runs/{rid}").json()
@@ -135,6 +140,7 @@ def test_migrate_data_copies_everything_and_survives_a_kill(
         before_admin, before_alice = _answers(server, server.key), _answers(server, alice)
     assert len(before_admin["logs " + str(runs["admin-a"])]) == LOG_LINES
     assert before_admin["long " + str(runs["admin-a"])][:2] == [200, str(LONG)]
+    assert before_alice["layout nlp"]["value"] == {"by": "alice"}
     assert before_alice["projects"] == [
         {"name": "nlp", "runs": 1, "updated": before_alice["projects"][0]["updated"]}
     ]
