@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,8 @@ import httpx
 import numpy as np
 
 from mlop_server._readapi import bands, downsample
-from mlop_server._storage import Series
+from mlop_server._series import _block_columns
+from mlop_server._storage import Downsampled, Series
 
 Api = Callable[..., httpx.Response]
 
@@ -57,3 +59,55 @@ def test_bands_match_downsample_buckets_with_a_ragged_tail_and_nan() -> None:
                     assert lo[i] <= values[at] <= hi[i]
             else:
                 assert np.isnan(lo[i]) and np.isnan(hi[i])
+
+
+def test_a_long_series_from_block_summaries_keeps_its_band_and_a_run_at_rest_is_answered_again(
+    client: httpx.Client, new_run: Callable[..., int], ingest: Api
+) -> None:
+    run_id = new_run(project="bands-blocks")
+    n, spike_at = 150_000, 112_345
+    steps = np.arange(n)
+    values = np.sin(steps / 5000.0).tolist()
+    values[spike_at] = -500.0
+    for start in range(0, n, 50_000):
+        body = "".join(
+            f'{{"time":{1000 + s},"step":{s},"data":{{"y":{values[s]!r}}}}}\n'
+            for s in range(start, start + 50_000)
+        )
+        answer = client.post(
+            "/ingest/metrics",
+            content=body.encode(),
+            headers={"Content-Type": "application/x-ndjson", "X-Run-Id": str(run_id)},
+        )
+        assert answer.status_code == 200, answer.text
+    params = {"key": "y", "max_points": 100}  # buckets of 3,000 points: the block summaries answer
+    found = client.get(f"/api/runs/{run_id}/series", params=params).json()["y"]
+    assert found["total"] == n and len(found["steps"]) <= 100
+    assert min(found["values"]) == -500.0 and min(found["lo"]) == -500.0
+    assert all(lo <= v <= hi for lo, v, hi in zip(found["lo"], found["values"], found["hi"], strict=True))
+    spiky = [found["steps"][i] for i, lo in enumerate(found["lo"]) if lo == -500.0]
+    assert all(abs(step - spike_at) < 6000 for step in spiky)  # the spike's bucket only
+    # a run at rest is answered from the cache until something is written to it
+    done = client.post("/api/runs/status/update", json={"runId": run_id, "status": "COMPLETED"})
+    assert done.status_code == 200, done.text
+    time.sleep(2.2)
+    first = client.get(f"/api/runs/{run_id}/series", params=params).json()["y"]
+    assert client.get(f"/api/runs/{run_id}/series", params=params).json()["y"] == first
+    line = {"time": 9_000_000, "step": n, "data": {"y": 7000.0}}
+    assert ingest(run_id, "metrics", line).status_code == 200
+    after = client.get(f"/api/runs/{run_id}/series", params=params).json()["y"]
+    assert after["total"] == n + 1 and max(after["hi"]) == 7000.0
+
+
+def test_block_answers_pair_into_buckets_or_go_without_a_band() -> None:
+    def answer(values: list[float]) -> Downsampled:
+        ints = np.arange(len(values), dtype=np.int64) * 1000
+        return Downsampled(Series(ints, ints, np.array(values)), total=4096)
+
+    # 4,096 points to 4: buckets of 2,048 points, two blocks each: two buckets, two points each
+    found = _block_columns(answer([1.0, 3.0, float("nan"), -2.0]), 4)
+    assert found["total"] == 4096
+    assert found["lo"] == [1.0, 1.0, -2.0, -2.0] and found["hi"] == [3.0, 3.0, -2.0, -2.0]
+    # a bucket whose lowest and highest are one point: the pairs are unknown, no band
+    found = _block_columns(answer([1.0, 3.0, 2.0]), 4)
+    assert found["values"] == [1.0, 3.0, 2.0] and "lo" not in found

@@ -11,10 +11,8 @@ import asyncio
 import logging
 import math
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import anyio
-import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -24,9 +22,8 @@ from starlette.staticfiles import StaticFiles
 from mlop_server._errors import BadRequest, NotFound
 from mlop_server._http import Context, guarded, json_response, path_id
 from mlop_server._login import login_routes  # the dashboard's login
-from mlop_server._readapi import bands, downsample
 from mlop_server._runsapi import runs_routes
-from mlop_server._storage import Series
+from mlop_server._series import SeriesCache, columns
 
 __all__ = ["MAX_LAST_KEYS", "MAX_SERIES_KEYS", "STATIC_DIR", "dashboard_routes"]
 
@@ -59,28 +56,6 @@ def _wire(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _wired(values: Any) -> list[Any]:
-    out: list[Any] = values.tolist()
-    for i in np.flatnonzero(~np.isfinite(values)).tolist():
-        out[i] = _wire(out[i])
-    return out
-
-
-def _columns(series: Series, max_points: int) -> dict[str, Any]:
-    """The downsampled series as columns; when downsampled, also ``total`` (the series' length) and, per
-    point, its bucket's lowest and highest value (``lo``, ``hi``: the band a chart draws around its line)."""
-    index = downsample(series, max_points)
-    found: dict[str, Any] = {
-        "steps": series.steps[index].tolist(),
-        "times": series.times[index].tolist(),
-        "values": _wired(series.values[index]),
-    }
-    if series.steps.size > index.size:
-        lo, hi = bands(series, index, max_points)
-        found.update(total=int(series.steps.size), lo=_wired(lo), hi=_wired(hi))
-    return found
-
-
 def dashboard_routes(ctx: Context) -> list[BaseRoute]:
     """The dashboard's routes, bound to ``ctx``: the pages, their files, and two reads for the runs table.
 
@@ -89,6 +64,8 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
     ``GET /api/runs/{runId}/series?key=K…&max_points=N`` gives several downsampled metric series at once, as
     columns (the charts of a run page: one request for many keys, read in parallel).
     """
+
+    cache = SeriesCache()  # /series answers of runs at rest (_series)
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=307)
@@ -135,14 +112,9 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
             raise BadRequest(f"must be an integer from 2 to {MAX_SERIES_POINTS}", field="max_points")
         max_points = int(raw)
 
-        async def one(key: str) -> dict[str, list[Any]] | None:
-            found = await ctx.storage.metric(run_id, key)
-            return None if found is None else await anyio.to_thread.run_sync(_columns, found, max_points)
-
-        answers = await asyncio.gather(*(one(key) for key in keys))
-        found = {k: a for k, a in zip(keys, answers, strict=True) if a is not None}
-        encoded = await anyio.to_thread.run_sync(orjson.dumps, found)  # up to 100 series: off the event loop
-        return Response(encoded, media_type="application/json")
+        answers = await asyncio.gather(*(columns(ctx.storage, cache, run, key, max_points) for key in keys))
+        parts = [orjson.dumps(k) + b":" + a for k, a in zip(keys, answers, strict=True) if a is not None]
+        return Response(b"{" + b",".join(parts) + b"}", media_type="application/json")
 
     return [
         *login_routes(ctx),  # the dashboard's login: a key once, then a session cookie

@@ -78,21 +78,19 @@ def bands(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """For each kept point of :func:`downsample` (``index``), its bucket's lowest and highest value.
 
-    The buckets are :func:`downsample`'s; NaN counts as neither (an all-NaN bucket gives NaN for both).
-    A chart draws the band between the two around its line, so no spike hides between points.
+    The buckets are :func:`downsample`'s, whose kept points are each bucket's lowest and highest, so the
+    kept points alone give them (NaN counts as neither; an all-NaN bucket gives NaN for both). A chart
+    draws the band between the two around its line, so no spike hides between points.
     """
     n = series.steps.size
     size = -(-n // (max_points // 2)) if n > max_points else 1
-    count = -(-n // size)
-    nan = np.isnan(series.values)
-    pad = count * size - n
-    low = np.pad(np.where(nan, np.inf, series.values), (0, pad), constant_values=np.inf)
-    high = np.pad(np.where(nan, -np.inf, series.values), (0, pad), constant_values=-np.inf)
-    lo, hi = low.reshape(count, size).min(axis=1), high.reshape(count, size).max(axis=1)
-    empty = lo > hi
-    lo[empty], hi[empty] = np.nan, np.nan
+    kept = series.values[index]
     bucket = index // size
-    return lo[bucket], hi[bucket]
+    starts = np.flatnonzero(np.concatenate(([True], bucket[1:] != bucket[:-1])))
+    counts = np.diff(np.concatenate((starts, [kept.size])))
+    lo = np.repeat(np.fmin.reduceat(kept, starts), counts) if kept.size else kept
+    hi = np.repeat(np.fmax.reduceat(kept, starts), counts) if kept.size else kept
+    return lo, hi
 
 
 def _points(series: Series, index: npt.NDArray[np.intp]) -> list[dict[str, Any]]:

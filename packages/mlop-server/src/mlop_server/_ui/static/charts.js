@@ -21,9 +21,9 @@
   }
 
   // Several downsampled series of a run in one request: {key: {steps, times, values[, lo, hi, total]}}.
-  mlop.fetchMany = async function (runId, keys) {
+  mlop.fetchMany = async function (runId, keys, maxPoints) {
     const query = keys.map((k) => "key=" + mlop.q(k)).join("&");
-    return mlop.api(`/api/runs/${runId}/series?${query}&max_points=${mlop.MAX_POINTS}`);
+    return mlop.api(`/api/runs/${runId}/series?${query}&max_points=${maxPoints || mlop.MAX_POINTS}`);
   };
 
   mlop.EMPTY = { steps: [], times: [], values: [] };

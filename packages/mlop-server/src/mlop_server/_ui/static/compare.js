@@ -5,10 +5,16 @@
   const mlop = window.mlop;
   // Keys per series request: charts are drawn as soon as every run's series of their keys arrived.
   const KEYS_PER_REQUEST = 10;
+  // Points per line: 1,000 for a few runs; with many runs fewer (their lines share the chart's pixels),
+  // few enough that the server answers a series of 100,000 points or more from its block summaries
+  // (buckets of at least 1,024 points) without reading it.
+  const pointsPerLine = (runs) => (runs >= 5 ? 190 : mlop.MAX_POINTS);
 
   mlop.comparePage = async function (main, ids) {
-    const runs = await Promise.all(ids.map((id) => mlop.api(`/api/runs/${id}`)));
-    const keyLists = await Promise.all(ids.map((id) => mlop.api(`/api/runs/${id}/keys`)));
+    const runsAnswer = Promise.all(ids.map((id) => mlop.api(`/api/runs/${id}`)));
+    const keysAnswer = Promise.all(ids.map((id) => mlop.api(`/api/runs/${id}/keys`)));
+    const layoutAnswer = runsAnswer.then((found) => mlop.loadLayout(found[0].project));
+    const [runs, keyLists, layout] = await Promise.all([runsAnswer, keysAnswer, layoutAnswer]);
     const project = runs[0].project;
     mlop.crumbs(mlop.el("a", { href: "#/p/" + mlop.q(project) }, project), "compare");
     const has = keyLists.map((keys) => new Set(keys.filter((k) => k.type === "METRIC").map((k) => k.name)));
@@ -17,14 +23,13 @@
     const legend = mlop.el("p", { class: "runlegend" }, runs.map((r, i) => mlop.el("span", { class: "swatch", style: `border-color:${mlop.COLORS[i % mlop.COLORS.length]}` },
       mlop.el("a", { href: "#/run/" + r.id }, r.name))));
     main.replaceChildren(mlop.el("h1", {}, `Compare ${runs.length} runs`), legend, mlop.chartControls());
-    const layout = await mlop.loadLayout(project);
     const perRun = runs.map(() => ({}));  // run index -> {key: series}
 
     // The series of `keys` of the runs picked by `which` (indices), in requests of KEYS_PER_REQUEST keys.
     async function fetchKeys(keys, which) {
       await Promise.all(which.map(async (i) => {
         const wanted = keys.filter((k) => has[i].has(k));
-        if (wanted.length) Object.assign(perRun[i], await mlop.fetchMany(ids[i], wanted));
+        if (wanted.length) Object.assign(perRun[i], await mlop.fetchMany(ids[i], wanted, pointsPerLine(ids.length)));
       }));
     }
     const seriesOf = (key) => perRun.map((found) => found[key] || mlop.EMPTY);

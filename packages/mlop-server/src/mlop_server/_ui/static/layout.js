@@ -239,18 +239,41 @@
   mlop.chartsTab = async function (pane, run, keys, live) {
     const metricKeys = keys.filter((k) => k.type === "METRIC").map((k) => k.name);
     pane.append(mlop.chartControls());
-    const layout = await mlop.loadLayout(run.project);
+    // The layout and the first charts' series are asked for at once (the series of the groups open by
+    // default, which a layout seldom closes), so the layout costs no extra round trip.
+    const layoutAnswer = mlop.loadLayout(run.project);
+    const ahead = new Map();  // key -> the promise of its series
+    const first = mlop.groupKeys(metricKeys).filter(([g]) => !mlop.isSystemGroup(g)).flatMap(([, list]) => list)
+      .slice(0, EAGER_CHARTS);
+    for (let i = 0; i < first.length; i += SERIES_PER_REQUEST) {
+      const part = first.slice(i, i + SERIES_PER_REQUEST);
+      const answer = mlop.fetchMany(run.id, part);
+      for (const key of part) {
+        const one = answer.then((found) => found[key] || mlop.EMPTY);
+        one.catch(() => {});  // awaited when drawn; a chart the layout keeps folded never is
+        ahead.set(key, one);
+      }
+    }
+    const layout = await layoutAnswer;
     const grid = mlop.panelGrid(pane, run.project, layout, draw);
     async function draw(names) {
       if (!names.length) return;
-      const first = names.map(grid.box).find((b) => b.clientWidth);
-      const width = Math.max(300, Math.floor((first && first.clientWidth) || 420));
+      const box = names.map(grid.box).find((b) => b.clientWidth);
+      const width = Math.max(300, Math.floor((box && box.clientWidth) || 420));
+      const fresh = names.filter((k) => !ahead.has(k));
       const parts = [];
-      for (let i = 0; i < names.length; i += SERIES_PER_REQUEST) parts.push(names.slice(i, i + SERIES_PER_REQUEST));
-      await Promise.all(parts.map(async (part) => {
-        const found = await mlop.fetchMany(run.id, part);
-        for (const key of part) mlop.chart(grid.box(key), key, [found[key] || mlop.EMPTY], [run.name], width);
-      }));
+      for (let i = 0; i < fresh.length; i += SERIES_PER_REQUEST) parts.push(fresh.slice(i, i + SERIES_PER_REQUEST));
+      await Promise.all([
+        ...names.filter((k) => ahead.has(k)).map(async (key) => {
+          const series = await ahead.get(key);
+          ahead.delete(key);
+          mlop.chart(grid.box(key), key, [series], [run.name], width);
+        }),
+        ...parts.map(async (part) => {
+          const found = await mlop.fetchMany(run.id, part);
+          for (const key of part) mlop.chart(grid.box(key), key, [found[key] || mlop.EMPTY], [run.name], width);
+        }),
+      ]);
     }
     await grid.add(metricKeys);
     if (!metricKeys.length) pane.append(mlop.el("p", { class: "muted", id: "no-metrics" }, "No metrics yet."));
