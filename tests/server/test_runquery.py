@@ -204,7 +204,7 @@ def test_filters_select_the_runs_a_user_asks_for(client: httpx.Client, runs: lis
         ("(lr < 1", 7, "expected ')'"),
         ("lr ! 3", 3, "unexpected character"),
         ("nosuchkey > 1", 0, "no column 'nosuchkey'"),
-        ('lr > 0 and name < 3', 11, "holds text"),
+        ("lr > 0 and name < 3", 11, "holds text"),
         ("5 in tags", 0, "a tag is a string"),
     ],
 )
@@ -304,3 +304,82 @@ def test_columns_list_what_the_runs_hold(client: httpx.Client, runs: list[dict[s
     }
     assert config["config.warmup"]["runs"] == N_RUNS // 10 and config["config.optimizer"]["numeric"] == 0
     assert {m["name"] for m in found["metrics"]} == {"loss", "acc"}
+
+
+def test_a_key_of_another_owner_sees_only_its_own_runs(server: ServerProcess, client: httpx.Client) -> None:
+    made = server.cli("keys", "create", "--name", "rq-alice")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    config = orjson.dumps({"secret_knob": 1, "lr": 0.5}).decode()
+    assert client.post(
+        "/api/runs/create", json={"runName": "admins", "projectName": "shared", "config": config}
+    ).is_success
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as alice:
+        for i in range(2):
+            body = {
+                "runName": f"alice-{i}",
+                "projectName": "shared",
+                "config": orjson.dumps({"lr": i}).decode(),
+            }
+            assert alice.post("/api/runs/create", json=body).is_success
+        page = alice.get("/api/runs", params={"project": "shared", "sort": "name", "order": "asc"}).json()
+        assert [r["name"] for r in page["runs"]] == ["alice-0", "alice-1"] and page["total"] == 2
+        assert {r["user"] for r in page["runs"]} == {"rq-alice"}
+        assert alice.get("/api/runs/values", params={"project": "shared"}).json()["names"] == [
+            "alice-1",
+            "alice-0",
+        ]
+        names = {
+            c["name"] for c in alice.get("/api/runs/columns", params={"project": "shared"}).json()["config"]
+        }
+        assert names == {"config.lr"}  # the admin's run's keys stay unseen
+        groups = alice.get("/api/runs/groups", params={"project": "shared", "by": "user"}).json()["groups"]
+        assert [(g["value"], g["count"]) for g in groups] == [("rq-alice", 2)]
+        assert (
+            alice.get("/api/runs", params={"project": "shared", "filter": "secret_knob > 0"}).status_code
+            == 400
+        )
+    everyone = client.get("/api/runs", params={"project": "shared", "sort": "name", "order": "asc"}).json()
+    assert [r["name"] for r in everyone["runs"]] == ["admins", "alice-0", "alice-1"]
+
+
+def test_a_database_from_before_the_derived_columns_is_filled_in_on_open(tmp_path: Any) -> None:
+    """A SQLite file of an older server (no derived columns) gets them, filled in, when a server opens it."""
+    import sqlite3
+
+    with (
+        ServerProcess(tmp_path) as old,
+        httpx.Client(base_url=old.url, headers={"Authorization": f"Bearer {old.key}"}, timeout=30) as http,
+    ):
+        body = {
+            "runName": "old",
+            "projectName": "legacy",
+            "createdAt": 1_000,
+            "config": orjson.dumps({"lr": 0.1, "summary": {"best": 3}}).decode(),
+            "systemMetadata": orjson.dumps({"hostname": "h1", "git": {"commit": "abc"}}).decode(),
+        }
+        run_id = http.post("/api/runs/create", json=body).json()["runId"]
+        lines = [{"time": 5_000 + s, "step": s, "data": {"loss": v}} for s, v in enumerate([3.0, 1.0, 2.0])]
+        sent = http.post(
+            "/ingest/metrics",
+            content=b"".join(orjson.dumps(line) + b"\n" for line in lines),
+            headers={"X-Run-Id": str(run_id), "Content-Type": "application/x-ndjson"},
+        )
+        assert sent.status_code == 200
+        http.post("/api/runs/status/update", json={"runId": run_id, "status": "COMPLETED"})
+    db = sqlite3.connect(tmp_path / "mlop-server.db")
+    for table, column in (("runs", "flat"), ("runs", "host"), ("runs", "git_commit"), ("runs", "client_end")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    for column in ("vlast", "vmin", "vmax", "last_step"):
+        db.execute(f"ALTER TABLE series DROP COLUMN {column}")
+    db.commit()
+    db.close()
+    with (
+        ServerProcess(tmp_path) as new,
+        httpx.Client(base_url=new.url, headers={"Authorization": f"Bearer {new.key}"}, timeout=30) as http,
+    ):
+        page = http.get("/api/runs", params={"project": "legacy", "filter": "lr == 0.1"}).json()
+    (row,) = page["runs"]
+    assert row["config"] == {"lr": 0.1} and row["summary"]["loss"] == {"last": 2.0, "min": 1.0, "max": 3.0}
+    assert row["summary"]["best"]["last"] == 3
+    assert (row["host"], row["commit"], row["ended"], row["duration"]) == ("h1", "abc", 5_002, 4_002)

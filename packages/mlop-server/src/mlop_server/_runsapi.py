@@ -305,7 +305,8 @@ def _group_value(q: Query, col: Col) -> list[str]:
         if key.startswith("config."):
             path = Sql("sqlite").lit(f'$."{key}"')
             return [f"json_extract(r.flat, {path})", f"json_type(r.flat, {path})"]
-        return [f"COALESCE({', '.join(e for e in (col.num, col.text) if e)})", "NULL"]
+        present = [e for e in (col.num, col.text) if e]
+        return [present[0] if len(present) == 1 else f"COALESCE({', '.join(present)})", "NULL"]
     if key.startswith("config."):
         return [f"r.flat -> {Sql('postgresql').lit(key)}"]
     return [f"COALESCE({', '.join(f'to_jsonb({e})' for e in (col.num, col.text) if e)})"]
