@@ -8,7 +8,11 @@ The tail section times every call of four workloads (10 floats and 1,000 keys pe
 and in a loop that holds the interpreter lock for 1 ms of pure-Python work per step, as a training step
 that does its work in Python would): median, p99 to p99.99, the slowest call, the share of the loop's
 wall time spent inside log(), and, with work, the slowest whole step (a stall outside log(), such as a
-background thread holding the interpreter lock, shows there).
+background thread holding the interpreter lock, shows there). Beside these wall-clock figures, which a
+loaded machine swamps, it gives mlop's own parts of a slow call in thread CPU time, which preemption by
+other processes does not inflate: the slowest packing turn on the loop's thread, the writer thread's
+longest stretch holding the interpreter lock outside SQLite (the loop waits that long when it wants the
+lock back), and how often and how long log() waited for the writer to keep pace.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +85,78 @@ def _tail_loop(
     return calls, step_times, (clock() - loop_start) / 1e9
 
 
+class _TimedDB:
+    """The store's connection, noting the thread CPU time at each statement's start and end."""
+
+    def __init__(self, db: Any, marks: dict[str, int]) -> None:
+        self._db = db
+        self._marks = marks
+
+    def execute(self, *args: Any) -> Any:
+        self._marks["exec_start"] = time.thread_time_ns()
+        try:
+            return self._db.execute(*args)
+        finally:
+            self._marks["exec_end"] = time.thread_time_ns()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def _instrument(run: Any) -> dict[str, list[int]]:
+    """Wrap the run's writer to record, in thread CPU ns, its turns on the loop and its lock-held stretches.
+
+    ``turn``: each packing turn on the loop's thread, less the wait for the writer (``pace``, wall ns, for
+    waits over 1 ms). ``writer``: the writer thread's Python work before its first statement of a write and
+    after its last, where it holds the interpreter lock (SQLite's own copy of the bound bytes is not in it).
+    """
+    writer, cpu = run._writer, time.thread_time_ns
+    out: dict[str, list[int]] = {"turn": [], "pace": [], "writer": []}
+    marks: dict[str, int] = {}
+    tick, keep_pace, write = writer.tick, writer._keep_pace, writer._write
+    in_pace = [0]
+
+    def timed_keep_pace() -> None:
+        start, wall = cpu(), time.perf_counter_ns()
+        keep_pace()
+        in_pace[0] = cpu() - start
+        if (waited := time.perf_counter_ns() - wall) > 1_000_000:
+            out["pace"].append(waited)
+
+    def timed_tick() -> None:
+        in_pace[0] = 0
+        start = cpu()
+        tick()
+        out["turn"].append(cpu() - start - in_pace[0])
+
+    def timed_write() -> None:
+        if threading.current_thread().name != "mlop-writer":  # a flush on the loop's thread (finish)
+            write()
+            return
+        marks.clear()
+        start = cpu()
+        write()
+        end = cpu()
+        if "exec_start" in marks:
+            out["writer"] += [marks["exec_start"] - start, end - marks["exec_end"]]
+
+    writer.tick, writer._keep_pace, writer._write = timed_tick, timed_keep_pace, timed_write
+    run._store._db = _TimedDB(run._store._db, marks)
+    return out
+
+
+def _own_parts(parts: dict[str, list[int]]) -> dict[str, float]:
+    turns, writer, pace = sorted(parts["turn"]), sorted(parts["writer"]), parts["pace"]
+    return {
+        "turns": len(turns),
+        "turn_cpu_p99_us": turns[int(len(turns) * 0.99)] / 1000 if turns else 0.0,
+        "turn_cpu_max_us": turns[-1] / 1000 if turns else 0.0,
+        "writer_lock_held_cpu_max_us": writer[-1] / 1000 if writer else 0.0,
+        "waits_for_writer_over_1ms": len(pace),
+        "wait_for_writer_max_ms": max(pace, default=0) / 1e6,
+    }
+
+
 def bench_tail(steps: int, width: int, work: float, root: str) -> dict[str, Any]:
     """One workload's call-time distribution with run.log, and its CPU per value against a no-op call.
 
@@ -96,6 +173,7 @@ def bench_tail(steps: int, width: int, work: float, root: str) -> dict[str, Any]
     _tail_loop(lambda d: None, steps if not work else min(steps, 2_000), width, work)
     loop_cpu = (time.process_time() - cpu0) * (steps / (steps if not work else min(steps, 2_000)))
     run = mlop.init(project="bench", dir=root, disable_system_metrics=True, disable_console=True)
+    parts = _instrument(run)
     cpu0 = time.process_time()
     calls, step_times, wall = _tail_loop(run.log, steps, width, work)
     last = time.perf_counter()
@@ -109,6 +187,7 @@ def bench_tail(steps: int, width: int, work: float, root: str) -> dict[str, Any]
         **_tail(calls),
         "share_of_loop_in_log": sum(calls) / 1e9 / wall,
         "finish_s": finish_s,
+        "own_parts_cpu": _own_parts(parts),
         "baseline_queue_put": baseline,
     }
     if work:
