@@ -383,3 +383,25 @@ def test_a_database_from_before_the_derived_columns_is_filled_in_on_open(tmp_pat
     assert row["config"] == {"lr": 0.1} and row["summary"]["loss"] == {"last": 2.0, "min": 1.0, "max": 3.0}
     assert row["summary"]["best"]["last"] == 3
     assert (row["host"], row["commit"], row["ended"], row["duration"]) == ("h1", "abc", 5_002, 4_002)
+
+
+def test_paging_through_infinite_metric_values(client: httpx.Client) -> None:
+    ids = {}
+    for name, value in (("up", "Infinity"), ("one", 1.0), ("down", "-Infinity"), ("none", None)):
+        run_id = client.post("/api/runs/create", json={"runName": name, "projectName": "inf"}).json()["runId"]
+        ids[run_id] = name
+        if value is not None:
+            line = orjson.dumps({"time": 1, "step": 0, "data": {"loss": value}}) + b"\n"
+            headers = {"X-Run-Id": str(run_id), "Content-Type": "application/x-ndjson"}
+            assert client.post("/ingest/metrics", content=line, headers=headers).status_code == 200
+    for order, want in (("asc", ["down", "one", "up", "none"]), ("desc", ["up", "one", "down", "none"])):
+        seen, cursor = [], None
+        while True:
+            params = {"project": "inf", "sort": "summary.loss.last", "order": order, "limit": 1}
+            body = client.get("/api/runs", params={**params, **({"cursor": cursor} if cursor else {})}).json()
+            seen += [(r["name"], r["summary"].get("loss", {}).get("last")) for r in body["runs"]]
+            cursor = body["next"]
+            if cursor is None:
+                break
+        assert [name for name, _ in seen] == want
+        assert dict(seen) == {"up": "Infinity", "one": 1.0, "down": "-Infinity", "none": None}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -115,9 +116,23 @@ class Sql:
         return quoted if self.dialect == "sqlite" else quoted.replace("%", "%%")
 
 
+def _packed(value: Any) -> Any:
+    """A sort key's value as JSON: infinities (a metric can end there) as ``{"f": "inf"}``."""
+    return {"f": repr(value)} if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _unpacked(value: Any) -> Any:
+    if isinstance(value, dict) and value.get("f") in ("inf", "-inf", "nan"):
+        return float(value["f"])
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return value
+    raise ValueError("not a cursor of this server")
+
+
 def encode_cursor(sort: str, order: str, key: list[Any]) -> str:
     """An opaque cursor after the row whose sort key is ``key``."""
-    return base64.urlsafe_b64encode(orjson.dumps({"s": sort, "o": order, "k": key})).decode().rstrip("=")
+    raw = orjson.dumps({"s": sort, "o": order, "k": [_packed(v) for v in key]})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str, sort: str, order: str, width: int) -> list[Any]:
@@ -131,9 +146,7 @@ def decode_cursor(cursor: str, sort: str, order: str, width: int) -> list[Any]:
     key = raw.get("k")
     if not isinstance(key, list) or len(key) != width:
         raise ValueError("not a cursor of this server")
-    if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in key):
-        raise ValueError("not a cursor of this server")
-    return key
+    return [_unpacked(v) for v in key]
 
 
 class Query:
