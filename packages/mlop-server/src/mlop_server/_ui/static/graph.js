@@ -57,7 +57,7 @@
     const visible = m.names.filter((n) => !hidden.has(n));
     const cluster = (n) => m.flow && m.children.get(n).length > 0 && !closed.has(n);
     const g = new dagre.graphlib.Graph({ compound: m.flow, multigraph: false });
-    g.setGraph({ rankdir: "TB", nodesep: 18, ranksep: 34, marginx: 16, marginy: 24 });
+    g.setGraph({ rankdir: "TB", nodesep: 16, ranksep: 26, marginx: 16, marginy: 24 });
     g.setDefaultEdgeLabel(() => ({}));
     for (const n of visible) {
       if (cluster(n)) { g.setNode(n, { cluster: true }); continue; }
@@ -152,10 +152,14 @@
     const holder = mlop.el("div", { class: "modelgraph", "data-testid": "model-graph" }, box);
     const view = { svg: box, scale: 1, tx: 0, ty: 0, size: null, root: null };
     view.apply = () => { if (view.root) view.root.setAttribute("transform", `translate(${view.tx},${view.ty}) scale(${view.scale})`); };
+    // The whole graph in view: as wide as the box allows, the box as tall as the graph then (up to 1,000 px).
     view.fit = () => {
-      const w = box.clientWidth || 900, h = box.clientHeight || 640;
-      view.scale = Math.min(1.5, w / view.size.width, h / view.size.height);
-      view.tx = (w - view.size.width * view.scale) / 2;
+      const w = box.clientWidth || 900;
+      let scale = Math.min(1.2, (w - 16) / view.size.width);
+      if (view.size.height * scale > 1000) scale = 1000 / view.size.height;
+      box.setAttribute("height", String(Math.max(240, Math.ceil(view.size.height * scale + 16))));
+      view.scale = scale;
+      view.tx = (w - view.size.width * scale) / 2;
       view.ty = 8;
       view.apply();
     };

@@ -78,7 +78,7 @@
     const searchNote = mlop.el("span", { class: "error", id: "chart-search-error" });
     const pinnedBody = mlop.el("div", { class: "charts" });
     const pinnedSection = mlop.el("section", { class: "panelgroup", "data-testid": "panel-group", "data-group": PINNED,
-      "data-collapsed": "false", hidden: true }, mlop.el("h2", {}, "📌 pinned"), pinnedBody);
+      "data-collapsed": "false", hidden: true }, mlop.el("h2", {}, "pinned"), pinnedBody);
     const groupsBox = mlop.el("div", { class: "panelgroups" });
     parent.append(mlop.el("div", { class: "controls" }, search, searchNote, note), pinnedSection, groupsBox);
 
