@@ -1,6 +1,6 @@
 """The project page in a real browser: a runs table of 1,000 runs x 20 config keys x 10 metrics.
 
-Run: .venv/bin/python bench/dashboard_runs.py [--runs 1000] [--repeat 5] [--screenshots docs/images]
+Run: .venv/bin/python bench/dashboard_runs.py [--runs 1000] [--repeat 5] [--screenshots DIR] [--postgres]
 
 Starts a real server (mlop_server.testing.ServerProcess), fills one project through the protocol routes,
 times the runs query API (first page sorted by start, by a config key, by a metric's min, with a filter),
@@ -13,8 +13,10 @@ redrawn). Prints one JSON document; bench/README.md holds the latest figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -94,9 +96,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--screenshots", type=Path, default=None, help="save the page's screenshots here")
     parser.add_argument("--no-browser", action="store_true", help="time the query API only")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="keep the data in a throwaway PostgreSQL cluster (tests/pgcluster.py)",
+    )
     args = parser.parse_args()
     out: dict[str, Any] = {"runs": args.runs, "config_keys": args.config_keys, "metrics": args.metrics}
-    with tempfile.TemporaryDirectory() as tmp, ServerProcess(tmp) as server:
+    with contextlib.ExitStack() as stack:
+        db = None
+        if args.postgres:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from pgcluster import PgCluster, find_bindir
+
+            db = stack.enter_context(PgCluster(find_bindir())).create_database()
+        out["backend"] = "postgresql" if db else "sqlite"
+        run(args, out, stack.enter_context(tempfile.TemporaryDirectory()), db)
+    print(json.dumps(out, indent=2))
+
+
+def run(args: argparse.Namespace, out: dict[str, Any], tmp: str, db: str | None) -> None:
+    with ServerProcess(tmp, db=db) as server:
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=300
         ) as api:
@@ -110,7 +130,6 @@ def main() -> None:
                 "filtered": timed(api, {"filter": 'hp_01 < 5 and optimizer == "adam"'}, args.repeat),
             }
         if args.no_browser:
-            print(json.dumps(out, indent=2))
             return
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -149,7 +168,6 @@ def main() -> None:
                 page.eval_on_selector("#across", "el => el.scrollIntoView()")
                 page.locator("#across").screenshot(path=str(args.screenshots / "across-runs.png"))
             browser.close()
-    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
