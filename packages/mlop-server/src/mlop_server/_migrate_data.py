@@ -123,7 +123,7 @@ class Progress:
                 return
             self._drawn = now
             bar = "#" * int(share * 30)
-            self._out.write(f"\r{self._name:<14} [{bar:<30}] {share:4.0%} {counts}")
+            self._out.write(f"\r{self._name:<16} [{bar:<30}] {share:4.0%} {counts}")
         elif force or tenth > self._shown:
             self._shown = tenth
             self._out.write(f"{self._name}: {share:.0%} ({counts} rows)\n")
