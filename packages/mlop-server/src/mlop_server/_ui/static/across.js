@@ -6,6 +6,8 @@
   const mlop = window.mlop;
   const NS = "http://www.w3.org/2000/svg";
   const MAX_AXES = 8;
+  // Lines and points drawn at most (the newest runs); the correlation list always uses every matching run.
+  const MAX_DRAWN = 2000;
 
   function svg(tag, attrs, ...children) {
     const node = document.createElementNS(NS, tag);
@@ -52,12 +54,13 @@
     if (firstConfig) xPick.value = firstConfig.id;
     yPick.value = metricPick.value;
     const clear = mlop.el("button", { id: "clear-brushes" }, "clear brushes");
+    const note = mlop.el("span", { class: "muted", id: "across-note" });
     const parallel = mlop.el("div", { class: "parallel", "data-testid": "parallel-coordinates", id: "parallel" });
     const scatter = mlop.el("div", { class: "scatter", "data-testid": "scatter", id: "scatter" });
     const tip = mlop.el("div", { class: "tip", id: "scatter-tip", hidden: true });
     const correlation = mlop.el("div", { class: "correlation", "data-testid": "param-correlation", id: "param-correlation" });
     root.replaceChildren(mlop.el("h2", {}, "Across runs"),
-      mlop.el("div", { class: "controls" }, mlop.el("label", {}, "metric ", metricPick), clear),
+      mlop.el("div", { class: "controls" }, mlop.el("label", {}, "metric ", metricPick), clear, note),
       parallel,
       mlop.el("div", { class: "across-row" },
         mlop.el("div", { class: "panel" }, mlop.el("div", { class: "controls" }, xPick, yPick), scatter, tip),
@@ -166,7 +169,8 @@
       const cx = column(xPick.value), cy = column(yPick.value);
       let got = data;
       if (!got.columns[cx] || !got.columns[cy]) {
-        got = await mlop.api(`/api/runs/values?project=${P}&filter=${mlop.q(ctx.filter())}&column=${mlop.q(cx)}&column=${mlop.q(cy)}` +
+        got = await mlop.api(`/api/runs/values?project=${P}&limit=${MAX_DRAWN}&filter=${mlop.q(ctx.filter())}` +
+          `&column=${mlop.q(cx)}&column=${mlop.q(cy)}` +
           axes().map((c) => "&column=" + mlop.q(c)).join(""));
       }
       const W = Math.max(360, scatter.clientWidth || 480), H = 300, pad = 56;
@@ -231,7 +235,9 @@
     async function refresh() {
       if (!metricColumns.length) { root.replaceChildren(); return; }
       const cols = [...new Set([...axes(), column(xPick.value), column(yPick.value)])];
-      data = await mlop.api(`/api/runs/values?project=${P}&filter=${mlop.q(ctx.filter())}` + cols.map((c) => "&column=" + mlop.q(c)).join(""));
+      data = await mlop.api(`/api/runs/values?project=${P}&limit=${MAX_DRAWN}&filter=${mlop.q(ctx.filter())}` +
+        cols.map((c) => "&column=" + mlop.q(c)).join(""));
+      note.textContent = data.ids.length >= MAX_DRAWN ? `the newest ${MAX_DRAWN} matching runs are drawn` : "";
       drawParallel();
       await drawScatter();
       await drawCorrelation();
