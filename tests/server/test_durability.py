@@ -87,8 +87,8 @@ def test_concurrent_clients(
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path / "server") as proc:
+def own_server(tmp_path: Path, fresh_db: str | None) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path / "server", db=fresh_db) as proc:
         yield proc
 
 

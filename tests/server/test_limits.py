@@ -215,9 +215,9 @@ async def ingest_all(port: int, run_id: int, key: str, n: int) -> list[tuple[int
 
 
 def test_a_thousand_ingests_at_once_get_503_with_retry_after_and_lose_nothing_acknowledged(
-    tmp_path: Path,
+    tmp_path: Path, fresh_db: str | None
 ) -> None:
-    with ServerProcess(tmp_path) as server, authed(server) as client:
+    with ServerProcess(tmp_path, db=fresh_db) as server, authed(server) as client:
         run_id = client.post("/api/runs/create", json={"runName": "r", "projectName": "busy"}).json()["runId"]
         answers = asyncio.run(ingest_all(port_of(server), run_id, server.key, 1000))
         statuses = {status for status, _, _ in answers}
@@ -242,8 +242,10 @@ def wrong_key_status(server: ServerProcess, key: str, source: str) -> tuple[int,
         conn.close()
 
 
-def test_failed_keys_are_limited_per_address_and_never_lock_out_a_valid_key(tmp_path: Path) -> None:
-    with ServerProcess(tmp_path) as server:
+def test_failed_keys_are_limited_per_address_and_never_lock_out_a_valid_key(
+    tmp_path: Path, fresh_db: str | None
+) -> None:
+    with ServerProcess(tmp_path, db=fresh_db) as server:
         assert wrong_key_status(server, server.key, OTHER)[0] == 200
         answers = [wrong_key_status(server, f"mlps_guess_{i:06d}_xxxxxxxxxxxx", OTHER) for i in range(300)]
         statuses = [status for status, _ in answers]

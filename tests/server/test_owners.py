@@ -6,6 +6,7 @@ every write route on each other's runs, through a real server.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,17 +22,22 @@ from mlop_server.testing import ServerProcess
 T0 = 1_795_870_984_866
 
 
-def keys(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def keys(data: Path, *args: str, db: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``mlop server keys ARGS`` on the server's data (its PostgreSQL database when ``db``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    if db:
+        env["MLOP_SERVER_DB"] = db
     return subprocess.run(
         [sys.executable, "-m", "mlop_server", "keys", *args, "--data", str(data)],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
 
-def new_key(data: Path, *args: str) -> str:
-    made = keys(data, "create", *args)
+def new_key(data: Path, *args: str, db: str | None = None) -> str:
+    made = keys(data, "create", *args, db=db)
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
     assert key.startswith("mlps_")
@@ -39,17 +45,17 @@ def new_key(data: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def owners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def owners(tmp_path_factory: pytest.TempPathFactory, db_url: str | None) -> Iterator[dict[str, Any]]:
     data = tmp_path_factory.mktemp("owners")
-    alice = new_key(data, "--name", "alice")  # before the server has ever started
-    alice2 = new_key(data, "--name", "alice")
-    bob = new_key(data, "--name", "bob", "--projects", "shared", "bobs")
-    with ServerProcess(data) as server:
+    alice = new_key(data, "--name", "alice", db=db_url)  # before the server has ever started
+    alice2 = new_key(data, "--name", "alice", db=db_url)
+    bob = new_key(data, "--name", "bob", "--projects", "shared", "bobs", db=db_url)
+    with ServerProcess(data, db=db_url) as server:
         clients = {
             name: httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
             for name, key in (("alice", alice), ("alice2", alice2), ("bob", bob), ("admin", server.key))
         }
-        yield {"server": server, "data": data, **clients}
+        yield {"server": server, "data": data, "db": db_url, **clients}
         for client in clients.values():
             client.close()
 
@@ -157,13 +163,13 @@ def test_a_key_with_projects_creates_runs_only_there(owners: dict[str, Any]) -> 
     answer = create(bob, project="elsewhere")
     assert answer.status_code == 403
     assert "elsewhere" in answer.json()["message"]
-    listed = keys(owners["data"], "list").stdout
+    listed = keys(owners["data"], "list", db=owners["db"]).stdout
     assert "shared,bobs" in listed
     assert "mlps_" in listed and len([w for w in listed.split() if w.startswith("mlps_")]) == 4
 
 
 def test_keys_create_refuses_the_admin_owner_name_for_a_plain_key(owners: dict[str, Any]) -> None:
-    made = keys(owners["data"], "create", "--name", "admin")
+    made = keys(owners["data"], "create", "--name", "admin", db=owners["db"])
     assert made.returncode != 0
     assert "admin" in made.stderr
     assert made.stdout == ""
@@ -171,9 +177,9 @@ def test_keys_create_refuses_the_admin_owner_name_for_a_plain_key(owners: dict[s
 
 def test_revoked_owner_key_is_refused(owners: dict[str, Any], tmp_path: Path) -> None:
     data = owners["data"]
-    key = new_key(data, "--name", "carol")
+    key = new_key(data, "--name", "carol", db=owners["db"])
     prefix = key[:12]
     with httpx.Client(base_url=owners["server"].url, headers={"Authorization": f"Bearer {key}"}) as carol:
         assert create(carol).status_code == 200
-        assert keys(data, "revoke", prefix).returncode == 0
+        assert keys(data, "revoke", prefix, db=owners["db"]).returncode == 0
         assert create(carol).status_code == 401
