@@ -73,11 +73,11 @@ def fill_run(
 
 
 def fill_compare(api: httpx.Client, runs: int, keys: int, points: int) -> list[int]:
-    """``runs`` runs of the same ``keys`` x ``points`` (train/ and eval/ groups: every chart drawn at once),
-    sent four at a time."""
+    """``runs`` finished runs of the same ``keys`` x ``points`` (train/ and eval/ groups: every chart drawn at
+    once), sent four at a time."""
     bodies = batches(keys, points, ("train", "eval"))
     with ThreadPoolExecutor(4) as pool:
-        return list(
+        ids = list(
             pool.map(
                 lambda i: fill_run(
                     api, keys, points, ("train", "eval"), bodies=bodies, project="compare", name=f"run-{i}"
@@ -85,6 +85,9 @@ def fill_compare(api: httpx.Client, runs: int, keys: int, points: int) -> list[i
                 range(runs),
             )
         )
+    for run_id in ids:
+        api.post("/api/runs/status/update", json={"runId": run_id, "status": "COMPLETED"}).raise_for_status()
+    return ids
 
 
 def open_groups(api: httpx.Client, project: str) -> bool:

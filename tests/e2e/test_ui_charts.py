@@ -49,6 +49,10 @@ for step in range(20):
              "sys/cpu": 10.0 + step % 3, "val/huge": 123456789.5 * (1 + step)}, step=step)
     weights = np.random.default_rng(step).normal(step / 5, 1, 500)
     run.log({"weights": mlop.Histogram(weights, bins=30)}, step=step)
+tone = np.sin(np.arange(2000) * 2 * np.pi * 440 / 8000).astype(np.float32)
+frames = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+frames[:, :, :, 1] = np.arange(4)[:, None, None] * 60
+run.log({"sound": mlop.Audio(tone, rate=8000), "clip": mlop.Video(frames, rate=4, format="gif")}, step=20)
 run.log({"preds": mlop.Table(data=[[1, "cat", 0.5], [2, "dog", 0.25], [10, "emu", 0.75]],
                              columns=["id", "label", "p"])}, step=20)
 run.finish()
@@ -220,11 +224,11 @@ def test_a_spike_in_a_downsampled_series_is_drawn(runs: dict[str, Any], page: An
     page.wait_for_function("() => mlop.charts['train/spiky']")
     got = page.evaluate(
         """() => { const c = mlop.charts['train/spiky']; const s = c.series[0];
-        return {total: s.total, points: s.steps.length, roles: c.meta.map(m => m.role),
-                hi: Math.max(...c.plot.data[3].filter(v => v != null)), ymax: c.plot.scales.y.max}; }"""
+        return {total: s.total, points: s.steps.length, roles: c.meta.map(m => m.role), bands: c.bands.length,
+                hi: Math.max(...c.bands[0].hi.filter(v => v != null)), ymax: c.plot.scales.y.max}; }"""
     )
     assert got["total"] == SPIKE_POINTS and got["points"] <= 1000
-    assert got["roles"] == ["line", "lo", "hi"]  # the band is drawn around the line
+    assert got["roles"] == ["line"] and got["bands"] == 1  # the band is drawn around the line
     assert got["hi"] == 1000.0 and got["ymax"] >= 1000.0
 
     def ink_at_spike() -> int:
@@ -249,9 +253,9 @@ def test_a_spike_in_a_downsampled_series_is_drawn(runs: dict[str, Any], page: An
     smoothed = page.evaluate(
         """() => { const c = mlop.charts['train/spiky']; const d = c.plot.data;
         return {roles: c.meta.map(m => m.role), line: Math.max(...d[1].filter(v => v != null)),
-                hi: Math.max(...d[4].filter(v => v != null)), ymax: c.plot.scales.y.max}; }"""
+                hi: Math.max(...c.bands[0].hi.filter(v => v != null)), ymax: c.plot.scales.y.max}; }"""
     )
-    assert smoothed["roles"] == ["line", "raw", "lo", "hi"]
+    assert smoothed["roles"] == ["line", "raw"]
     assert smoothed["line"] < 100 and smoothed["hi"] == 1000.0 and smoothed["ymax"] >= 1000.0
     assert ink_at_spike() > 0
     screenshot(page, "charts-spike-smoothed")
@@ -371,6 +375,18 @@ def test_histograms_as_a_heat_map_and_a_sortable_table(runs: dict[str, Any], pag
     assert page.evaluate(column) == ["dog", "cat", "emu"]
     page.click(f"{table} th[data-col='p']")
     assert page.evaluate(column) == ["emu", "cat", "dog"]
+
+
+def test_audio_and_video_play_in_the_media_tab(runs: dict[str, Any], page: Any) -> None:
+    open_hash(page, f"#/run/{runs['rich']['id']}/media", "run-media")
+    assert page.get_attribute(".media", "data-step") == "20"
+    page.wait_for_function("() => document.querySelector('.media audio[data-key=sound]').readyState >= 1")
+    duration = page.evaluate("() => document.querySelector('.media audio[data-key=sound]').duration")
+    assert abs(duration - 0.25) < 0.01  # 2,000 samples at 8 kHz
+    assert page.get_attribute(".media audio[data-key=sound]", "controls") is not None
+    page.wait_for_function(
+        "() => document.querySelector('.media img[data-key=clip]').naturalWidth === 8"
+    )  # a GIF
 
 
 def test_the_compare_tooltip_lists_every_run(runs: dict[str, Any], page: Any) -> None:

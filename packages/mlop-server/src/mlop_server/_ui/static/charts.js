@@ -83,18 +83,61 @@
     return { table: [idx.map((i) => x[i]), ...columns.map((c) => idx.map((i) => c[i]))], roles };
   }
 
-  // Aligned data for uPlot ([x, y1, y2, ...]) and what each y column is: {run, role}.
+  // Aligned data for uPlot ([x, y1, y2, ...]), what each y column is ({run, role}), and each run's band
+  // ({run, lo, hi}, aligned with x): the bands are drawn by the chart itself (drawBands), not as series.
   function aligned(seriesList) {
     const parts = seriesList.map(runColumns);
-    const meta = [];
-    parts.forEach((p, run) => p.roles.forEach((role) => meta.push({ run, role })));
-    const data = parts.length === 1 ? parts[0].table : uPlot.join(parts.map((p) => p.table));
-    return { data, meta };
+    const table = parts.length === 1 ? parts[0].table : uPlot.join(parts.map((p) => p.table));
+    const data = [table[0]], meta = [], bands = [];
+    let k = 1;
+    parts.forEach((p, run) => p.roles.forEach((role) => {
+      const column = table[k++];
+      if (role === "lo") bands.push({ run, lo: column, hi: null });
+      else if (role === "hi") bands[bands.length - 1].hi = column;
+      else { meta.push({ run, role }); data.push(column); }
+    }));
+    return { data, meta, bands };
   }
 
   function alpha(color, a) {
     const n = parseInt(color.slice(1), 16);
     return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${a})`;
+  }
+
+  // Each run's band between its buckets' lowest and highest values, under the lines: one filled outline
+  // per run (far cheaper than two extra uPlot series per run on a compare page of many runs).
+  function drawBands(entry, u) {
+    if (!entry.bands.length) return;
+    const x = u.data[0];
+    if (!x.length) return;
+    const { left, top, width, height } = u.bbox;
+    let from = 0, to = x.length - 1;
+    while (from < to && x[from + 1] < u.scales.x.min) from++;
+    while (to > from && x[to - 1] > u.scales.x.max) to--;
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, top, width, height);
+    ctx.clip();
+    for (const band of entry.bands) {
+      const idx = [];
+      for (let i = from; i <= to; i++) if (band.lo[i] != null && band.hi[i] != null) idx.push(i);
+      if (!idx.length) continue;
+      ctx.beginPath();
+      idx.forEach((i, j) => {
+        const px = u.valToPos(x[i], "x", true), py = u.valToPos(band.hi[i], "y", true);
+        if (j) ctx.lineTo(px, py); else ctx.moveTo(px, py);
+      });
+      for (let j = idx.length - 1; j >= 0; j--) ctx.lineTo(u.valToPos(x[idx[j]], "x", true), u.valToPos(band.lo[idx[j]], "y", true));
+      ctx.closePath();
+      const color = COLORS[band.run % COLORS.length];
+      ctx.fillStyle = alpha(color, 0.18);
+      ctx.fill();
+      ctx.strokeStyle = alpha(color, 0.3);  // a band one bucket wide (a lone spike) still shows
+      ctx.lineWidth = 1;
+      ctx.stroke();
+    }
+    ctx.restore();
   }
 
   // The y range that leaves out the 1% most extreme values at each end (the lines only, not the bands).
@@ -155,8 +198,8 @@
     entry.meta.forEach((m, k) => {
       if (m.role !== "line") return;
       const v = near(u.data[k + 1], i);
-      const band = entry.meta.findIndex((o) => o.run === m.run && o.role === "lo");
-      const range = band >= 0 ? ` [${mlop.number(near(u.data[band + 1], i))} … ${mlop.number(near(u.data[band + 2], i))}]` : "";
+      const band = entry.bands.find((b) => b.run === m.run);
+      const range = band ? ` [${mlop.number(near(band.lo, i))} … ${mlop.number(near(band.hi, i))}]` : "";
       rows.push({ run: m.run, v, text: mlop.number(v) + range });
     });
     rows.sort((a, b) => (b.v == null) - (a.v == null) || b.v - a.v);
@@ -174,29 +217,24 @@
   function options(entry, width) {
     const view = mlop.view;
     const series = [{ label: { step: "step", time: "time", relative: "seconds" }[view.x] }];
-    const bands = [];
     entry.meta.forEach((m) => {
       const color = COLORS[m.run % COLORS.length];
       const label = entry.labels[m.run];
       if (m.role === "line") series.push({ label, stroke: color, width: 1.5, spanGaps: entry.labels.length > 1 });
-      else if (m.role === "raw") series.push({ label: label + " (raw)", stroke: alpha(color, 0.25), width: 1, spanGaps: entry.labels.length > 1 });
-      else series.push({ label: `${label} (${m.role})`, stroke: "transparent", width: 0, points: { show: false }, spanGaps: true });
-    });
-    entry.meta.forEach((m, k) => {
-      if (m.role === "hi") bands.push({ series: [k + 1, k], fill: alpha(COLORS[m.run % COLORS.length], 0.18) });
+      else series.push({ label: label + " (raw)", stroke: alpha(color, 0.25), width: 1, spanGaps: entry.labels.length > 1 });
     });
     const y = { distr: view.log ? 3 : 1 };
     if (view.outliers) {
       y.range = (u, min, max) => entry.robust || [min, max];
     }
     return {
-      width, height: 220, series, bands,
+      width, height: 220, series,
       title: entry.key,
       scales: { x: { time: view.x === "time" }, y },
       cursor: { sync: { key: "mlop" }, drag: { x: true, y: false } },
       legend: { show: false },
       axes: [{}, { size: axisSize, values: (u, vals) => vals.map(mlop.number) }],
-      hooks: { setCursor: [(u) => showTip(entry, u)] },
+      hooks: { setCursor: [(u) => showTip(entry, u)], drawClear: [(u) => drawBands(entry, u)] },
     };
   }
 
@@ -214,8 +252,9 @@
   }
 
   function build(entry, width) {
-    const { data, meta } = aligned(entry.series);
+    const { data, meta, bands } = aligned(entry.series);
     entry.meta = meta;
+    entry.bands = bands;
     entry.robust = mlop.view.outliers ? robustRange(data, meta) : null;
     entry.plot = new uPlot(options(entry, width), data, entry.box);
     entry.plot.over.addEventListener("mouseenter", () => { entry.hover = true; });
@@ -226,7 +265,7 @@
   mlop.chart = function (box, key, seriesList, labels, width) {
     width = width || Math.max(300, Math.floor(box.clientWidth || 420));
     if (mlop.charts[key]) mlop.charts[key].plot.destroy();
-    const entry = { key, series: seriesList, labels, box, plot: null, meta: [], hover: false };
+    const entry = { key, series: seriesList, labels, box, plot: null, meta: [], bands: [], hover: false };
     clearBox(box);
     build(entry, width);
     box.dataset.drawn = "true";
@@ -259,15 +298,9 @@
   });
 
   mlop.updateChart = function (entry, seriesList) {
-    const before = entry.meta.map((m) => m.role).join();
     entry.series = seriesList;
-    const { data, meta } = aligned(seriesList);
-    if (meta.map((m) => m.role).join() !== before) {  // a band appeared (the series outgrew max_points)
-      const width = entry.plot.width;
-      entry.plot.destroy();
-      clearBox(entry.box);
-      return build(entry, width);
-    }
+    const { data, meta, bands } = aligned(seriesList);
+    entry.bands = bands;  // a band appears once a live series outgrows max_points
     entry.robust = mlop.view.outliers ? robustRange(data, meta) : null;
     entry.plot.setData(data);
   };

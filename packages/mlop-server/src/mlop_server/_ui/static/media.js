@@ -82,9 +82,11 @@
         const at = files.get(k.name).filter((f) => f.step === step && f.url);
         const items = await Promise.all(at.map(async (f) => {
           const caption = mlop.el("figcaption", {}, f.caption || f.fileName);
-          const tag = { IMAGE: "img", AUDIO: "audio", VIDEO: "video" }[k.type];
+          // a GIF "video" (mlop.Video without an MP4 encoder) plays as an image
+          const gif = k.type === "VIDEO" && /gif$/i.test(f.fileType || f.fileName);
+          const tag = gif ? "img" : { IMAGE: "img", AUDIO: "audio", VIDEO: "video" }[k.type];
           if (!tag) return mlop.el("figure", {}, await fileView(k.type, f), caption);
-          const node = mlop.el(tag, { src: await blobOf(f), alt: f.caption || f.fileName, controls: tag !== "img",
+          const node = mlop.el(tag, { src: await blobOf(f), alt: f.caption || f.fileName, controls: tag !== "img" ? true : null,
             preload: "metadata", "data-step": f.step, "data-file": f.id, "data-key": k.name });
           return mlop.el("figure", {}, node, caption);
         }));
