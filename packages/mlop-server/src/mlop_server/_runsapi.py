@@ -51,14 +51,14 @@ MAX_CORRELATED: Final = 200
 
 
 class FilterProblem(BadRequest):
-    """A filter or column that cannot be read: the error body also gives the ``position``."""
+    """A filter or column that cannot be read; the message ends with ``(at position N)``, 0-based.
+
+    The error body keeps the protocol's shape (``error``, ``message``).
+    """
 
     def __init__(self, error: FilterError, field: str) -> None:
         super().__init__(error.message + f" (at position {error.position})", field=field)
         self.position = error.position
-
-    def body(self) -> dict[str, Any]:
-        return {**super().body(), "position": self.position}
 
 
 def is_query(request: Request) -> bool:

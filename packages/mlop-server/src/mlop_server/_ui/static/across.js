@@ -18,6 +18,8 @@
   const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
   // A literal of the filter language for a value.
   const literal = (v) => (typeof v === "number" ? String(v) : JSON.stringify(String(v)));
+  // A column name for the filter language: as is when it reads as a name, else in backticks.
+  const ident = (col) => (/^[A-Za-z_][\w./:-]*$/.test(col) ? col : "`" + col + "`");
 
   // A scale of one axis over the values given: numbers (linear, or log when they span decades), else categories.
   function scaleOf(values) {
@@ -81,9 +83,9 @@
         if (s.kind === "category") {
           const inside = s.cats.filter((c) => { const t = s.at(c); return t >= b.t0 && t <= b.t1; });
           const values = inside.map((c) => literal(data.columns[col].find((v) => v != null && String(v) === c)));
-          out.push(values.length ? `${col} in (${values.join(", ")})` : "id < 0");
+          out.push(values.length ? `${ident(col)} in (${values.join(", ")})` : "id < 0");
         } else {
-          out.push(`${col} >= ${literal(s.from(b.t0))} and ${col} <= ${literal(s.from(b.t1))}`);
+          out.push(`${ident(col)} >= ${literal(s.from(b.t0))} and ${ident(col)} <= ${literal(s.from(b.t1))}`);
         }
       }
       return out;
