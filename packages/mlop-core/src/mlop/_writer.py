@@ -4,10 +4,10 @@ No ``run.log()`` call pays for more than a small, fixed slice of work, whatever 
 
 - The training thread appends each record to a plain list (cheap). Every few milliseconds a ``log()`` call
   packs what is pending with pickle, a few thousand values per pickle and for at most a fraction of a
-  millisecond; what is left is packed by the calls that follow. Each pickle is sized, from the speed of
-  the last one, to fit the time the turn has left (down to one record), so a turn overruns its budget by
-  one record at most, however wide the records. Packing is the only work that must hold the interpreter
-  lock, and this way it is spread evenly over the calls that log.
+  millisecond; what is left is packed by the calls that follow. Pickles are sized, from the speed of the
+  last ones, to fit the time the turn has left (down to one record), so however wide the records, a turn
+  stays within its budget unless a pickle runs slower than the ones before. Packing is the only work
+  that must hold the interpreter lock, and this way it is spread evenly over the calls that log.
 - The writer's own thread writes the packed bytes to the store: one SQLite statement per write, during
   which SQLite has let go of the interpreter lock, so the training thread runs on while the bytes, the
   commit and any WAL checkpoint go to disk. In a loop that holds the interpreter lock, the writer's thread
@@ -37,20 +37,19 @@ from typing import Any, Final
 
 from mlop._store import Store, pack_batch
 
-__all__ = ["CHUNK_VALUES", "DEFAULT_MAX_HELD", "MIN_CHUNK_VALUES", "PACK_BUDGET", "PACK_EVERY", "Writer"]
+__all__ = ["CHUNK_VALUES", "DEFAULT_MAX_HELD", "PACK_BUDGET", "PACK_EVERY", "Writer"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between the training thread's packing turns (each due turn runs inside one ``log()`` call).
 PACK_EVERY: Final = 0.005
-#: Seconds one packing turn may spend before it leaves the rest to the next calls. Each pickle is sized to
-#: the time left at the speed the last one went, so a turn overruns this by one record's pickle at most.
+#: Seconds one packing turn may spend before it leaves the rest to the next calls. Pickles are sized to
+#: the time left at the speed of the last ones, so a turn overruns this only when a pickle runs slower
+#: than the ones before it, or by one record wider than the whole budget.
 PACK_BUDGET: Final = 0.0003
 #: The most values one pickle packs: 0.1 ms of work, and faster per value than one large pickle
 #: (measured 23 to 34 ns a value at 4,096 against 56 to 86 ns for a whole flush; see bench/README.md).
 CHUNK_VALUES: Final = 4096
-#: The fewest values worth a pickle of their own: when the turn's time left fits fewer, the turn ends.
-MIN_CHUNK_VALUES: Final = 256
 #: Seconds a value is assumed to take to pack until a pickle has been timed (the slow end of the range).
 FIRST_VALUE_COST: Final = 100e-9
 #: Bytes one write hands to SQLite, at most (unless one row is larger): the copy holds the interpreter
@@ -225,11 +224,13 @@ class Writer:
         while left > 0 and pending:
             limit = CHUNK_VALUES
             if budget is not None:
-                # As many values as the turn's time left packs at the speed of the last pickles; a few
-                # hundred at least (smaller pickles cost more per value: the turn ends instead), and
-                # one record whatever its size (a turn always moves on).
+                # As many values as the turn's time left packs at the speed of the last pickles. After
+                # the first pickle, a whole chunk or none (the next call takes the next turn): each
+                # pickle repeats its records' keys, and pickles of one or two wide records made the
+                # store a fifth larger (19.3 against 16.5 bytes a value, 1,000 keys). The first pickle
+                # of a turn holds one record at least, whatever its size: a turn always moves on.
                 limit = min(limit, int((budget - (now - start)) / self._value_cost))
-                if limit < MIN_CHUNK_VALUES and now > start:
+                if limit < CHUNK_VALUES and now > start:
                     break
             # A prefix of the list within the limit; the training thread only ever appends to it.
             count = values = 0
@@ -246,9 +247,9 @@ class Writer:
             took = _perf() - now
             now += took
             if values:
-                # Clamped: one pickle the OS preempted must not shrink the next turns to nothing.
-                cost = min(max(took / values, 5e-9), 1e-6)
-                self._value_cost += (cost - self._value_cost) / 4
+                # Slow to move and clamped: one pickle the OS preempted must not shrink the next ones.
+                cost = min(max(took / values, 5e-9), 5e-7)
+                self._value_cost += (cost - self._value_cost) / 8
             if budget is not None and now - start >= budget:
                 break
         if self._other or self._meta:
