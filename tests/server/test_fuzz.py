@@ -107,7 +107,7 @@ def test_served_document_is_the_packaged_one(http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_no_5xx(http: httpx.Client, run_id: int, method: str, path: str) -> None:
+def test_no_5xx(http: httpx.Client, run_id: int, method: str, path: str, backend: str) -> None:
     op = DOC["paths"][path][method]
     content = op.get("requestBody", {}).get("content", {})
     media, spec = next(iter(content.items())) if content else ("application/json", {})
@@ -132,7 +132,10 @@ def test_no_5xx(http: httpx.Client, run_id: int, method: str, path: str) -> None
     run_ids = st.sampled_from([run_id, run_id, 10**9]) | st.integers(0, 10**30)
     header_run = st.one_of(st.just(str(run_id)), st.text(TOKEN, max_size=5), st.just("None"))
 
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    # the routes' parsing is the same on both backends: PostgreSQL gets a third of the budget (CI time)
+    budget = EXAMPLES if backend == "sqlite" else max(1, EXAMPLES // 3)
+
+    @settings(max_examples=budget, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(
         body=bodies,
         query=query,
