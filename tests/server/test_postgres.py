@@ -317,3 +317,42 @@ def _holds_lock(cluster: PgCluster, name: str, pid: int) -> bool:
     )
     ports = {int(str(row[0])) for row in rows}
     return any(c.laddr.port in ports for c in psutil.Process(pid).net_connections(kind="tcp"))
+
+
+def test_without_the_driver_the_server_names_the_extra_to_install(pg_url: str, tmp_path: Path) -> None:
+    """psycopg is installed here, so the test hides it from the server's interpreter (``sys.modules``)."""
+    program = (
+        "import sys; sys.modules['psycopg'] = None; from mlop_server._cli import main; "
+        f"sys.exit(main(['--port', '0', '--data', {str(tmp_path / 'data')!r}]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    env.update(MLOP_SERVER_DB=pg_url, MLOP_SERVER_ADMIN_KEY=DEFAULT_TEST_KEY)
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 2
+    assert 'pip install "mlop-server[postgres]"' in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_keys_are_managed_in_the_database_with_db(pg_url: str, pg_cluster: PgCluster, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    env["PGPASSWORD"] = PASSWORD
+    bare = pg_cluster.url(pg_url.rsplit("/", 1)[1], password=None)
+    keys = [sys.executable, "-m", "mlop_server", "keys"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*keys, *args, "--db", bare], capture_output=True, text=True, env=env, timeout=60
+        )
+
+    made = cli("create", "--name", "dana")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert "dana" in cli("list").stdout
+    with ServerProcess(tmp_path, db=bare, env={"PGPASSWORD": PASSWORD}) as server:
+        headers = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{server.url}/api/projects", headers=headers).status_code == 200
+        assert cli("revoke", key[:12]).returncode == 0
+        assert httpx.get(f"{server.url}/api/projects", headers=headers).status_code == 401
+    assert not (tmp_path / "mlop-server.db").exists()

@@ -85,6 +85,7 @@ class PostgresStorage(Storage):
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._leader: AsyncConnection[Any] | None = None
+        self._leading = False
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self.target!r})"
@@ -209,24 +210,27 @@ class PostgresStorage(Storage):
         return dict(self._pool.get_stats()) if self._pool is not None else {}
 
     async def lead(self) -> bool:
-        """True when this process holds the leader lock (taking it when free): it does the periodic work."""
+        """True when this process holds the leader lock (taking it when free): it does the periodic work.
+
+        The lock is a session lock on a connection of its own, kept open: it is released when this process
+        (or its connection) goes away, and another process takes it on its next try.
+        """
         import psycopg
 
         if self._leader is not None and not self._leader.closed:
             try:
-                await self._leader.execute("SELECT 1")
-                return True
+                if self._leading:
+                    await self._leader.execute(b"SELECT 1")  # still connected: still holding it
+                    return True
+                cur = await self._leader.execute(b"SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
+                row = await cur.fetchone()
+                self._leading = bool(row and row[0])
+                return self._leading
             except psycopg.Error:
                 await self._leader.close()
-        self._leader = None
-        conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
-        row = await cur.fetchone()
-        if row and row[0]:
-            self._leader = conn
-            return True
-        await conn.close()
-        return False
+        self._leader, self._leading = None, False
+        self._leader = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        return await self.lead()
 
     # -- writes --------------------------------------------------------------------------------------------
 
