@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ServerConfig"]
@@ -50,7 +50,7 @@ class ServerConfig:
 
     data_dir: Path
     files: str | None = None
-    db: str | None = None
+    db: str | None = field(default=None, repr=False)  # its password stays out of every repr
     org: str = "local"
     public_url: str | None = None
     heartbeat_timeout: float = 150.0
