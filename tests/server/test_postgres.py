@@ -256,7 +256,8 @@ def test_strings_with_nul_characters_come_back_whole(server: ServerProcess) -> N
     backends)."""
     with client(server) as http:
         created = http.post(
-            "/api/runs/create", json={"runName": "a\u0000b\uffff", "projectName": "pg", "tags": ["t\u0000"]}
+            "/api/runs/create",
+            json={"runName": "a\u0000b\uffff", "projectName": "p\\g\\x00", "tags": ["t\u0000"]},
         )
         assert created.status_code == 200, created.text
         run_id = created.json()["runId"]
@@ -270,6 +271,7 @@ def test_strings_with_nul_characters_come_back_whole(server: ServerProcess) -> N
         run = http.get(f"/api/runs/{run_id}").json()
         logs = http.get(f"/api/runs/{run_id}/logs").json()
     assert run["name"] == "a\u0000b\uffff" and run["tags"] == ["t\u0000"]
+    assert run["project"] == "p\\g\\x00"  # backslashes are plain characters too
     assert logs[0]["message"] == "nul \u0000 here \uffff0"
 
 

@@ -163,7 +163,7 @@ async def _create(conn: AsyncConnection[Any], op: CreateRun, key: ApiKey | None)
     if key is not None and not key.may_write_project(op.project):
         raise Forbidden(f"this key may not create runs in project {op.project!r}")
     # creates in one project are taken one at a time: numbers and external ids stay unique without retries
-    await conn.execute(b"SELECT pg_advisory_xact_lock(hashtextextended(encode(%s, 'hex'), 7))", (op.project,))
+    await conn.execute(b"SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 7))", (op.project,))
     if op.external_id is not None:
         row = await _one(
             conn,
