@@ -287,3 +287,23 @@ def test_sighup_replaces_the_workers_and_refuses_no_connection(tmp_path: Path, p
             stop.set()
             asker.join(30)
         assert len(answers) > 10 and set(answers) == {200}, answers
+
+
+def test_kill_9_of_the_supervisor_ends_its_workers_and_the_server_restarts(
+    tmp_path: Path, pg_url: str
+) -> None:
+    server = ServerProcess(tmp_path / "srv", db=pg_url, extra_args=["--workers", "2"]).start()
+    try:
+        with _client(server) as c:
+            run_id = c.post("/api/runs/create", json={"runName": "r", "projectName": "p"}).json()["runId"]
+            assert _ingest(c, run_id, _lines(0, 100)).status_code == 200
+        workers = psutil.Process(server.pid).children()
+        server.kill()  # the supervisor crashes: its workers must not live on, holding the port
+        _, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, [p.pid for p in alive]
+        server.start()  # the same port, free again
+        with _client(server) as c:
+            steps = [p["step"] for p in c.get(f"/api/runs/{run_id}/metrics", params={"key": "loss"}).json()]
+            assert steps == list(range(100))
+    finally:
+        server.stop()

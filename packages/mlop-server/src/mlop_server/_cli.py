@@ -105,9 +105,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _watch_parent(server: Any) -> None:
-    """Stop ``server`` gracefully once the process that started this one is gone (a killed test run)."""
-    parent = os.getppid()
+def _watch_parent(server: Any, parent: int | None = None) -> None:
+    """Stop ``server`` gracefully once the process that started this one (``parent``: by default the
+    present parent) is gone (a killed test run, a killed supervisor)."""
+    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while not server.should_exit:
@@ -253,12 +254,15 @@ def _serve(args: argparse.Namespace) -> int:
     storage.close()  # each worker opens its own: nothing of the parent's connections crosses a fork
     from mlop_server import _prom
 
+    supervisor = os.getpid()
     own_metrics_dir = not os.environ.get(_prom.MULTIPROC_ENV)
     metrics_dir = _prom.prepare_multiprocess()  # the workers' metrics, summed by whichever is asked
     try:
         return _workers.supervise(
             workers,
-            lambda: _serve_one(args, config, _open_storage(args, config), sock, watch_parent=True),
+            lambda: _serve_one(
+                args, config, _open_storage(args, config), sock, watch_parent=True, parent=supervisor
+            ),
             exit_with_parent=args.exit_with_parent,
             on_worker_exit=_prom.worker_exited,
         )
@@ -274,6 +278,7 @@ def _serve_one(
     sock: socket.socket,
     *,
     watch_parent: bool,
+    parent: int | None = None,
 ) -> int:
     """Serve ``sock`` in this process until a signal (or the parent's end, with ``watch_parent``)."""
     import uvicorn
@@ -295,7 +300,7 @@ def _serve_one(
         )
     )
     if watch_parent:
-        _watch_parent(server)
+        _watch_parent(server, parent)  # a worker names the supervisor: it may be gone before this line
     server.run(sockets=[sock])
     return 0
 

@@ -11,6 +11,7 @@ more than one worker needs a database server: the embedded SQLite backend keeps 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
@@ -33,6 +34,7 @@ MAX_QUICK_EXITS: Final = 5
 #: Seconds the workers have to finish their requests on SIGTERM before they are killed.
 STOP_TIMEOUT_S: Final = 30.0
 POLL_S: Final = 0.1
+PR_SET_PDEATHSIG: Final = 1
 
 
 def checked_count(args: argparse.Namespace) -> int:
@@ -95,6 +97,7 @@ class Supervisor:
         return sorted(self._workers)
 
     def _spawn(self, slot: int) -> None:
+        parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -103,6 +106,7 @@ class Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                _term_with_parent(parent)
                 code = self._serve()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -214,6 +218,22 @@ class Supervisor:
         while self._workers:
             self._reap()
             time.sleep(POLL_S / 10)
+
+
+def _term_with_parent(parent: int) -> None:
+    """In a worker: get SIGTERM when the supervisor dies (Linux), and end now if it died already.
+
+    The worker also polls for its parent once serving (``_cli._watch_parent``); this covers its start too,
+    and a supervisor killed between the fork and that poll.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the poll alone watches the parent
+            logger.debug("prctl(PR_SET_PDEATHSIG) is not available")
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def _signal(pid: int, sig: int) -> None:
