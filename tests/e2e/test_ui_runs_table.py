@@ -286,3 +286,17 @@ def test_the_column_chooser_is_kept_on_the_server(page: Any, server: ServerProce
     assert mins[0] == pytest.approx(
         1.0 + 10 * 0.0001 + 3e-4, abs=1e-3
     )  # the min of trial-03's loss, its last step
+
+
+def test_a_running_runs_status_follows_in_the_table(page: Any, server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as api:
+        run_id = api.post("/api/runs/create", json={"runName": "live", "projectName": "live-table"}).json()[
+            "runId"
+        ]
+        page.evaluate("() => { delete document.body.dataset.ready; location.hash = '#/p/live-table'; }")
+        page.wait_for_selector("body[data-ready='runs']")
+        status = f"[data-testid=runs-table] tr[data-run='{run_id}'] .status"
+        assert page.get_attribute(status, "data-status") == "RUNNING"
+        api.post("/api/runs/status/update", json={"runId": run_id, "status": "COMPLETED"}).raise_for_status()
+        page.wait_for_selector(f"{status}[data-status='COMPLETED']", timeout=15_000)  # the 5 s poll
+    open_project(page)
