@@ -76,7 +76,7 @@ step = 0
 deadline = time.time() + 90
 while not os.path.exists(stop) and time.time() < deadline:
     run.log({"frame": mlop.Image(np.full((8, 8, 3), (step * 20 % 256, 90, 30), dtype=np.uint8)),
-             "train/loss": 1 / (step + 1)}, step=step)
+             "dist": mlop.Histogram(np.arange(50) + step, bins=10), "train/loss": 1 / (step + 1)}, step=step)
     step += 1
     time.sleep(0.3)
 run.finish()
@@ -428,6 +428,15 @@ def test_a_live_runs_image_appears_without_a_reload(
         )
         page.wait_for_function(
             "() => document.querySelector('.media img[data-key=frame]').naturalWidth === 8"
+        )
+        # the histograms' heat map takes new steps too
+        page.click("nav.tabs button[data-tab='histograms']")
+        page.wait_for_selector("[data-testid=histogram-heatmap]")
+        steps = int(page.get_attribute("[data-testid=histogram-heatmap]", "data-steps"))
+        page.wait_for_function(
+            "n => Number(document.querySelector('[data-testid=histogram-heatmap]').dataset.steps) >= n + 2",
+            arg=steps,
+            timeout=20_000,
         )
         assert page.evaluate("() => performance.getEntriesByType('navigation').length") == 1  # no reload
     finally:

@@ -231,7 +231,8 @@
       width, height: 220, series,
       title: entry.key,
       scales: { x: { time: view.x === "time" }, y },
-      cursor: { sync: { key: "mlop" }, drag: { x: true, y: false } },
+      // many runs: no marker per line at the cursor (the tooltip has the values; fewer elements to lay out)
+      cursor: { sync: { key: "mlop" }, drag: { x: true, y: false }, points: { show: entry.labels.length <= 4 } },
       legend: { show: false },
       axes: [{}, { size: axisSize, values: (u, vals) => vals.map(mlop.number) }],
       hooks: { setCursor: [(u) => showTip(entry, u)], drawClear: [(u) => drawBands(entry, u)] },

@@ -147,7 +147,8 @@
       const box = boxes.get(key);
       const pinned = layout.pinned.includes(key);
       const body = pinned ? pinnedBody : sections.get(mlop.groupOf(key)).body;
-      const after = [...body.children].find((b) => (pinned
+      const last = body.lastElementChild;
+      const after = !pinned && (!last || last.dataset.key < key) ? null : [...body.children].find((b) => (pinned
         ? layout.pinned.indexOf(b.dataset.key) > layout.pinned.indexOf(key)
         : b.dataset.key > key));
       body.insertBefore(box, after || null);

@@ -267,11 +267,12 @@
       box.replaceChildren(type === "HISTOGRAM" ? histogram(row.data) : type === "TABLE" ? table(row.data) : mlop.el("pre", {}, row.data));
     };
     slider.addEventListener("input", draw);
+    // The rows logged since the last look (all of them the first time).
     return async function refresh() {
-      const fresh = await mlop.api(`/api/runs/${run.id}/data?key=${mlop.q(key)}`);
-      if (fresh.length === rows.length && rows.length) return;
+      const fresh = await mlop.api(`/api/runs/${run.id}/data?key=${mlop.q(key)}&offset=${rows.length}`);
+      if (!fresh.length && rows.length) return;
       const atEnd = Number(slider.value) >= rows.length - 1;
-      rows = fresh;
+      rows = rows.concat(fresh);
       slider.max = String(Math.max(0, rows.length - 1));
       if (atEnd) slider.value = slider.max;
       draw();
