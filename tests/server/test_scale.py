@@ -7,6 +7,7 @@ PostgreSQL cluster (tests/pgcluster.py), a real mlop client run in its own proce
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,8 +20,12 @@ from typing import Any
 import httpx
 import orjson
 import psutil
+import pytest
 
 from mlop_server.testing import ServerProcess
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from pgcluster import NOT_FOUND, PASSWORD, PgCluster, find_bindir
 
 T0 = 1_795_870_984_866
 
@@ -189,41 +194,58 @@ def test_kill_9_of_a_worker_during_ingest_loses_nothing(tmp_path: Path, pg_url: 
             assert all(p["value"] == p["step"] * scale for p in points)
 
 
-def test_ready_answers_503_while_the_database_refuses_and_200_after(
-    tmp_path: Path, pg_url: str, pg_cluster: Any
-) -> None:
-    name = pg_url.rsplit("/", 1)[1]
-    with ServerProcess(tmp_path / "srv", db=pg_url) as server:
-        answer = httpx.get(f"{server.url}/ready", timeout=10)
-        assert answer.status_code == 200 and answer.json()["database"] == "ok"
-        # The database goes away for this server: no new connection is accepted, and its open ones are cut
-        # (stopping the session's shared cluster would take every other test's database with it).
-        pg_cluster.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        pg_cluster.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
-        try:
-            answer = httpx.get(f"{server.url}/ready", timeout=30)
-            assert answer.status_code == 503
-            assert answer.json()["status"] == "unavailable" and answer.json()["database"] == "unreachable"
-            assert "pg-test-password" not in answer.text
-            assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200  # alive all the same
-        finally:
-            pg_cluster.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        deadline = time.monotonic() + 30
-        while (answer := httpx.get(f"{server.url}/ready", timeout=30)).status_code != 200:
-            assert time.monotonic() < deadline, answer.text
-            time.sleep(0.2)
-        assert answer.json()["status"] == "ready"
-        assert answer.json()["schema"] == answer.json()["expected"]
+def _postgres_down(cluster: PgCluster) -> list[str]:
+    """Stop ``cluster``'s server (fast: every connection cut) and return the options to start it again."""
+    saved = shlex.split((cluster.data / "postmaster.opts").read_text())[1:]  # as it was started
+    options = [arg for i, arg in enumerate(saved) if arg != "-D" and (i == 0 or saved[i - 1] != "-D")]
+    cluster._run("pg_ctl", "-D", str(cluster.data), "-m", "fast", "-w", "stop")
+    return options
 
-        # A newer server migrated the database past this one's code: not ready, naming both versions.
-        pg_cluster.execute("INSERT INTO schema_version VALUES (999, 'from the future', now())", name)
-        answer = httpx.get(f"{server.url}/ready", timeout=30)
-        assert answer.status_code == 503 and answer.json()["schema"] == 999
-        assert (
-            "999" in answer.json()["message"] and str(answer.json()["expected"]) in answer.json()["message"]
-        )
-        pg_cluster.execute("DELETE FROM schema_version WHERE version = 999", name)
-        assert httpx.get(f"{server.url}/ready", timeout=30).status_code == 200
+
+def _postgres_up(cluster: PgCluster, options: list[str]) -> None:
+    log = str(cluster.root / "server.log")
+    cluster._run("pg_ctl", "-D", str(cluster.data), "-l", log, "-o", shlex.join(options), "-w", "start")
+
+
+def test_ready_answers_503_while_the_database_is_down_and_200_once_it_is_back(tmp_path: Path) -> None:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip(NOT_FOUND)
+    # A cluster of its own: stopping the session's cluster would take every other test's database with it.
+    with PgCluster(bindir) as cluster:
+        url = cluster.create_database()
+        name = url.rsplit("/", 1)[1]
+        with ServerProcess(tmp_path / "srv", db=url) as server:
+            answer = httpx.get(f"{server.url}/ready", timeout=10)
+            assert answer.status_code == 200 and answer.json()["database"] == "ok"
+            assert answer.json()["schema"] == answer.json()["expected"]
+
+            options = _postgres_down(cluster)
+            answer = httpx.get(f"{server.url}/ready", timeout=30)
+            assert answer.status_code == 503 and answer.headers["Retry-After"]
+            assert answer.json()["status"] == "unavailable" and answer.json()["database"] == "unreachable"
+            assert PASSWORD not in answer.text
+            assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200  # alive all the same
+
+            _postgres_up(cluster, options)
+            deadline = time.monotonic() + 30
+            while (answer := httpx.get(f"{server.url}/ready", timeout=30)).status_code != 200:
+                assert time.monotonic() < deadline, answer.text
+                time.sleep(0.2)
+            assert answer.json()["status"] == "ready"
+            with _client(server) as c:  # and it serves again
+                assert (
+                    c.post("/api/runs/create", json={"runName": "r", "projectName": "p"}).status_code == 200
+                )
+
+            # A newer server migrated the database past this one's code: not ready, naming both versions.
+            cluster.execute("INSERT INTO schema_version VALUES (999, 'from the future', now())", name)
+            answer = httpx.get(f"{server.url}/ready", timeout=30)
+            assert answer.status_code == 503 and answer.json()["schema"] == 999
+            message = answer.json()["message"]
+            assert "999" in message and str(answer.json()["expected"]) in message
+            cluster.execute("DELETE FROM schema_version WHERE version = 999", name)
+            assert httpx.get(f"{server.url}/ready", timeout=30).status_code == 200
 
 
 def test_ready_on_sqlite_and_workers_refused_there(tmp_path: Path) -> None:
@@ -237,21 +259,6 @@ def test_ready_on_sqlite_and_workers_refused_there(tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert "--workers 2 needs PostgreSQL" in refused.stderr
     assert not (tmp_path / "x").exists()  # refused before anything was created
-
-
-def test_workers_stop_together_on_sigterm(tmp_path: Path, pg_url: str) -> None:
-    server = ServerProcess(tmp_path / "srv", db=pg_url, extra_args=["--workers", "2"]).start()
-    workers = psutil.Process(server.pid).children()
-    assert len(workers) == 2
-    with _client(server) as c:  # the workers' metrics are one set, whichever worker answers
-        for _ in range(6):
-            assert c.get("/api/projects").status_code == 200
-        prom = c.get("/metrics-prom")
-        assert prom.status_code == 200 and "/api/projects" in prom.text
-    os.kill(server.pid, signal.SIGTERM)
-    gone, alive = psutil.wait_procs([psutil.Process(server.pid), *workers], timeout=30)
-    server.kill()
-    assert not alive and len(gone) == 3
 
 
 def test_sighup_replaces_the_workers_and_refuses_no_connection(tmp_path: Path, pg_url: str) -> None:
@@ -286,10 +293,10 @@ def test_sighup_replaces_the_workers_and_refuses_no_connection(tmp_path: Path, p
         finally:
             stop.set()
             asker.join(30)
-        assert len(answers) > 10 and set(answers) == {200}, answers
+        assert len(answers) >= 3 and set(answers) == {200}, answers
 
 
-def test_kill_9_of_the_supervisor_ends_its_workers_and_the_server_restarts(
+def test_kill_9_of_the_supervisor_ends_its_workers_the_server_restarts_and_sigterm_stops_all(
     tmp_path: Path, pg_url: str
 ) -> None:
     server = ServerProcess(tmp_path / "srv", db=pg_url, extra_args=["--workers", "2"]).start()
@@ -305,5 +312,15 @@ def test_kill_9_of_the_supervisor_ends_its_workers_and_the_server_restarts(
         with _client(server) as c:
             steps = [p["step"] for p in c.get(f"/api/runs/{run_id}/metrics", params={"key": "loss"}).json()]
             assert steps == list(range(100))
+            for _ in range(6):  # the workers' metrics are one set, whichever worker answers
+                assert c.get("/api/projects").status_code == 200
+            prom = c.get("/metrics-prom")
+            assert prom.status_code == 200 and "/api/projects" in prom.text
+        # SIGTERM: every worker ends with the supervisor.
+        workers = psutil.Process(server.pid).children()
+        assert len(workers) == 2
+        os.kill(server.pid, signal.SIGTERM)
+        gone, alive = psutil.wait_procs([psutil.Process(server.pid), *workers], timeout=30)
+        assert not alive and len(gone) == 3
     finally:
-        server.stop()
+        server.kill()
