@@ -109,6 +109,11 @@ class PgCluster:
         )
         return self
 
+    def restart(self) -> None:
+        """Restart the server (fast shutdown: every connection is closed), on the same port."""
+        log = str(self.root / "server.log")
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-m", "fast", "-w", "restart")
+
     def stop(self) -> None:
         """Stop the server (immediate) and remove its folder."""
         if (self.data / "postmaster.pid").exists():

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import psutil
 import pytest
-from pgcluster import PASSWORD, PgCluster
+from pgcluster import PASSWORD, PgCluster, find_bindir
 
 from mlop_server._pg_schema import MIGRATIONS, SCHEMA_VERSION
 from mlop_server.testing import DEFAULT_TEST_KEY, ServerProcess
@@ -358,3 +358,21 @@ def test_keys_are_managed_in_the_database_with_db(pg_url: str, pg_cluster: PgClu
         assert cli("revoke", key[:12]).returncode == 0
         assert httpx.get(f"{server.url}/api/projects", headers=headers).status_code == 401
     assert not (tmp_path / "mlop-server.db").exists()
+
+
+def test_a_restart_of_postgresql_is_ridden_out(tmp_path: Path) -> None:
+    """A cluster of its own (the session's is shared), restarted under a running server: it connects again."""
+    bindir = find_bindir()
+    assert bindir is not None  # the session's cluster started, so PostgreSQL is installed
+    with (
+        PgCluster(bindir) as cluster,
+        ServerProcess(tmp_path, db=cluster.create_database()) as server,
+        client(server) as http,
+    ):
+        run_id = http.post("/api/runs/create", json={"runName": "r", "projectName": "pg"}).json()["runId"]
+        cluster.restart()
+        line = orjson.dumps({"step": 1, "time": 2, "data": {"x": 1.0}}) + b"\n"
+        headers = {"Content-Type": "application/x-ndjson", "X-Run-Id": str(run_id)}
+        assert http.post("/ingest/metrics", content=line, headers=headers).status_code == 200
+        assert http.get(f"/api/runs/{run_id}/metrics", params={"key": "x"}).json()[0]["value"] == 1.0
+        assert http.get("/api/projects").status_code == 200

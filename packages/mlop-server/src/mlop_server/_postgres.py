@@ -93,9 +93,22 @@ class PostgresStorage(Storage):
     # -- keys and metadata ---------------------------------------------------------------------------------
 
     def _sync(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """One statement on the keys' connection, connected again once when the database dropped it (a
+        restart of PostgreSQL)."""
+        import psycopg
+
         with self._lock:
-            cur = self._conn.execute(sql.encode(), params, binary=True)
-            return cur.fetchall() if cur.description else []
+            for attempt in (1, 2):
+                try:
+                    cur = self._conn.execute(sql.encode(), params, binary=True)
+                    return cur.fetchall() if cur.description else []
+                except psycopg.OperationalError:
+                    if attempt == 2 or not self._conn.broken:
+                        raise
+                    logger.warning("the database connection was lost; connecting again")
+                    self._conn.close()
+                    self._conn = connect(self._url)
+        raise AssertionError("unreachable")
 
     def find_key(self, key_hash: str) -> ApiKey | None:
         rows = self._sync(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = %s", (key_hash,))
@@ -235,14 +248,17 @@ class PostgresStorage(Storage):
     # -- writes --------------------------------------------------------------------------------------------
 
     async def _transaction(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Run ``fn`` in one transaction, again after a deadlock or serialization failure."""
+        """Run ``fn`` in one transaction, again after a deadlock or a serialization failure, and on another
+        connection when the database had dropped this one before the transaction began (nothing was sent)."""
         import psycopg
         from psycopg_pool import PoolTimeout, TooManyRequests
 
         pool = await self._open_pool()
         for attempt in range(RETRIES + 1):
+            began = False
             try:
                 async with pool.connection() as conn, conn.transaction():
+                    began = True
                     return await fn(conn)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == RETRIES:
@@ -250,17 +266,33 @@ class PostgresStorage(Storage):
                 await asyncio.sleep(0.01 * (attempt + 1))
             except (TooManyRequests, PoolTimeout):
                 raise Unavailable("the server is behind on writes; retry later") from None
+            except psycopg.OperationalError:
+                if began or attempt == RETRIES:
+                    raise  # it may have been applied: the client's retry (with its idempotency key) decides
+                logger.warning("a pooled connection was lost (the database restarted?); writing on another")
+                await pool.check()  # drops the pool's other dropped connections at once
         raise AssertionError("unreachable")
 
     async def _read(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run a read on a pooled connection; once more on another when the database dropped that one."""
+        import psycopg
         from psycopg_pool import PoolTimeout, TooManyRequests
 
         pool = await self._open_pool()
-        try:
-            async with pool.connection() as conn:
-                return await fn(conn)
-        except (TooManyRequests, PoolTimeout):
-            raise Unavailable("the server is busy; retry later") from None
+        for attempt in (1, 2):
+            used: AsyncConnection[Any] | None = None
+            try:
+                async with pool.connection() as conn:
+                    used = conn
+                    return await fn(conn)
+            except (TooManyRequests, PoolTimeout):
+                raise Unavailable("the server is busy; retry later") from None
+            except psycopg.OperationalError:
+                if attempt == 2 or used is None or not used.broken:
+                    raise
+                logger.warning("a pooled connection was lost (the database restarted?); reading again")
+                await pool.check()
+        raise AssertionError("unreachable")
 
     async def apply(
         self, op: Op, idempotency: tuple[str, str] | None = None, key: ApiKey | None = None
