@@ -1,5 +1,7 @@
-"""The dashboard's login: ``POST /ui/session`` trades a key for a session cookie, ``POST /ui/logout`` ends it,
-``GET /ui/session`` says who is logged in. What the cookie is and why it is safe: :mod:`mlop_server._session`.
+"""The dashboard's login: a key traded for a session cookie, the logout, and who is logged in.
+
+``POST /ui/session`` trades a key for a session cookie, ``POST /ui/logout`` ends it, ``GET /ui/session`` says
+who is logged in. What the cookie is and why it is safe: :mod:`mlop_server._session`.
 """
 
 from __future__ import annotations
