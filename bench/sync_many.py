@@ -13,6 +13,11 @@ Prints one JSON document; bench/README.md ("Sync of many runs (issue 22)") holds
   on another fresh server, in the same session: the ratio of the two is the figure to trust on a loaded
   machine. ``--new TREE`` likewise for the new code (default: the installed checkout).
 - ``--ui``: ``mlop ui --no-browser`` on the same folder: seconds until every run is on its server, finished.
+- ``--h2 DIR``: HTTP/2 against HTTP/1.1 over TLS. ``mlop server`` is uvicorn, which speaks HTTP/1.1 only, so
+  a TLS reverse proxy served by hypercorn (installed in ``DIR``: ``pip install --target DIR hypercorn``;
+  not a dependency of the project) stands in front of it, offering first ``h2`` then only ``http/1.1``
+  by ALPN; the new code's ``mlop sync --host https://...`` goes through it each time. The proxy costs the
+  same CPU both ways, so the two are comparable with each other (not with plain http).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -173,16 +179,138 @@ def bench_ui(root: Path, count: int, src: str | None) -> dict[str, Any]:
                     break
                 time.sleep(0.2)
         wall = time.perf_counter() - start
+        if done < count:
+            wall = float("nan")  # not all there within the limit
         arrived = check(url, key, count)
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # the old `mlop ui` finishes its whole sync before it stops
+            proc.kill()
+            proc.wait()
     return {
         "code": src or "this checkout",
         "wall_s": round(wall, 2),
         "runs_per_s": round(count / wall, 1),
         "arrived": arrived,
     }
+
+
+_PROXY = """
+import asyncio, sys
+import httpx
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+target, port, cert, key, alpn, seen = sys.argv[1:7]
+client = httpx.AsyncClient(base_url=target, timeout=60, limits=httpx.Limits(max_connections=32))
+versions = set()
+SKIP = (b"host", b"content-length", b"connection", b"transfer-encoding", b"content-encoding", b"keep-alive")
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["http_version"] not in versions:
+        versions.add(scope["http_version"])
+        with open(seen, "a") as out:
+            out.write(scope["http_version"] + "\\n")
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    path = scope["raw_path"] + (b"?" + scope["query_string"] if scope["query_string"] else b"")
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in SKIP]
+    answer = await client.request(scope["method"], path.decode(), content=body, headers=headers)
+    out = [(k, v) for k, v in answer.headers.raw if k.lower() not in SKIP]
+    out.append((b"content-length", str(len(answer.content)).encode()))
+    await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
+    await send({"type": "http.response.body", "body": answer.content})
+
+
+config = Config()
+config.bind = [f"127.0.0.1:{port}"]
+config.certfile, config.keyfile = cert, key
+config.alpn_protocols = alpn.split(",")
+config.loglevel = "WARNING"
+asyncio.run(serve(app, config))
+"""
+
+
+def _problems(stderr: str) -> list[str]:
+    """What ``mlop sync`` said besides runs sent and retries that worked."""
+    quiet = (": sent", "answers again", "not answering")
+    return [line for line in stderr.splitlines() if not any(q in line for q in quiet)][-12:]
+
+
+def bench_h2(root: Path, count: int, src: str | None, hypercorn: str) -> list[dict[str, Any]]:
+    """``mlop sync`` over TLS through a hypercorn proxy: HTTP/2 offered, then HTTP/1.1 only."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="sync-many-h2-") as tmp:
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        openssl = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        openssl += ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"]
+        subprocess.run(
+            [*openssl, "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True,
+            capture_output=True,
+        )
+        for alpn in ("h2,http/1.1", "http/1.1")[: 1 if os.environ.get("SYNC_MANY_H2_ONLY") else 2]:
+            tag = "h2" if "h2" in alpn else "h1"
+            copy = Path(tmp) / f"runs-{tag}"
+            shutil.copytree(root, copy, symlinks=True)
+            with ServerProcess(Path(tmp) / f"server-{tag}") as server:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    port = probe.getsockname()[1]
+                seen = Path(tmp) / f"seen-{tag}"
+                env = {**os.environ, "PYTHONPATH": hypercorn}
+                args = [server.url, str(port), str(cert), str(key), alpn, str(seen)]
+                proxy = subprocess.Popen([sys.executable, "-c", _PROXY, *args], env=env)
+                try:
+                    url = f"https://127.0.0.1:{port}"
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        try:
+                            httpx.get(url + "/health", verify=str(cert), timeout=2)
+                            break
+                        except httpx.TransportError:
+                            time.sleep(0.2)
+                    env = _env(server, Path(tmp) / "cfg", src)
+                    env.update(MLOP_HOST=url, SSL_CERT_FILE=str(cert))
+                    cmd = [sys.executable, "-m", "mlop.cli", "sync", "--dir", str(copy), "--host", url]
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    start = time.perf_counter()
+                    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                    wall = time.perf_counter() - start
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    arrived = check(server.url, server.key, count)
+                finally:
+                    proxy.terminate()
+                    proxy.wait(30)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            out.append(
+                {
+                    "alpn_offered": alpn,
+                    "protocols_seen": seen.read_text().split() if seen.exists() else [],
+                    "exit_code": done.returncode,
+                    "stderr_problems": _problems(done.stderr),
+                    "wall_s": round(wall, 2),
+                    "runs_per_s": round(count / wall, 1),
+                    "sync_cpu_s": round(cpu, 2),
+                    "arrived": arrived,
+                }
+            )
+    return out
 
 
 def main() -> None:
@@ -193,6 +321,7 @@ def main() -> None:
     parser.add_argument("--ui", action="store_true", help="also time `mlop ui` bringing the runs up")
     parser.add_argument("--profile", default=None, help="cProfile the new code's `mlop sync` into FILE")
     parser.add_argument("--jobs", type=int, nargs="*", default=[], help="the new code's --jobs (each)")
+    parser.add_argument("--h2", default=None, metavar="DIR", help="hypercorn installed here: HTTP/2 vs 1.1")
     parser.add_argument("--keep", default=None, help="make the runs here (or reuse those made before)")
     args = parser.parse_args()
     report: dict[str, Any] = {"load_average_before": os.getloadavg(), "cpus": os.cpu_count()}
@@ -200,20 +329,25 @@ def main() -> None:
     try:
         if not (root / ".mlop" / PROJECT).is_dir():
             report["make_runs_s"] = round(make_runs(root, args.runs), 1)
-        results = []
-        if args.old:
-            results.append(bench_sync(root, args.runs, args.old, None))
-        for jobs in args.jobs or [None]:
-            results.append(bench_sync(root, args.runs, args.new, args.profile, jobs))
+        results: list[dict[str, Any]] = []
         report["sync"] = results
+
+        def note(what: dict[str, Any]) -> dict[str, Any]:
+            print(json.dumps(what), file=sys.stderr, flush=True)  # each figure as it comes
+            return what
+
         if args.old:
-            report["after_over_before_wall"] = round(results[1]["wall_s"] / results[0]["wall_s"], 3)
+            results.append(note(bench_sync(root, args.runs, args.old, None)))
+        for jobs in args.jobs or [None]:
+            results.append(note(bench_sync(root, args.runs, args.new, args.profile, jobs)))
+        if args.old:
+            report["after_over_before_wall"] = round(results[-1]["wall_s"] / results[0]["wall_s"], 3)
+        if args.h2:
+            report["h2"] = [note(one) for one in bench_h2(root, args.runs, args.new, args.h2)]
         if args.ui:
-            uis = []
+            report["ui"] = [note(bench_ui(root, args.runs, args.new))]
             if args.old:
-                uis.append(bench_ui(root, args.runs, args.old))
-            uis.append(bench_ui(root, args.runs, args.new))
-            report["ui"] = uis
+                report["ui"].append(note(bench_ui(root, args.runs, args.old)))
         report["load_average_after"] = os.getloadavg()
     finally:
         if not args.keep:
