@@ -66,9 +66,10 @@ class PgCluster:
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
         self.port = 0
-        self.root = Path(tempfile.mkdtemp(prefix="mlop-pg-"))
-        self.data = self.root / "data"
         self._as_root = os.geteuid() == 0
+        # as root, under /tmp: a TMPDIR inside root's home would be closed to the cluster's user
+        self.root = Path(tempfile.mkdtemp(prefix="mlop-pg-", dir="/tmp" if self._as_root else None))
+        self.data = self.root / "data"
         self._names = itertools.count(1)
         self._prefix = f"t{os.getpid()}_"
 
