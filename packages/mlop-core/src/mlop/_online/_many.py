@@ -5,9 +5,9 @@ records, heartbeats, the other streams before the final status. A run that has e
 on disk, so :func:`send_once` reads each stream to its end in turn, in the calling thread, with no wait,
 through the live uploader's own streams and bookkeeping (acknowledgements, in-flight marks, idempotency
 keys): what one of them sent, the other never sends again. Many runs go at once on a bounded thread
-pool (:class:`Pool`) whose requests share one httpx client: one HTTP/2 connection to a server that offers it
-over TLS, a small pool of keep-alive HTTP/1.1 connections to one that does not (``mlop server`` is uvicorn,
-HTTP/1.1).
+pool (:class:`Pool`) whose requests share one httpx client: a small pool of keep-alive HTTP/1.1
+connections (``mlop server`` is uvicorn, HTTP/1.1 only; over TLS too, HTTP/1.1: see :func:`shared_client`
+for why not HTTP/2).
 """
 
 from __future__ import annotations
@@ -55,8 +55,15 @@ T = TypeVar("T")
 def shared_client(
     options: Options, concurrency: int, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
-    """One client for every run in flight: HTTP/2 (one connection) over TLS where the server offers it,
-    else as many keep-alive HTTP/1.1 connections as runs, through the lean transport where that can be."""
+    """One client for every run in flight: as many keep-alive HTTP/1.1 connections as runs, through the
+    lean transport where that can be.
+
+    Not HTTP/2, even over TLS: httpx's synchronous HTTP/2 connection is not safe to share between threads
+    (encode/httpx#3566: its HPACK tables and stream maps are changed without a lock), and every run in
+    flight, and a run's file uploads, are threads. Measured here through an HTTP/2 proxy: runs lost to
+    "deque mutated during iteration" and frames the proxy could not parse (bench/README.md, "Sync of many
+    runs (issue 22)").
+    """
     if transport is None and all(usable(url, options.proxy) for url in options.urls.values() if url):
         transport = KeepAliveTransport(concurrency)
     return new_client(
@@ -66,6 +73,7 @@ def shared_client(
         timeout=options.timeout,
         transport=transport,
         connections=max(1, concurrency),
+        http2=False,
     )
 
 

@@ -113,11 +113,13 @@ def new_client(
     timeout: float = 30.0,
     transport: httpx.BaseTransport | None = None,
     connections: int = 32,
+    http2: bool = True,
 ) -> httpx.Client:
     """The httpx client of a server: HTTP/2 over TLS (one connection, many requests at once) where the
-    server offers it, else a pool of keep-alive HTTP/1.1 connections (plain ``http://``: uvicorn, say)."""
+    server offers it and ``http2`` allows, else a pool of keep-alive HTTP/1.1 connections (plain
+    ``http://``: uvicorn, say)."""
     return httpx.Client(
-        http2=transport is None and api_url.startswith("https://"),
+        http2=http2 and transport is None and api_url.startswith("https://"),
         verify=verify,
         proxy=proxy,
         transport=transport,
