@@ -11,6 +11,7 @@ given) and, for the spike, from the canvas's pixels.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -448,3 +449,65 @@ def test_a_live_runs_image_appears_without_a_reload(
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate(timeout=30)
+
+
+OFFLINE = """
+run = mlop.init(project="local", name="offline", dir=sys.argv[1], mode="offline")
+for step in range(10):
+    run.log({"train/loss": 1.0 / (step + 1), "val/acc": step / 10}, step=step)
+run.finish()
+"""
+
+
+def test_mlop_ui_keeps_the_layout_in_its_data_folder(browser: Any, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    env["MLOP_DISABLE_SYSTEM_METRICS"] = "1"
+    script = tmp_path / "train.py"
+    script.write_text("import mlop, sys\n" + textwrap.dedent(OFFLINE))
+    subprocess.run([sys.executable, str(script), str(tmp_path / "runs")], env=env, timeout=120, check=True)
+    for launch in ("first", "second"):  # two `mlop ui` processes, one data folder
+        cmd = [sys.executable, "-m", "mlop.cli", "ui", "--dir", str(tmp_path / "runs"), "--data"]
+        ui = subprocess.Popen(
+            [*cmd, str(tmp_path / "ui-data"), "--no-browser", "--interval", "0.5"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            assert ui.stdout is not None
+            url = ""
+            while "#key=" not in url:
+                url = ui.stdout.readline()
+                assert url or ui.poll() is None, "mlop ui printed no URL"
+            base, key = url.strip().split("/ui/#key=")
+            with httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+            ) as ui_api:
+                deadline = time.monotonic() + 60
+                while not ui_api.get("/api/runs", params={"project": "local"}).json():
+                    assert time.monotonic() < deadline, "mlop ui sent no run"
+                    time.sleep(0.2)
+                (run,) = ui_api.get("/api/runs", params={"project": "local"}).json()
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            page.goto(url.strip())
+            page.wait_for_selector("body[data-ready]", state="attached")
+            open_hash(page, f"#/run/{run['id']}/charts", "run-charts")
+            if launch == "first":
+                assert [g[:2] for g in groups(page)] == [["train", "false"], ["val", "false"]]
+                page.click("[data-group='train'] [data-action='toggle']")
+                page.wait_for_selector("#layout-note:text('layout saved')")
+            else:
+                assert [g[:2] for g in groups(page)] == [["train", "true"], ["val", "false"]]
+        finally:
+            context.close()
+            ui.send_signal(signal.SIGINT)
+            try:
+                ui.wait(30)
+            finally:
+                if ui.poll() is None:
+                    ui.kill()
+                    ui.wait()
+                if ui.stdout is not None:
+                    ui.stdout.close()
