@@ -495,6 +495,7 @@ ROUTES = [
     ("GET", "/api/runs/groups?project=p&by=status"),
     ("GET", "/api/runs/values?project=p"),
     ("GET", "/api/runs/correlation?project=p&metric=loss"),
+    ("GET", "/api/runs/many?id=1"),
     ("GET", "/api/projects/settings?project=p&name=layout"),
     ("PUT", "/api/projects/settings?project=p&name=layout"),
     ("GET", "/openapi.json"),

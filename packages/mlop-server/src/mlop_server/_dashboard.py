@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from starlette.requests import Request
@@ -34,6 +34,8 @@ STATIC_DIR: Final = Path(__file__).parent / "_ui" / "static"
 MAX_LAST_KEYS: Final = 20
 #: The most series one ``/series`` request may ask for.
 MAX_SERIES_KEYS: Final = 100
+#: The most runs one ``/api/runs/many`` request may ask for.
+MAX_MANY_RUNS: Final = 100
 #: The largest ``max_points`` of a ``/series`` request.
 MAX_SERIES_POINTS: Final = 100_000
 
@@ -62,7 +64,8 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
     ``GET /api/projects`` lists the projects; ``GET /api/runs/last?project=P&key=K…`` gives the last logged
     value of each key in each run of the project (the runs table's metric columns);
     ``GET /api/runs/{runId}/series?key=K…&max_points=N`` gives several downsampled metric series at once, as
-    columns (the charts of a run page: one request for many keys, read in parallel).
+    columns (the charts of a run page: one request for many keys, read in parallel); ``GET
+    /api/runs/many?id=…`` several runs with their keys (the compare page: one request, not two per run).
     """
 
     cache = SeriesCache()  # /series answers of runs at rest (_series)
@@ -116,6 +119,21 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
         parts = [orjson.dumps(k) + b":" + a for k, a in zip(keys, answers, strict=True) if a is not None]
         return Response(b"{" + b",".join(parts) + b"}", media_type="application/json")
 
+    async def many(request: Request) -> Response:
+        asker = ctx.authenticate(request)
+        raw = request.query_params.getlist("id")
+        if not raw or len(raw) > MAX_MANY_RUNS or not all(r.isdigit() and len(r) <= 18 for r in raw):
+            raise BadRequest(f"give 1 to {MAX_MANY_RUNS} run ids", field="id")
+
+        async def one(run_id: int) -> dict[str, Any] | None:
+            run = await ctx.storage.get_run(run_id)
+            if run is None or not asker.may_read(run["owner"]):
+                return None
+            return {**run, "keys": await ctx.storage.log_names(run_id)}
+
+        found = await asyncio.gather(*(one(run_id) for run_id in dict.fromkeys(int(r) for r in raw)))
+        return json_response([run for run in found if run is not None])
+
     return [
         *login_routes(ctx),  # the dashboard's login: a key once, then a session cookie
         Route("/", root, methods=["GET"]),
@@ -125,5 +143,6 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
         Route("/api/projects", guarded(projects), methods=["GET"]),
         Route("/api/runs/last", guarded(last), methods=["GET"]),
         Route("/api/runs/{run_id:int}/series", guarded(series), methods=["GET"]),
+        Route("/api/runs/many", guarded(many), methods=["GET"]),
         *runs_routes(ctx),
     ]

@@ -421,12 +421,21 @@ def openapi_document() -> dict[str, Any]:
         "/api/runs/{runId}/series": {
             "get": _op(
                 "Several metric series at once, each downsampled to max_points (min and max per bucket), as "
-                "columns: {key: {steps, times, values}}; unknown keys are left out",
+                "columns: {key: {steps, times, values}}, a downsampled one with total (its length) and lo, "
+                "hi (each point's bucket's lowest and highest value); unknown keys are left out",
                 params=[
                     _path("runId"),
                     _query("key", True, {"type": "array", "items": _STR, "maxItems": 100}),
                     _query("max_points", False, {"type": "integer", "minimum": 2, "maximum": 100000}),
                 ],
+            )
+        },
+        "/api/runs/many": {
+            "get": _op(
+                "Several runs at once, each with its keys ([{name, type}]): the compare page; runs that do "
+                "not exist or that the key may not read are left out",
+                params=[_query("id", True, {"type": "array", "items": _RUN_ID, "maxItems": 100})],
+                answer={"type": "array", "items": {"type": "object"}},
             )
         },
         "/api/projects/settings": {

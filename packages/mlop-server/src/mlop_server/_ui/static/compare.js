@@ -12,11 +12,14 @@
   const pointsPerLine = (runs) => (runs >= 5 ? 190 : mlop.MAX_POINTS);
 
   mlop.comparePage = async function (main, ids) {
-    const runsAnswer = Promise.all(ids.map((id) => mlop.api(`/api/runs/${id}`)));
-    const keysAnswer = Promise.all(ids.map((id) => mlop.api(`/api/runs/${id}/keys`)));
-    const layoutAnswer = runsAnswer.then((found) => mlop.loadLayout(found[0].project));
-    const [runs, keyLists, layout] = await Promise.all([runsAnswer, keysAnswer, layoutAnswer]);
+    // The runs and their keys in one read (runs that are gone, or not the key's, are left out).
+    const found = await mlop.api(`/api/runs/many?${ids.map((id) => "id=" + id).join("&")}`);
+    if (!found.length) throw new Error("none of these runs exists (or the key may not read them)");
+    const runs = found.map(({ keys, ...run }) => run);
+    const keyLists = found.map((run) => run.keys);
+    ids = runs.map((run) => run.id);
     const project = runs[0].project;
+    const layout = await mlop.loadLayout(project);
     mlop.crumbs(mlop.el("a", { href: "#/p/" + mlop.q(project) }, project), "compare");
     const has = keyLists.map((keys) => new Set(keys.filter((k) => k.type === "METRIC").map((k) => k.name)));
     const names = [...new Set(has.flatMap((s) => [...s]))].sort();
