@@ -18,7 +18,7 @@ import pytest
 
 from mlop_server.testing import ServerProcess
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.append(str(Path(__file__).parents[1]))  # tests/pgcluster.py
 from pgcluster import PgCluster, pg_cluster, pg_url
 
 __all__ = ["pg_cluster", "pg_url"]
