@@ -141,10 +141,12 @@ async def series_id(conn: AsyncConnection[Any], run_id: int, name: str, kind: st
 
 
 async def last_step(conn: AsyncConnection[Any], run_id: int) -> int | None:
-    """The highest step the run holds (metrics, data, files), or None when it holds none."""
+    """The highest step the run holds (metrics, data, files), or None when it holds none. Metrics: one
+    backward index probe per key, not a scan of the run's points."""
     row = await _one(
         conn,
-        "SELECT GREATEST((SELECT MAX(step) FROM metrics WHERE run_id = %s), "
+        "SELECT GREATEST((SELECT MAX(m.step) FROM series s CROSS JOIN LATERAL (SELECT step FROM metrics "
+        "WHERE run_id = s.run_id AND series_id = s.id ORDER BY step DESC LIMIT 1) m WHERE s.run_id = %s), "
         "(SELECT MAX(step) FROM data_points WHERE run_id = %s), "
         "(SELECT MAX(step) FROM files WHERE run_id = %s))",
         (run_id, run_id, run_id),
