@@ -113,11 +113,14 @@ def new_client(
     timeout: float = 30.0,
     transport: httpx.BaseTransport | None = None,
     connections: int = 32,
-    http2: bool = True,
+    http2: bool = False,
 ) -> httpx.Client:
-    """The httpx client of a server: HTTP/2 over TLS (one connection, many requests at once) where the
-    server offers it and ``http2`` allows, else a pool of keep-alive HTTP/1.1 connections (plain
-    ``http://``: uvicorn, say)."""
+    """The httpx client of a server: a pool of keep-alive HTTP/1.1 connections.
+
+    HTTP/2 (over TLS, needs the ``h2`` package) only when ``http2`` asks for it: the uploader's threads share
+    one client, and httpx's synchronous HTTP/2 connection is not safe to share between threads (requests fail
+    with errors such as "deque mutated during iteration", encode/httpx#3566).
+    """
     return httpx.Client(
         http2=http2 and transport is None and api_url.startswith("https://"),
         verify=verify,
