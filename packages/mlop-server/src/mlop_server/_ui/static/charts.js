@@ -119,23 +119,39 @@
     ctx.beginPath();
     ctx.rect(left, top, width, height);
     ctx.clip();
+    // canvas pixels of x and y (linear or log y), as uPlot's valToPos(v, scale, true) gives them
+    const sx = u.scales.x, sy = u.scales.y;
+    const xk = width / (sx.max - sx.min);
+    const log = sy.distr === 3;
+    const f = log ? Math.log10 : (v) => v;
+    const y0 = f(sy.min), yk = height / (f(sy.max) - y0);
+    const py = (v) => top + height - (f(v) - y0) * yk;
+    if (!(xk > 0 && yk > 0 && isFinite(xk) && isFinite(yk))) { ctx.restore(); return; }  // no range yet
     for (const band of entry.bands) {
-      const idx = [];
-      for (let i = from; i <= to; i++) if (band.lo[i] != null && band.hi[i] != null) idx.push(i);
-      if (!idx.length) continue;
+      // one column per device pixel: its highest hi and lowest lo (a polygon of at most twice the width)
+      const cols = [], tops = [], bottoms = [];
+      for (let i = from; i <= to; i++) {
+        if (band.lo[i] == null || band.hi[i] == null) continue;
+        const px = Math.round(left + (x[i] - sx.min) * xk);
+        const top = py(band.hi[i]), bottom = py(band.lo[i]);
+        const k = cols.length - 1;
+        if (k >= 0 && cols[k] === px) {
+          if (top < tops[k]) tops[k] = top;
+          if (bottom > bottoms[k]) bottoms[k] = bottom;
+        } else {
+          cols.push(px);
+          tops.push(top);
+          bottoms.push(bottom);
+        }
+      }
+      if (!cols.length) continue;
       ctx.beginPath();
-      idx.forEach((i, j) => {
-        const px = u.valToPos(x[i], "x", true), py = u.valToPos(band.hi[i], "y", true);
-        if (j) ctx.lineTo(px, py); else ctx.moveTo(px, py);
-      });
-      for (let j = idx.length - 1; j >= 0; j--) ctx.lineTo(u.valToPos(x[idx[j]], "x", true), u.valToPos(band.lo[idx[j]], "y", true));
+      ctx.moveTo(cols[0], tops[0]);
+      for (let k = 1; k < cols.length; k++) ctx.lineTo(cols[k], tops[k]);
+      for (let k = cols.length - 1; k >= 0; k--) ctx.lineTo(cols[k], Math.max(bottoms[k], tops[k] + 1));  // at least 1 px
       ctx.closePath();
-      const color = COLORS[band.run % COLORS.length];
-      ctx.fillStyle = alpha(color, 0.18);
+      ctx.fillStyle = alpha(COLORS[band.run % COLORS.length], 0.2);
       ctx.fill();
-      ctx.strokeStyle = alpha(color, 0.3);  // a band one bucket wide (a lone spike) still shows
-      ctx.lineWidth = 1;
-      ctx.stroke();
     }
     ctx.restore();
   }
