@@ -152,6 +152,11 @@
       ctx.closePath();
       ctx.fillStyle = alpha(COLORS[band.run % COLORS.length], 0.2);
       ctx.fill();
+      // a spike (a column far taller than the band's usual height) gets a stronger stroke of its own
+      const heights = cols.map((_, k) => bottoms[k] - tops[k]);
+      const usual = heights.slice().sort((a, b) => a - b)[heights.length >> 1];
+      ctx.fillStyle = alpha(COLORS[band.run % COLORS.length], 0.6);
+      heights.forEach((h, k) => { if (h > 6 && h > 3 * usual) ctx.fillRect(cols[k], tops[k], 1.5, h); });
     }
     ctx.restore();
   }
