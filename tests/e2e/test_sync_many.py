@@ -198,3 +198,54 @@ def test_a_run_the_server_refuses_does_not_stop_the_others_and_is_reported(
     assert again.returncode == 0, again.stderr
     assert f"sweep/{refused}: sent" in again.stderr
     _check_whole(_arrived(api), ALL)
+
+
+EDITED = """
+import sys, mlop
+root = sys.argv[1]
+plain = mlop.init(project="edits", name="plain", dir=root, mode="offline", config={"lr": 0.1}, tags=["a"],
+                  disable_system_metrics=True)
+plain.log({"loss": 1.0})
+plain.finish()
+run = mlop.init(project="edits", name="edited", dir=root, mode="offline",
+                config={"lr": 0.1, "opt": {"name": "adam", "beta": 0.9}}, tags=["a", "b"],
+                disable_system_metrics=True)
+run.log({"loss": 1.0})
+run.update_config({"opt": {"beta": 0.5}, "wd": 0.01})
+run.update_config({"opt": "sgd"})
+run.add_tags("c")
+run.remove_tags("a")
+run.finish()
+"""
+
+
+def test_updates_a_fresh_create_holds_already_are_not_sent_and_the_end_state_is_the_same(
+    server: ServerProcess, api: httpx.Client, tmp_path: Path, fault_proxy: Any
+) -> None:
+    # A run created by the sync carries the store's latest config and tags and is RUNNING: the config,
+    # tags and RUNNING records that change none of that are acknowledged without a request. A run whose
+    # config and tags changed after init() still gets every update that changes something, in order.
+    root = tmp_path / "edits"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    subprocess.run([sys.executable, "-c", EDITED, str(root)], env=env, check=True, timeout=120)
+    proxy = fault_proxy(lambda method, path, n: None)
+    synced = _sync(root, _env(server, tmp_path), "--host", proxy.url)
+    assert synced.returncode == 0, synced.stderr
+
+    found = {run["name"]: run for run in api.get("/api/runs", params={"project": "edits"}).json()}
+    assert set(found) == {"plain", "edited"}
+    plain = api.get(f"/api/runs/{found['plain']['id']}").json()
+    edited = api.get(f"/api/runs/{found['edited']['id']}").json()
+    assert (plain["status"], plain["config"], plain["tags"]) == ("COMPLETED", {"lr": 0.1}, ["a"])
+    assert edited["status"] == "COMPLETED"
+    assert edited["config"] == {"lr": 0.1, "opt": "sgd", "wd": 0.01}
+    assert edited["tags"] == ["b", "c"]
+
+    bodies = [body for path, _fault, body in proxy.log if path == "/api/runs/config/update"]
+    # Only the edited run's: its init config (which undoes the create's "opt": "sgd"), then both updates.
+    assert len(bodies) == 3, bodies
+    assert proxy.counts.get("/api/runs/status/update") == 2  # COMPLETED, once per run; never RUNNING
+    statuses = [body for path, _fault, body in proxy.log if path == "/api/runs/status/update"]
+    assert all(b'"COMPLETED"' in body for body in statuses), statuses
+    # The edited run's tags: its init tags ["a", "b"] (differ from the create's), then the two edits.
+    assert proxy.counts.get("/api/runs/tags/update") == 3

@@ -13,6 +13,7 @@ for why not HTTP/2).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from mlop._exceptions import AuthError, ServerError
 from mlop._online._keepalive import KeepAliveTransport, usable
 from mlop._online._options import Options
 from mlop._online._server import Abandoned, new_client
-from mlop._online._streams import STREAMS
+from mlop._online._streams import FINAL, STREAMS, Batch, ControlStream, Stream, protocol_tags
 from mlop._online._uploader import Uploader, upload_lock
 from mlop._store import Store
 
@@ -163,6 +164,14 @@ def send_once(up: Uploader) -> bool:
         up.draining.set()
         if not has_unsent(up.store):  # sent meanwhile by another process
             return True
+        events: list[dict[str, Any]] = []
+        notify = up.notify
+
+        def seen(event: dict[str, Any]) -> object:
+            events.append(event)
+            return notify(event)
+
+        up.notify = seen
         try:
             if not up._attach(None):
                 return False
@@ -175,6 +184,12 @@ def send_once(up: Uploader) -> bool:
             logger.error("mlop: the server refused run %s: %s", up.server.run_name, exc)
             up.store.add_failure("run", 0, exc.status_code, str(exc))
             return False
+        finally:
+            up.notify = notify
+        # A run created just now holds the store's latest config and tags, and is RUNNING: the control
+        # records that would change none of that are acknowledged without a request (see _Created).
+        fresh = any(e.get("event") == "run" and e.get("resumed") is False for e in events)
+        created = _Created(up.meta) if fresh else None
         streams = [kind(up, up.store) for kind in STREAMS]  # one connection; the control stream last
         up._streams = streams
         try:
@@ -187,6 +202,9 @@ def send_once(up: Uploader) -> bool:
                     if batch is None:  # read to the end, and all of it acknowledged (or refused for good)
                         stream.caught = end
                         break
+                    if created is not None and isinstance(stream, ControlStream) and created.same(batch):
+                        _skip(stream, batch)
+                        continue
                     stream.deliver(batch, stream.prepare(batch))
         except Abandoned:  # stopped: the batch in flight stays marked, for the next sync to resend
             return False
@@ -195,6 +213,73 @@ def send_once(up: Uploader) -> bool:
             for stream in streams:
                 stream.close()
         return True
+
+
+def _merged(base: Any, delta: Any) -> Any:
+    """``delta`` deep-merged into ``base`` as the server merges a config update: nested objects merge,
+    anything else replaces (mlop_server's ``_merge``, on both backends)."""
+    if not isinstance(base, dict) or not isinstance(delta, dict):
+        return delta
+    out = dict(base)
+    for key, value in delta.items():
+        out[key] = _merged(out[key], value) if isinstance(out.get(key), dict) else value
+    return out
+
+
+class _Created:
+    """What the server holds of a run this pass has just created (not resumed): the create body's config
+    and tags, status RUNNING with no metadata. Only this process sends the run (the upload lock), and
+    control records go one at a time in order, so this is the server's state before each of them.
+
+    :meth:`same` says whether a control batch would leave all of that as it is: a config delta whose
+    deep-merge changes nothing, a tags list equal to the run's tags, a non-final status equal to the
+    run's with no metadata. Such a request would change only the run's ``updated`` / ``last_seen``
+    (server receive times that the final status, always sent, sets again), so it is not sent; any other
+    record is sent as before and its effect tracked. A final status is always sent.
+    """
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        # As in Uploader._create_body: the JSON text the server stores, read back as the server would.
+        self.config: Any = json.loads(json.dumps(meta.get("config") or {}))
+        self.tags: list[str] | None = protocol_tags([str(t) for t in meta.get("tags") or []])
+        self.status = "RUNNING"
+
+    def same(self, batch: Batch) -> bool:
+        try:
+            return self._same(batch)
+        except Exception:  # broad: a record of an odd shape is sent as before (the stream reports it)
+            self.config, self.tags, self.status = None, None, ""
+            return False
+
+    def _same(self, batch: Batch) -> bool:
+        for _seq, kind, item in batch.items:
+            if kind == "config":
+                delta = json.loads(json.dumps(item[1]))
+                if not isinstance(delta, dict) or not isinstance(self.config, dict):
+                    self.config = None  # not an update the server applies as tracked: send from here on
+                    return False
+                merged = _merged(self.config, delta)
+                if merged != self.config:
+                    self.config = merged
+                    return False
+            elif kind == "tags":
+                tags = protocol_tags([str(t) for t in item[1]])
+                if tags != self.tags:
+                    self.tags = tags
+                    return False
+            elif kind == "status":
+                status, metadata = item[1], item[2]
+                if status in FINAL or metadata is not None or status != self.status:
+                    self.status = ""  # unknown from here on: every later status is sent
+                    return False
+            else:
+                return False
+        return bool(batch.items)
+
+
+def _skip(stream: Stream, batch: Batch) -> None:
+    """Acknowledge a batch without sending it (the server holds its effect already)."""
+    stream.acknowledge(batch)
 
 
 class Pool:
