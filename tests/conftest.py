@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,12 @@ from mlop._plugins import reset_plugin_manager
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI") == "true":
     hypothesis_settings.load_profile("ci")
+
+# A suite started in the background by a non-interactive shell (`make test &`, a CI step runner) inherits
+# SIGINT ignored, and so would every process it starts: the tests that stop a run, `mlop ui` or `mlop sync`
+# with Ctrl-C would wait for a process that never hears it. Handled here, it is the default again after exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _LEAKY = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
 
