@@ -208,9 +208,9 @@ def send_once(up: Uploader) -> bool:
         created = _Created(up.meta) if fresh else None
         streams = [kind(up, up.store) for kind in STREAMS]  # one connection; the control stream last
         up._streams = streams
+        end = up.store.last_seq()  # one store: the same end for every stream (a run that has ended)
         try:
             for stream in streams:
-                end = stream.store.last_seq()
                 while True:
                     if up.stop.is_set():
                         return False
