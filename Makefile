@@ -27,8 +27,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# two workers (pytest-xdist): half of the suite's time is spent waiting on servers, browsers and child processes
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # the server's fuzz tests with a long budget (the suite runs a short one)
 fuzz: $(STAMP)
