@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from mlop_server._blocks import BLOCK, POINTS_SQL, STATS_SQL, bucket_size, usable
-from mlop_server._sqlite_writes import RUN_COLUMNS, run_summary
+from mlop_server._sqlite_writes import RUN_COLUMNS, run_detail, run_summary
 from mlop_server._storage import Downsampled, FileRow, Series
 
 if TYPE_CHECKING:
@@ -106,10 +106,6 @@ async def last_values(
     return out
 
 
-def _decoded(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
 async def get_run(conn: AsyncConnection[Any], run_id: int, detail: bool) -> dict[str, Any] | None:
     rows = await _all(
         conn, f"SELECT {RUN_COLUMNS}{_DETAIL_COLUMNS if detail else ''} FROM runs WHERE id = %s", (run_id,)
@@ -119,32 +115,12 @@ async def get_run(conn: AsyncConnection[Any], run_id: int, detail: bool) -> dict
     row = rows[0]
     out = run_summary(row)
     if detail:
-        config, settings, system, status_meta, graph, cancel, last_seen = row[-7:]
         alerts = await _all(
             conn,
             "SELECT timestamp, level, title, body, email, url FROM alerts WHERE run_id = %s ORDER BY id",
             (run_id,),
         )
-        out.update(
-            config=_decoded(config),
-            loggerSettings=_decoded(settings),
-            systemMetadata=_decoded(system),
-            statusMetadata=_decoded(status_meta),
-            graph=_decoded(graph),
-            cancelRequested=bool(cancel),
-            alerts=[
-                {
-                    "timestamp": ts,
-                    "level": level,
-                    "title": title,
-                    "body": text,
-                    "email": bool(email),
-                    "url": url,
-                }
-                for ts, level, title, text, email, url in alerts
-            ],
-            lastSeen=last_seen,
-        )
+        out.update(run_detail(row[-7:], alerts))
     return out
 
 

@@ -36,6 +36,7 @@ from mlop_server._sqlite_writes import (
     SUMMARY_COLUMN,
     check_owner,
     now_ms,
+    run_detail,
     run_summary,
     summary_of,
 )
@@ -158,10 +159,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
-
-
-def _decoded(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
 
 
 class _Job:
@@ -517,31 +514,12 @@ class SqliteStorage(Storage):
                 return None
             out = run_summary(row)
             if detail:
-                config, settings, system, status_meta, graph, cancel, last_seen = row[11:]
-                out.update(
-                    config=_decoded(config),
-                    loggerSettings=_decoded(settings),
-                    systemMetadata=_decoded(system),
-                    statusMetadata=_decoded(status_meta),
-                    graph=_decoded(graph),
-                    cancelRequested=bool(cancel),
-                    alerts=[
-                        {
-                            "timestamp": ts,
-                            "level": level,
-                            "title": title,
-                            "body": text,
-                            "email": bool(email),
-                            "url": url,
-                        }
-                        for ts, level, title, text, email, url in conn.execute(
-                            "SELECT timestamp, level, title, body, email, url FROM alerts "
-                            "WHERE run_id = ? ORDER BY id",
-                            (run_id,),
-                        )
-                    ],
-                    lastSeen=last_seen,
+                alerts = conn.execute(
+                    "SELECT timestamp, level, title, body, email, url FROM alerts "
+                    "WHERE run_id = ? ORDER BY id",
+                    (run_id,),
                 )
+                out.update(run_detail(row[11:], alerts))
             return out
 
         return await self._read(read)

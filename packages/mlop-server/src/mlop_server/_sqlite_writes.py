@@ -105,6 +105,34 @@ def run_summary(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+def _decoded(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def run_detail(columns: tuple[Any, ...], alerts: Any) -> dict[str, Any]:
+    """The fields a run's detailed answer adds to its summary, the same from every backend.
+
+    Args:
+        columns: The run's detail columns, in the order both backends select them (config, logger
+            settings, system metadata, status metadata, graph, cancel requested, last seen).
+        alerts: Its alerts' rows (timestamp, level, title, body, email, url), oldest first.
+    """
+    config, settings, system, status_meta, graph, cancel, last_seen = columns
+    return {
+        "config": _decoded(config),
+        "loggerSettings": _decoded(settings),
+        "systemMetadata": _decoded(system),
+        "statusMetadata": _decoded(status_meta),
+        "graph": _decoded(graph),
+        "cancelRequested": bool(cancel),
+        "alerts": [
+            {"timestamp": ts, "level": level, "title": title, "body": text, "email": bool(email), "url": url}
+            for ts, level, title, text, email, url in alerts
+        ],
+        "lastSeen": last_seen,
+    }
+
+
 def check_owner(key: ApiKey | None, run_id: int, owner: str | None) -> None:
     """Raise ``Forbidden`` unless ``key`` (None: the server itself) may change a run of ``owner``."""
     if key is not None and not key.may_read(owner):
