@@ -23,7 +23,6 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
-from mlop._exceptions import AuthError, ServerError
 from mlop._online._keepalive import KeepAliveTransport, usable
 from mlop._online._options import Options
 from mlop._online._server import Abandoned, new_client
@@ -189,16 +188,9 @@ def send_once(up: Uploader) -> bool:
 
         up.notify = seen
         try:
-            if not up._attach(None):
+            if not up.attach(None):
                 return False
         except Abandoned:
-            return False
-        except AuthError as exc:
-            up.key_refused(exc)
-            return False
-        except ServerError as exc:
-            logger.error("mlop: the server refused run %s: %s", up.server.run_name, exc)
-            up.store.add_failure("run", 0, exc.status_code, str(exc))
             return False
         finally:
             up.notify = notify

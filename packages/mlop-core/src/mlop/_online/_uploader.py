@@ -203,6 +203,21 @@ class Uploader:
             "updatedAt": _ms(finished if finished is not None else time.time()),
         }
 
+    def attach(self, deadline: float | None) -> bool:
+        """Create the run on the server or attach to it; a refusal is said and kept in the store.
+
+        Returns False when the run must not (or cannot) be uploaded; raises ``Abandoned`` when
+        ``deadline`` passes first.
+        """
+        try:
+            return self._attach(deadline)
+        except AuthError as exc:
+            self.key_refused(exc)
+        except ServerError as exc:
+            logger.error("mlop: the server refused run %s: %s", self.server.run_name, exc)
+            self.store.add_failure("run", 0, exc.status_code, str(exc))
+        return False
+
     def _attach(self, deadline: float | None) -> bool:
         """Create the run on the server or attach to it; returns False when it must not be uploaded."""
         self.meta = self.store.meta()
@@ -414,17 +429,10 @@ class Uploader:
             limit = time.monotonic() + self.patience
             first = limit if deadline is None else min(deadline, limit)
         try:
-            if not self._attach(first):
+            if not self.attach(first):
                 return False
         except Abandoned:
             self.stalled = self.once and self.patience is not None
-            return False
-        except AuthError as exc:
-            self.key_refused(exc)
-            return False
-        except ServerError as exc:
-            logger.error("mlop: the server refused run %s: %s", self.server.run_name, exc)
-            self.store.add_failure("run", 0, exc.status_code, str(exc))
             return False
         target = self.store.last_seq()
         self._streams = [kind(self) for kind in STREAMS]
