@@ -19,19 +19,12 @@ from typing import Any, Final
 
 import httpx
 import pytest
+from tests.e2e.test_ui_browser import chromium_browser
 
 from mlop_server.testing import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM: Final = os.environ.get("MLOP_TEST_CHROMIUM", "/usr/bin/chromium")
-ARGS: Final = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-]
 WAIT_MS: Final = 30_000
 #: Screenshots kept as test artifacts (the folder is not tracked).
 ARTIFACTS: Final = Path(__file__).resolve().parents[2] / "bench" / "out" / "screenshots"
@@ -59,19 +52,7 @@ run.finish()
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM}: apt-get install chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=60_000)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture
