@@ -365,6 +365,9 @@ def test_a_database_from_before_the_derived_columns_is_filled_in_on_open(tmp_pat
         assert sent.status_code == 200
         http.post("/api/runs/status/update", json={"runId": run_id, "status": "COMPLETED"})
     db = sqlite3.connect(tmp_path / "mlop-server.db")
+    for trigger in ("run_fields_insert", "run_fields_update", "run_fields_delete"):
+        db.execute(f"DROP TRIGGER {trigger}")
+    db.execute("DROP TABLE run_fields")  # and its indexes
     for table, column in (("runs", "flat"), ("runs", "host"), ("runs", "git_commit"), ("runs", "client_end")):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     for column in ("vlast", "vmin", "vmax", "last_step"):

@@ -80,7 +80,7 @@ _TABLES: Final = (
     _Table("files"),
     _Table("idempotency"),
 )
-_NOT_COPIED: Final = {"sqlite_sequence", "sqlite_stat1", "schema_version", PROGRESS_TABLE}
+_NOT_COPIED: Final = {"sqlite_sequence", "sqlite_stat1", "schema_version", "run_fields", PROGRESS_TABLE}
 
 
 class Progress:

@@ -24,6 +24,7 @@ import base64
 import binascii
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,6 +42,7 @@ from mlop_server._runfilter import (
     TagIn,
     Value,
 )
+from mlop_server._sqlite_fields import FIELDS_TABLE
 
 __all__ = [
     "AGGREGATES",
@@ -165,6 +167,7 @@ class Query:
         self.catalog = catalog
         self.now = now
         self.joins: dict[str, str] = {}  # metric key -> alias
+        self.fields: dict[str, str] = {}  # SQLite: flat key -> alias of its run_fields row
 
     # -- columns ---------------------------------------------------------------------------------------
 
@@ -174,21 +177,36 @@ class Query:
             alias = self.joins[key] = f"s{len(self.joins)}"
         return alias
 
-    def join_sql(self, sql: Sql) -> str:
-        """The LEFT JOINs of the metric stats the resolved columns use."""
-        return "".join(
+    def join_sql(self, sql: Sql, used: str | None = None) -> str:
+        """The LEFT JOINs of the metric stats and (SQLite) the config fields the resolved columns use.
+
+        With ``used`` (the SQL that will follow), only the joins it names: a count needs those of its
+        filter, not those of the page's sort.
+        """
+
+        def wanted(alias: str) -> bool:
+            return used is None or re.search(rf"\b{alias}\.", used) is not None
+
+        fields = "".join(
+            f" LEFT JOIN {FIELDS_TABLE} {alias} ON {alias}.run_id = r.id AND {alias}.key = {sql.lit(key)}"
+            for key, alias in self.fields.items()
+            if wanted(alias)
+        )
+        return fields + "".join(
             f" LEFT JOIN series {alias} ON {alias}.run_id = r.id AND {alias}.name = {sql.lit(key)}"
             for key, alias in self.joins.items()
+            if wanted(alias)
         )
 
     def _json(self, key: str) -> tuple[str, str]:
+        """A ``flat`` key's numeric and text SQL values."""
         lit = Sql(self.dialect).lit
         if self.dialect == "sqlite":
-            path = lit(f'$."{key}"')
-            value = f"json_extract(r.flat, {path})"
-            kind = f"json_type(r.flat, {path})"
-            num = f"(CASE {kind} WHEN 'integer' THEN {value} WHEN 'real' THEN {value} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"  # noqa: E501
-            return num, f"(CASE WHEN {kind} = 'text' THEN {value} END)"
+            # one indexed row per run and key (_sqlite_fields), its values those json_type/json_extract give
+            alias = self.fields.get(key)
+            if alias is None:
+                alias = self.fields[key] = f"f{len(self.fields)}"
+            return f"{alias}.num", f"{alias}.text"
         k = lit(key)
         kind = f"jsonb_typeof(r.flat -> {k})"
         num = (

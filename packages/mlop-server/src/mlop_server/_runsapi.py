@@ -216,7 +216,7 @@ async def query_page(
     )
     count_sql = Sql(storage.dialect)
     count_where = _where(q, count_sql, project, owner, node)
-    count_text = f"SELECT COUNT(*) FROM runs r{q.join_sql(count_sql)} WHERE {count_where}"
+    count_text = f"SELECT COUNT(*) FROM runs r{q.join_sql(count_sql, count_where)} WHERE {count_where}"
     # the page and the count side by side (each reader has its own connection)
     found, counted = await asyncio.gather(
         storage.read_sql(text, sql.params), storage.read_sql(count_text, count_sql.params)

@@ -30,6 +30,7 @@ from mlop_server._blocks import SQLITE_TABLE, sqlite_points
 from mlop_server._errors import BadRequest, Conflict, NotFound, Unavailable
 from mlop_server._ops import Op
 from mlop_server._runfields import backfill_sqlite
+from mlop_server._sqlite_fields import ensure_fields
 from mlop_server._sqlite_writes import (
     HANDLERS,
     RUN_COLUMNS,
@@ -132,6 +133,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
             if (table, column) == ("series", "last_step"):
                 backfill_sqlite(conn)
     conn.execute("CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id)")
+    ensure_fields(conn)
 
 
 def private_file(path: Path) -> None:
