@@ -85,13 +85,15 @@ def runs(server: ServerProcess) -> Iterator[list[dict[str, Any]]]:
     yield made
 
 
-def _all_pages(client: httpx.Client, limit: int, **params: Any) -> tuple[list[dict[str, Any]], int]:
+def _all_pages(
+    client: httpx.Client, limit: int, *, project: str = PROJECT, **params: Any
+) -> tuple[list[dict[str, Any]], int]:
     """Every row of a query, page by page through the cursor; and how many pages it took."""
     rows: list[dict[str, Any]] = []
     cursor = None
     pages = 0
     while True:
-        query = {"project": PROJECT, "limit": limit, **params, **({"cursor": cursor} if cursor else {})}
+        query = {"project": project, "limit": limit, **params, **({"cursor": cursor} if cursor else {})}
         answer = client.get("/api/runs", params=query)
         assert answer.status_code == 200, answer.text
         body = answer.json()
@@ -405,3 +407,130 @@ def test_paging_through_infinite_metric_values(client: httpx.Client) -> None:
                 break
         assert [name for name, _ in seen] == want
         assert dict(seen) == {"up": "Infinity", "one": 1.0, "down": "-Infinity", "none": None}
+
+
+# -- one config key of every type, on every backend ------------------------------------------------------
+
+_MISSING = object()
+#: Run name -> the value of config key "v" it is created with (_MISSING: no such key).
+_MIXED: dict[str, Any] = {
+    "int3": 3,
+    "int1": 1,
+    "float": 2.5,
+    "neg": -0.001,
+    "true": True,
+    "false": False,
+    "text": "abc",
+    "digits": "10",
+    "list": [1, 2],
+    "null": None,
+    "absent": _MISSING,
+    "nested": {"deep": 7},  # flattened: config.v.deep, no config.v
+    "later": _MISSING,  # gets v = 1.5 and opt.lr = 0.5 by a config update after create
+    "retyped": 4,  # gets v = "zzz" by a config update: its number must be gone
+    "boxed": 5,  # gets v = {"x": 1}: config.v is gone, config.v.x appears
+}
+_UPDATES: dict[str, dict[str, Any]] = {
+    "later": {"v": 1.5, "opt": {"lr": 0.5}},
+    "retyped": {"v": "zzz"},
+    "boxed": {"v": {"x": 1}},
+}
+
+
+def _final_v(name: str) -> Any:
+    return _UPDATES.get(name, {}).get("v", _MIXED[name])
+
+
+def _num_text(value: Any) -> tuple[float | None, str | None]:
+    """The runs table's two values of a config leaf: a number (booleans 1 and 0) or a text (lists: JSON)."""
+    if isinstance(value, bool):
+        return float(value), None
+    if isinstance(value, (int, float)):
+        return float(value), None
+    if isinstance(value, str):
+        return None, value
+    if isinstance(value, list):
+        return None, orjson.dumps(value).decode()
+    return None, None  # null, missing, or an object (flattened into deeper keys)
+
+
+@pytest.fixture
+def mixed(client: httpx.Client) -> dict[str, int]:
+    """The runs of project "mixed" (name -> id), their config updated after create where _UPDATES says."""
+    ids = {}
+    for name, value in _MIXED.items():
+        config = {"other": 1, **({} if value is _MISSING else {"v": value})}
+        body = {"runName": name, "projectName": "mixed", "config": orjson.dumps(config).decode()}
+        answer = client.post("/api/runs/create", json=body)
+        assert answer.status_code == 200, answer.text
+        ids[name] = answer.json()["runId"]
+    for name, delta in _UPDATES.items():
+        body = {"runId": ids[name], "config": orjson.dumps(delta).decode()}
+        assert client.post("/api/runs/config/update", json=body).status_code == 200
+    return ids
+
+
+def _expected_order(ids: dict[str, int], order: str) -> list[str]:
+    """Numbers, then texts, then runs without a value (each by value, then id, in ``order``)."""
+    ranked: list[list[tuple[Any, int, str]]] = [[], [], []]
+    for name, run_id in ids.items():
+        num, text = _num_text(_final_v(name))
+        if num is not None:
+            ranked[0].append((num, run_id, name))
+        elif text is not None:
+            ranked[1].append((text, run_id, name))
+        else:
+            ranked[2].append((0, run_id, name))
+    return [name for group in ranked for _, _, name in sorted(group, reverse=order == "desc")]
+
+
+def test_a_key_of_mixed_types_sorts_and_filters_alike_on_every_backend(
+    client: httpx.Client, mixed: dict[str, int]
+) -> None:
+    by_id = {run_id: name for name, run_id in mixed.items()}
+
+    def names(**params: Any) -> list[str]:
+        query = {"project": "mixed", "limit": 1000, **params}
+        body = client.get("/api/runs", params=query).json()
+        assert body["total"] == len(body["runs"]), body
+        return [by_id[row["id"]] for row in body["runs"]]
+
+    for order in ("asc", "desc"):
+        assert names(sort="config.v", order=order) == _expected_order(mixed, order)
+        # page by page through the cursor too, 3 rows at a time
+        rows, _ = _all_pages(client, 3, project="mixed", sort="v", order=order)
+        assert [by_id[row["id"]] for row in rows] == _expected_order(mixed, order)
+
+    def matching(pred: Callable[[float | None, str | None], bool]) -> set[str]:
+        return {name for name in mixed if pred(*_num_text(_final_v(name)))}
+
+    def found(expression: str) -> set[str]:
+        return set(names(filter=expression))
+
+    assert found("v > 1") == matching(lambda n, t: n is not None and n > 1) == {"int3", "float", "later"}
+    assert found("v == 1") == {"int1", "true"}  # a boolean counts as 1
+    assert found("v == false") == {"false"}
+    assert found("v < 0") == {"neg"}
+    assert found('v == "abc"') == {"text"}
+    assert found('v >= "a"') == {"text", "retyped"}
+    assert found('v == "[1,2]"') == {"list"}
+    assert found('v == "10"') == {"digits"} and found("v == 10") == set()
+    assert found("v != null") == matching(lambda n, t: n is not None or t is not None)
+    assert found("v == null") == {"null", "absent", "nested", "boxed"}
+    assert found("not v > 1") == set(mixed) - {"int3", "float", "later"}
+    assert found('v != "abc"') == matching(lambda n, t: t is not None and t != "abc")
+    assert found("v != 4") == matching(lambda n, t: n is not None)  # retyped's old 4 is gone
+    assert found('v contains "b"') == {"text"}
+    assert found('v in (3, "zzz", 1.5)') == {"int3", "retyped", "later"}
+    assert found("v not in (3, 2.5)") == set(mixed) - {"int3", "float"}
+    assert found("v.deep == 7 or config.opt.lr == 0.5") == {"nested", "later"}
+    assert found("v.x == 1") == {"boxed"}
+    assert found("other == 1 and v > 2") == {"int3", "float"}
+    assert names(sort="config.v.deep", order="asc")[0] == "nested"
+    assert names(sort="config.opt.lr", order="desc")[0] == "later"
+    rows = {
+        r["name"]: r
+        for r in client.get("/api/runs", params={"project": "mixed", "limit": 100}).json()["runs"]
+    }
+    assert rows["later"]["config"] == {"other": 1, "v": 1.5, "opt.lr": 0.5}
+    assert rows["retyped"]["config"]["v"] == "zzz"
