@@ -1,11 +1,14 @@
 // Across runs, on the project page: parallel coordinates of the chosen config columns and one metric (brushing
 // an axis filters the runs table), a scatter of any two columns, and each hyperparameter's Spearman
 // correlation with the metric (computed by the server: /api/runs/correlation). Plain SVG, no library.
+// The chart's axes follow the table's config columns until the user picks its own (the axis picker: which
+// config columns, in which order); the pick and the metric are the project's setting "across", as the
+// table's columns are its setting "columns".
 "use strict";
 (function () {
   const mlop = window.mlop;
   const NS = "http://www.w3.org/2000/svg";
-  const MAX_AXES = 8;
+  const MAX_AXES = 12;  // the metric's axis included
   // Lines and points drawn at most (the newest runs); the correlation list always uses every matching run.
   const MAX_DRAWN = 2000;
 
@@ -46,6 +49,7 @@
   mlop.acrossRuns = function (root, ctx) {
     const metricColumns = ctx.all.filter((c) => c.kind === "metric" || c.kind === "summary");
     const own = metricColumns.filter((c) => mlop.ownMetric(c.label));
+    const configColumns = ctx.all.filter((c) => c.kind === "config");
     const metricPick = mlop.el("select", { id: "metric-pick", "data-testid": "metric-pick", "aria-label": "metric" },
       metricColumns.map((c) => mlop.el("option", { value: c.id }, c.label)));
     if (own.length) metricPick.value = own[0].id;
@@ -57,13 +61,16 @@
     yPick.value = metricPick.value;
     const clear = mlop.el("button", { id: "clear-brushes" }, "clear brushes");
     const note = mlop.el("span", { class: "muted", id: "across-note" });
+    const axesButton = mlop.el("button", { id: "axes-button", "aria-expanded": "false", "aria-controls": "axis-picker" }, "axes");
+    const axesNote = mlop.el("span", { class: "muted", id: "axes-note" });
+    const picker = mlop.el("div", { class: "chooser axis-picker", "data-testid": "axis-picker", id: "axis-picker", hidden: true });
     const parallel = mlop.el("div", { class: "parallel", "data-testid": "parallel-coordinates", id: "parallel" });
     const scatter = mlop.el("div", { class: "scatter", "data-testid": "scatter", id: "scatter" });
     const tip = mlop.el("div", { class: "tip", id: "scatter-tip", hidden: true });
     const correlation = mlop.el("div", { class: "correlation", "data-testid": "param-correlation", id: "param-correlation" });
     root.replaceChildren(mlop.el("h2", {}, "Across runs"),
-      mlop.el("div", { class: "controls" }, mlop.el("label", {}, "metric ", metricPick), clear, note),
-      parallel,
+      mlop.el("div", { class: "controls" }, mlop.el("label", {}, "metric (the last axis, ★) ", metricPick), axesButton, clear, axesNote, note),
+      picker, parallel,
       mlop.el("div", { class: "across-row" },
         mlop.el("div", { class: "panel" }, mlop.el("div", { class: "controls" }, xPick, yPick), scatter, tip),
         mlop.el("div", { class: "panel" }, mlop.el("h3", {}, "Which knob mattered (Spearman)"), correlation)));
@@ -73,7 +80,81 @@
     const P = mlop.q(ctx.project);
     const metric = () => mlop.queryColumn(metricPick.value, ctx.aggs());
     const column = (id) => mlop.queryColumn(id, ctx.aggs());
-    const axes = () => [...ctx.chosen().slice(0, MAX_AXES - 1).map(column), metric()];
+
+    // -- the axes: the table's config columns, or the chart's own pick, kept for the project ----------------
+    const settingUrl = `/api/projects/settings?project=${P}&name=across`;
+    const view = { axes: null, metric: null };  // axes null: follow the table
+    const loaded = mlop.api(settingUrl).then((answer) => {
+      const v = answer.value;
+      if (!v || typeof v !== "object") return;
+      if (Array.isArray(v.axes)) view.axes = v.axes.filter((id) => typeof id === "string");
+      if (typeof v.metric === "string" && metricColumns.some((c) => c.id === v.metric)) {
+        view.metric = metricPick.value = yPick.value = v.metric;
+      }
+    }).catch((e) => { mlop.setStatus("the chart's axes were not loaded: " + (e.message || e)); });
+    const configAxes = () => (view.axes ? view.axes.filter((id) => ctx.byId.has(id)) : ctx.chosen()).slice(0, MAX_AXES - 1);
+    const axes = () => [...configAxes().map(column), metric()];
+    const labelOf = (id) => (ctx.byId.get(id) || { label: id }).label;
+
+    async function saveView() {
+      try {
+        await mlop.put(settingUrl, view);
+        axesNote.textContent = "axes saved for the project";
+      } catch (e) {
+        axesNote.textContent = "axes not saved: " + (e.message || e);
+      }
+    }
+    function drawPicker() {
+      const chosen = configAxes();
+      const free = configColumns.filter((c) => !chosen.includes(c.id));
+      const full = chosen.length >= MAX_AXES - 1;
+      picker.replaceChildren(
+        mlop.el("p", { class: "muted" }, view.axes
+          ? "The chart's own axes, kept for the project. "
+          : "The axes follow the table's config columns; a change here gives the chart its own. ",
+        view.axes ? mlop.el("button", { "data-action": "follow" }, "follow the table") : null),
+        mlop.el("ol", { class: "shown" }, chosen.map((id, i) => mlop.el("li", { "data-axis": id, draggable: "true", title: "drag to move" },
+          mlop.el("span", { class: "grip", "aria-hidden": "true" }, "⠿ "), mlop.el("span", { class: "label" }, labelOf(id)), " ",
+          mlop.el("button", { "data-left": String(i), title: "move left", disabled: i === 0 }, "←"),
+          mlop.el("button", { "data-right": String(i), title: "move right", disabled: i === chosen.length - 1 }, "→"),
+          mlop.el("button", { "data-remove": String(i), title: "remove the axis" }, "✕")))),
+        mlop.el("label", {}, "add an axis ", mlop.el("select", { "data-add": "", disabled: full || !free.length },
+          mlop.el("option", { value: "" }, full ? `(at most ${MAX_AXES - 1})` : "…"),
+          free.map((c) => mlop.el("option", { value: c.id }, c.label)))));
+    }
+    async function setAxes(list) {
+      view.axes = list;
+      drawPicker();
+      await saveView();
+      await refresh();
+      mlop.ready("runs");
+    }
+    axesButton.addEventListener("click", () => {
+      picker.hidden = !picker.hidden;
+      axesButton.setAttribute("aria-expanded", String(!picker.hidden));
+      if (!picker.hidden) drawPicker();
+    });
+    picker.addEventListener("click", async (e) => {
+      const b = e.target.closest("button");
+      if (!b) return;
+      const list = configAxes();
+      const at = (name) => Number(b.dataset[name]);
+      if (b.dataset.action === "follow") return setAxes(null);
+      if (b.dataset.left) list.splice(at("left") - 1, 0, ...list.splice(at("left"), 1));
+      else if (b.dataset.right) list.splice(at("right") + 1, 0, ...list.splice(at("right"), 1));
+      else if (b.dataset.remove) list.splice(at("remove"), 1);
+      else return;
+      await setAxes(list);
+    });
+    picker.addEventListener("change", async (e) => {
+      if (!e.target.hasAttribute("data-add") || !e.target.value) return;
+      await setAxes([...configAxes(), e.target.value]);
+    });
+    mlop.dragReorder(picker, "li[data-axis]", "data-axis", (id, target, after) => {
+      const list = configAxes().filter((x) => x !== id);
+      list.splice(list.indexOf(target) + (after ? 1 : 0), 0, id);
+      return setAxes(list);
+    });
 
     // The brushes as filter conditions for the table (and which runs they keep).
     function conditions() {
@@ -105,7 +186,7 @@
       const x = (i) => left + (cols.length === 1 ? 0 : (i * (W - left - right)) / (cols.length - 1));
       const y = (t) => top + (1 - t) * (H - top - bottom);
       const scales = Object.fromEntries(cols.map((c) => [c, scaleOf(data.columns[c])]));
-      for (const [c, b] of brushes) if (scales[c]) b.scale = scales[c]; else brushes.delete(c);
+      for (const [c, b] of brushes) if (scales[c]) b.scale = scales[c];
       const lines = svg("g", { class: "lines" });
       data.ids.forEach((id, i) => {
         let d = "", gap = false;
@@ -236,17 +317,28 @@
     }
     async function refresh() {
       if (!metricColumns.length) { root.replaceChildren(); return; }
+      await loaded;
       const cols = [...new Set([...axes(), column(xPick.value), column(yPick.value)])];
       data = await mlop.api(`/api/runs/values?project=${P}&limit=${MAX_DRAWN}&filter=${mlop.q(ctx.filter())}` +
         cols.map((c) => "&column=" + mlop.q(c)).join(""));
       note.textContent = data.ids.length >= MAX_DRAWN ? `the newest ${MAX_DRAWN} matching runs are drawn` : "";
+      // a brush on an axis that is gone (taken off, another metric or aggregate) stops filtering the table
+      const drawn = new Set(axes().filter((c) => data.columns[c]));
+      const gone = [...brushes.keys()].filter((c) => !drawn.has(c));
+      for (const c of gone) brushes.delete(c);
+      if (gone.length) await ctx.brushed(conditions());
       drawParallel();
       await drawScatter();
       await drawCorrelation();
       root.dataset.drawn = String(Date.now());
     }
     clear.addEventListener("click", async () => { brushes.clear(); drawParallel(); await brushed(); });
-    metricPick.addEventListener("change", async () => { await refresh(); mlop.ready("runs"); });
+    metricPick.addEventListener("change", async () => {
+      view.metric = metricPick.value;
+      await saveView();
+      await refresh();
+      mlop.ready("runs");
+    });
     xPick.addEventListener("change", async () => { await drawScatter(); mlop.ready("runs"); });
     yPick.addEventListener("change", async () => { await drawScatter(); mlop.ready("runs"); });
     return {

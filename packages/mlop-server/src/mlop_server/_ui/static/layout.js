@@ -1,7 +1,7 @@
 // The charts' layout: charts grouped by the first segment of their key (train/loss is in "train"), the
 // user's groups first, then the system's and the watch's (sys, grad, param: collapsed at first). Groups
-// collapse, expand and move; a chart can be pinned to the top; a search box filters by name or regular
-// expression. The layout is the project's, kept on the server (setting "layout"), so a team shares it.
+// collapse, expand and move (dragged by their heading, or with the ↑ ↓ buttons); a chart can be pinned to
+// the top; a search box filters by name or regular expression. The layout is the project's, kept on the server (setting "layout"), so a team shares it.
 "use strict";
 (function () {
   const mlop = window.mlop;
@@ -51,6 +51,54 @@
       collapsed: v.collapsed && typeof v.collapsed === "object" ? v.collapsed : {},
       pinned: Array.isArray(v.pinned) ? v.pinned.filter((k) => typeof k === "string") : [],
     };
+  };
+
+  // Drag and drop to reorder the items (`selector`, named by their attribute `attr`) inside `container`:
+  // an item whose draggable element is dragged onto another calls `moved(name, target, after)`, `after`
+  // when it was dragged downwards or rightwards (it takes the target's place, the target moves back).
+  // Listens on the container, so its items may be redrawn; only this container's own items are taken.
+  mlop.dragReorder = function (container, selector, attr, moved) {
+    let dragged = null;
+    const items = () => [...container.querySelectorAll(selector)].filter((el) => !el.hidden);
+    const itemAt = (node) => {
+      const item = node instanceof Element ? node.closest(selector) : null;
+      return item && container.contains(item) ? item : null;
+    };
+    const unmark = () => {
+      for (const el of container.querySelectorAll(".drop-before, .drop-after")) el.classList.remove("drop-before", "drop-after");
+    };
+    const place = (target) => {
+      const list = items();
+      return list.indexOf(target) > list.indexOf(dragged);
+    };
+    container.addEventListener("dragstart", (e) => {
+      if (!(e.target instanceof Element) || e.target.getAttribute("draggable") !== "true") return;
+      dragged = itemAt(e.target);
+      if (!dragged) return;
+      e.dataTransfer.effectAllowed = "move";
+      e.dataTransfer.setData("text/plain", dragged.getAttribute(attr));
+      dragged.classList.add("dragging");
+    });
+    container.addEventListener("dragover", (e) => {
+      const target = dragged && itemAt(e.target);
+      if (!target || target === dragged) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = "move";
+      unmark();
+      target.classList.add(place(target) ? "drop-after" : "drop-before");
+    });
+    container.addEventListener("drop", (e) => {
+      const target = dragged && itemAt(e.target);
+      if (!target) return;
+      e.preventDefault();
+      unmark();
+      if (target !== dragged) moved(dragged.getAttribute(attr), target.getAttribute(attr), place(target));
+    });
+    container.addEventListener("dragend", () => {
+      if (dragged) dragged.classList.remove("dragging");
+      dragged = null;
+      unmark();
+    });
   };
 
   // Regular expression of the search box, or a plain-text match with a message when it is not one.
@@ -106,15 +154,20 @@
       groupsBox.replaceChildren(...order().map((g) => sections.get(g).section));
     }
 
-    function move(group, by) {
-      const names = order();
-      const i = names.indexOf(group), j = i + by;
-      if (j < 0 || j >= names.length) return;
-      [names[i], names[j]] = [names[j], names[i]];
+    // Move a group to just before or after another (a drag, or a button: past its next shown neighbour).
+    function moveTo(group, target, after) {
+      const names = order().filter((g) => g !== group);
+      names.splice(names.indexOf(target) + (after ? 1 : 0), 0, group);
       layout.order = names;
       arrange();
       save();
     }
+    function move(group, by) {
+      const shown = order().filter((g) => g === group || !sections.get(g).section.hidden);
+      const j = shown.indexOf(group) + by;
+      if (j >= 0 && j < shown.length) moveTo(group, shown[j], by > 0);
+    }
+    mlop.dragReorder(groupsBox, "section.panelgroup", "data-group", moveTo);
 
     function setCollapsed(group, value) {
       layout.collapsed[group] = value;
@@ -130,7 +183,8 @@
       const body = mlop.el("div", { class: "charts" });
       const count = mlop.el("span", { class: "muted count" });
       const toggle = mlop.el("button", { class: "toggle", "data-action": "toggle", onclick: () => setCollapsed(group, !collapsed(group)) });
-      const head = mlop.el("h2", {}, toggle, count,
+      const head = mlop.el("h2", { draggable: "true", title: "drag to move the group" },
+        mlop.el("span", { class: "grip", "aria-hidden": "true" }, "⠿"), toggle, count,
         mlop.el("button", { class: "move", "data-action": "up", title: "move the group up", onclick: () => move(group, -1) }, "↑"),
         mlop.el("button", { class: "move", "data-action": "down", title: "move the group down", onclick: () => move(group, 1) }, "↓"));
       const s = { section: mlop.el("section", { class: "panelgroup", "data-testid": "panel-group", "data-group": group }, head, body), body, count, toggle };
