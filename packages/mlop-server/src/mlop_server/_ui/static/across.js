@@ -44,7 +44,12 @@
       at: (v) => (v == null ? null : (cats.length === 1 ? 0.5 : cats.indexOf(String(v)) / (cats.length - 1))),
       ticks: cats };
   }
-  const tickText = (v) => (typeof v === "number" ? mlop.number(v) : String(v)).slice(0, 14);
+  // An axis' tick (four significant digits: 1093, not 1093.4157) and a value in full (the tooltip).
+  const tickText = (v) => (typeof v === "number" ? mlop.number(Number(v.toPrecision(4))) : String(v)).slice(0, 14);
+  const valueText = (v) => (typeof v === "number" ? mlop.number(v) : String(v));
+  // Text cut to about `px` pixels of the charts' 11px font, with an ellipsis.
+  const fit = (text, px) => { const n = Math.max(4, Math.floor(px / 6.6)); return text.length > n ? text.slice(0, n - 1) + "…" : text; };
+  const textWidth = (texts) => 6.6 * Math.max(0, ...texts.map((t) => t.length));
 
   mlop.acrossRuns = function (root, ctx) {
     const metricColumns = ctx.all.filter((c) => c.kind === "metric" || c.kind === "summary");
@@ -119,7 +124,7 @@
           mlop.el("button", { "data-right": String(i), title: "move right", disabled: i === chosen.length - 1 }, "→"),
           mlop.el("button", { "data-remove": String(i), title: "remove the axis" }, "✕")))),
         mlop.el("label", {}, "add an axis ", mlop.el("select", { "data-add": "", disabled: full || !free.length },
-          mlop.el("option", { value: "" }, full ? `(at most ${MAX_AXES - 1})` : "…"),
+          mlop.el("option", { value: "" }, full ? `(at most ${MAX_AXES - 1})` : free.length ? "…" : "(all are axes)"),
           free.map((c) => mlop.el("option", { value: c.id }, c.label)))));
     }
     async function setAxes(list) {
@@ -182,7 +187,8 @@
     // -- parallel coordinates -----------------------------------------------------------------------------
     function drawParallel() {
       const cols = axes().filter((c) => data.columns[c]);
-      const W = Math.max(480, parallel.clientWidth || 900), H = 280, top = 28, bottom = 24, left = 60, right = 60;
+      const W = Math.max(480, parallel.clientWidth || 900), H = 280, top = 28, bottom = 24, left = 70, right = 70;
+      const room = Math.min(2 * left, cols.length > 1 ? (W - left - right) / (cols.length - 1) - 8 : W);  // a label's width
       const x = (i) => left + (cols.length === 1 ? 0 : (i * (W - left - right)) / (cols.length - 1));
       const y = (t) => top + (1 - t) * (H - top - bottom);
       const scales = Object.fromEntries(cols.map((c) => [c, scaleOf(data.columns[c])]));
@@ -206,7 +212,8 @@
         const g = svg("g", { class: "axis", "data-axis": c, transform: `translate(${x(k)},0)` });
         g.append(svg("line", { y1: y(0), y2: y(1) }));
         const label = ctx.byId.get(c.replace(/\.(last|min|max)$/, ""));
-        g.append(svg("text", { y: 14, class: "axis-label", "text-anchor": "middle" }, (label ? label.label : c) + (c === metric() ? " ★" : "")));
+        const name = (label ? label.label : c) + (c === metric() ? " ★" : "");
+        g.append(svg("text", { y: 14, class: "axis-label", "text-anchor": "middle" }, fit(name, room), svg("title", {}, c)));
         for (const v of s.ticks) {
           const t = s.at(v);
           g.append(svg("text", { x: -5, y: y(t) + 4, "text-anchor": "end", class: "tick" }, tickText(v)));
@@ -256,8 +263,12 @@
           `&column=${mlop.q(cx)}&column=${mlop.q(cy)}` +
           axes().map((c) => "&column=" + mlop.q(c)).join(""));
       }
-      const W = Math.max(360, scatter.clientWidth || 480), H = 300, pad = 56;
       const sx = scaleOf(got.columns[cx]), sy = scaleOf(got.columns[cy]);
+      // the left margin holds the longest y tick and the axis' name: never clipped
+      const W = Math.max(360, scatter.clientWidth || 480), H = 300, top = 16, right = 24, bottom = 44;
+      const left = Math.max(56, Math.ceil(textWidth(sy.ticks.map(tickText))) + 30);
+      const px = (t) => left + t * (W - left - right), py = (t) => H - bottom - t * (H - top - bottom);
+      const nameOf = (c) => { const col = ctx.byId.get(c.replace(/\.(last|min|max)$/, "")); return col ? col.label + (c === col.id ? "" : c.slice(col.id.length)) : c; };
       const pts = svg("g", { class: "points" });
       let shown = 0;
       got.ids.forEach((id, i) => {
@@ -270,11 +281,11 @@
         }
         if (!inside) return;
         shown += 1;
-        const dot = svg("circle", { cx: pad + tx * (W - 2 * pad), cy: H - pad - ty * (H - 2 * pad), r: 5,
+        const dot = svg("circle", { cx: px(tx), cy: py(ty), r: 5,
           "data-run": id, "data-name": got.names[i], class: "point " + String(got.status[i]).toLowerCase() });
         dot.addEventListener("mouseenter", (e) => {
           tip.hidden = false;
-          tip.textContent = `${got.names[i]} · ${tickText(got.columns[cx][i])}, ${tickText(got.columns[cy][i])}`;
+          tip.textContent = `${got.names[i]} · ${valueText(got.columns[cx][i])}, ${valueText(got.columns[cy][i])}`;
           tip.style.left = `${e.offsetX + 12}px`;
           tip.style.top = `${e.offsetY + 12}px`;
         });
@@ -283,11 +294,13 @@
         pts.append(dot);
       });
       const frame = svg("g", { class: "frame" },
-        svg("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad }), svg("line", { x1: pad, y1: pad, x2: pad, y2: H - pad }),
-        svg("text", { x: W / 2, y: H - 10, "text-anchor": "middle" }, cx),
-        svg("text", { x: 10, y: H / 2, transform: `rotate(-90 10 ${H / 2})`, "text-anchor": "middle" }, cy),
-        ...sx.ticks.map((v) => svg("text", { x: pad + sx.at(v) * (W - 2 * pad), y: H - pad + 16, "text-anchor": "middle", class: "tick" }, tickText(v))),
-        ...sy.ticks.map((v) => svg("text", { x: pad - 6, y: H - pad - sy.at(v) * (H - 2 * pad) + 4, "text-anchor": "end", class: "tick" }, tickText(v))));
+        svg("line", { x1: left, y1: py(0), x2: W - right, y2: py(0) }), svg("line", { x1: left, y1: top, x2: left, y2: py(0) }),
+        svg("text", { x: px(0.5), y: H - 8, "text-anchor": "middle", class: "axis-name" }, fit(nameOf(cx), W - left - right), svg("title", {}, cx)),
+        svg("text", { x: 12, y: py(0.5), transform: `rotate(-90 12 ${py(0.5)})`, "text-anchor": "middle", class: "axis-name" },
+          fit(nameOf(cy), H - top - bottom), svg("title", {}, cy)),
+        ...sx.ticks.map((v) => svg("text", { x: px(sx.at(v)), y: py(0) + 16, class: "tick",
+          "text-anchor": sx.at(v) > 0.95 ? "end" : "middle" }, tickText(v))),
+        ...sy.ticks.map((v) => svg("text", { x: left - 6, y: py(sy.at(v)) + 4, "text-anchor": "end", class: "tick" }, tickText(v))));
       scatter.replaceChildren(svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}` }, frame, pts));
       scatter.dataset.points = String(shown);
     }
