@@ -523,6 +523,10 @@ def test_a_key_of_mixed_types_sorts_and_filters_alike_on_every_backend(
     assert found('v contains "b"') == {"text"}
     assert found('v in (3, "zzz", 1.5)') == {"int3", "retyped", "later"}
     assert found("v not in (3, 2.5)") == set(mixed) - {"int3", "float"}
+    assert found("v in (3, null)") == {"int3", "null", "absent", "nested", "boxed"}
+    assert found('not (v > 2 or v contains "z") and v != null') == matching(
+        lambda n, t: (n is not None and n <= 2) or (t is not None and "z" not in t)
+    )
     assert found("v.deep == 7 or config.opt.lr == 0.5") == {"nested", "later"}
     assert found("v.x == 1") == {"boxed"}
     assert found("other == 1 and v > 2") == {"int3", "float"}

@@ -158,14 +158,16 @@ class Query:
         dialect: ``"sqlite"`` or ``"postgresql"``.
         catalog: The project's columns, to resolve bare names (None: bare names are config keys).
         now: The server's clock (ms), for the duration of running runs.
+        project: The project the query reads (SQLite: a config test then reads the fields index by range).
     """
 
-    def __init__(self, dialect: str, catalog: Catalog | None, now: int) -> None:
+    def __init__(self, dialect: str, catalog: Catalog | None, now: int, project: str | None = None) -> None:
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"no runs query for the dialect {dialect!r}")
         self.dialect = dialect
         self.catalog = catalog
         self.now = now
+        self.project = project
         self.joins: dict[str, str] = {}  # metric key -> alias
         self.fields: dict[str, str] = {}  # SQLite: flat key -> alias of its run_fields row
 
@@ -262,19 +264,30 @@ class Query:
             if self.dialect == "sqlite":
                 return f"EXISTS (SELECT 1 FROM json_each(r.tags) WHERE json_each.value = {sql.p(node.tag)})"
             return f"(r.tags::jsonb @> jsonb_build_array({sql.p(node.tag)}::text))"
+        joined = dict(self.fields)
+        col = self.column(node.column, node.position)
+        if self.dialect == "sqlite" and self.project is not None and _missing_is_false(node):
+            key = next((k for k, a in self.fields.items() if col.num == f"{a}.num"), None)
+            if key is not None:
+                # a test that no run without the key passes: the runs whose index row passes it, found
+                # by an index range (the same values and operators, so the same runs)
+                self.fields = joined
+                head = f"r.id IN (SELECT run_id FROM {FIELDS_TABLE} WHERE project = {sql.p(self.project)}"
+                test = self._test(sql, Col(col.name, "num", "text"), node)
+                return f"({head} AND key = {sql.lit(key)} AND {test}))"
+        return self._test(sql, col, node)
+
+    def _test(self, sql: Sql, col: Col, node: Compare | InList | Contains) -> str:
         if isinstance(node, Contains):
-            col = self.column(node.column, node.position)
             text = col.text or self._as_text(col)
             if self.dialect == "sqlite":
                 return f"(instr({text}, {sql.p(node.text)}) > 0)"
             return f"(strpos({text}, {sql.p(node.text)}) > 0)"
         if isinstance(node, InList):
-            col = self.column(node.column, node.position)
             return (
                 "(" + " OR ".join(self._compare(sql, col, "==", v, node.position) for v in node.values) + ")"
             )
-        assert isinstance(node, Compare)
-        return self._compare(sql, self.column(node.column, node.position), node.op, node.value, node.position)
+        return self._compare(sql, col, node.op, node.value, node.position)
 
     def _false(self) -> str:
         return "0" if self.dialect == "sqlite" else "FALSE"
@@ -312,6 +325,15 @@ class Query:
             return [f"(CASE WHEN {col.num} IS NOT NULL THEN 0 ELSE 2 END)", f"COALESCE({col.num}, 0)"]
         assert col.text is not None
         return [f"(CASE WHEN {col.text} IS NOT NULL THEN 1 ELSE 2 END)", f"COALESCE({col.text}, '')"]
+
+
+def _missing_is_false(node: Compare | InList | Contains) -> bool:
+    """Whether a run without the column's value fails the test (all but ``== null`` and ``in (.., null)``)."""
+    if isinstance(node, Compare):
+        return not (node.value is None and node.op == "==")
+    if isinstance(node, InList):
+        return None not in node.values
+    return True
 
 
 def after(sql: Sql, names: list[str], directions: list[str], key: list[Any]) -> str:

@@ -147,7 +147,7 @@ async def _query(
             frozenset(m["name"] for m in found["metrics"])
             | frozenset(s["name"][len("summary.") :] for s in found["summary"]),
         )
-    return Query(storage.dialect, catalog, now)
+    return Query(storage.dialect, catalog, now, project)
 
 
 def _filter(text: str | None) -> Node | None:

@@ -133,6 +133,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
             if (table, column) == ("series", "last_step"):
                 backfill_sqlite(conn)
     conn.execute("CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id)")
+    # the runs table's column catalog is cached until a project's run count or latest update moves
+    conn.execute("CREATE INDEX IF NOT EXISTS runs_project_updated ON runs (project, updated)")
     ensure_fields(conn)
 
 
