@@ -1,6 +1,7 @@
 """The project page in a real browser: a runs table of 1,000 runs x 20 config keys x 10 metrics.
 
 Run: .venv/bin/python bench/dashboard_runs.py [--runs 1000] [--repeat 5] [--screenshots DIR] [--postgres]
+[--data DIR]
 
 Starts a real server (mlop_server.testing.ServerProcess), fills one project through the protocol routes,
 times the runs query API (first page sorted by start, by a config key, by a metric's min, with a filter),
@@ -8,6 +9,10 @@ then opens the project page in headless Chromium (Debian's /usr/bin/chromium, dr
 full navigation and reads ``mlop.tablePaintedAt`` (ms from navigation start to the first frame painted with
 the table's first page) and times a sort by a column header click (click to the frame after the rows were
 redrawn). Prints one JSON document; bench/README.md holds the latest figures.
+
+``--data DIR`` keeps the server's SQLite data in DIR and reuses a folder filled before (no second fill), so
+two servers (this tree's and an older commit's, put first on ``PYTHONPATH``) can be timed on the same
+runs, one after the other.
 """
 
 from __future__ import annotations
@@ -97,6 +102,9 @@ def main() -> None:
     parser.add_argument("--screenshots", type=Path, default=None, help="save the page's screenshots here")
     parser.add_argument("--no-browser", action="store_true", help="time the query API only")
     parser.add_argument(
+        "--data", type=Path, default=None, help="SQLite data folder to fill, or reuse if filled"
+    )
+    parser.add_argument(
         "--postgres",
         action="store_true",
         help="keep the data in a throwaway PostgreSQL cluster (tests/pgcluster.py)",
@@ -111,7 +119,8 @@ def main() -> None:
 
             db = stack.enter_context(PgCluster(find_bindir())).create_database()
         out["backend"] = "postgresql" if db else "sqlite"
-        run(args, out, stack.enter_context(tempfile.TemporaryDirectory()), db)
+        data = str(args.data) if args.data else stack.enter_context(tempfile.TemporaryDirectory())
+        run(args, out, data, db)
     print(json.dumps(out, indent=2))
 
 
@@ -120,9 +129,13 @@ def run(args: argparse.Namespace, out: dict[str, Any], tmp: str, db: str | None)
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=300
         ) as api:
-            began = time.perf_counter()
-            fill(api, args.runs, args.config_keys, args.metrics)
-            out["fill_s"] = round(time.perf_counter() - began, 1)
+            filled = api.get("/api/runs", params={"project": PROJECT, "limit": 1}).json()["total"]
+            if filled:
+                out["runs"] = filled
+            else:
+                began = time.perf_counter()
+                fill(api, args.runs, args.config_keys, args.metrics)
+                out["fill_s"] = round(time.perf_counter() - began, 1)
             out["api_first_page_ms"] = {
                 "by_start": timed(api, {}, args.repeat),
                 "by_config_key": timed(api, {"sort": "config.hp_03", "order": "asc"}, args.repeat),
