@@ -163,8 +163,8 @@ def test_durations_follow_the_clients_clock(client: httpx.Client, runs: list[dic
     assert (one["ended"], one["duration"]) == (rows[0]["ended"], 50_000)
 
 
-def _names(client: httpx.Client, expression: str) -> set[str]:
-    rows, _ = _all_pages(client, 1000, filter=expression)
+def _names(client: httpx.Client, expression: str, project: str = PROJECT) -> set[str]:
+    rows, _ = _all_pages(client, 1000, project=project, filter=expression)
     return {row["name"] for row in rows}
 
 
@@ -538,3 +538,30 @@ def test_a_key_of_mixed_types_sorts_and_filters_alike_on_every_backend(
     }
     assert rows["later"]["config"] == {"other": 1, "v": 1.5, "opt.lr": 0.5}
     assert rows["retyped"]["config"]["v"] == "zzz"
+
+
+def test_many_config_columns_in_one_query(client: httpx.Client) -> None:
+    """More config columns than SQLite joins tables (64): correlation, values and long filters answer."""
+    ids = []
+    for i in range(5):
+        config = {f"k{j:02d}": i * (j + 1) for j in range(80)}
+        body = {"runName": f"wide-{i}", "projectName": "wide", "config": orjson.dumps(config).decode()}
+        run_id = client.post("/api/runs/create", json=body).json()["runId"]
+        ids.append(run_id)
+        line = orjson.dumps({"time": 1, "step": 0, "data": {"loss": float(i)}}) + b"\n"
+        headers = {"X-Run-Id": str(run_id), "Content-Type": "application/x-ndjson"}
+        assert client.post("/ingest/metrics", content=line, headers=headers).status_code == 200
+    found = client.get("/api/runs/correlation", params={"project": "wide", "metric": "loss"})
+    assert found.status_code == 200, found.text
+    correlations = found.json()["correlations"]
+    assert len(correlations) == 80 and all(
+        c["rho"] == pytest.approx(1.0) and c["n"] == 5 for c in correlations
+    )
+    columns = [f"k{j:02d}" for j in range(0, 80, 2)]
+    got = client.get("/api/runs/values", params={"project": "wide", "column": columns}).json()
+    assert got["ids"] == ids[::-1]
+    assert got["columns"]["config.k78"] == [i * 79 for i in range(4, -1, -1)]
+    tests = " and ".join(f"k{j:02d} >= {j + 1}" for j in range(70))  # each key holds i * (j + 1)
+    assert _names(client, tests, project="wide") == {f"wide-{i}" for i in range(1, 5)}
+    absent = " and ".join(f"config.gone{j} == null" for j in range(30))
+    assert _names(client, f"{absent} and k79 > 80", project="wide") == {f"wide-{i}" for i in range(2, 5)}

@@ -79,6 +79,8 @@ BUILTINS: Final[dict[str, tuple[str | None, str | None]]] = {
         None,
     ),
 }
+#: Config columns read through a join of the fields index (SQLite); further ones parse the JSON text.
+MAX_FIELD_JOINS: Final = 16
 _SQL_OPS: Final = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
@@ -204,11 +206,21 @@ class Query:
         """A ``flat`` key's numeric and text SQL values."""
         lit = Sql(self.dialect).lit
         if self.dialect == "sqlite":
-            # one indexed row per run and key (_sqlite_fields), its values those json_type/json_extract give
+            # one indexed row per run and key (_sqlite_fields), its values those json_type/json_extract give;
+            # past MAX_FIELD_JOINS keys (SQLite joins at most 64 tables) the same values from the JSON text
             alias = self.fields.get(key)
-            if alias is None:
+            if alias is None and len(self.fields) < MAX_FIELD_JOINS:
                 alias = self.fields[key] = f"f{len(self.fields)}"
-            return f"{alias}.num", f"{alias}.text"
+            if alias is not None:
+                return f"{alias}.num", f"{alias}.text"
+            path = lit(f'$."{key}"')
+            value = f"json_extract(r.flat, {path})"
+            kind = f"json_type(r.flat, {path})"
+            num = (
+                f"(CASE {kind} WHEN 'integer' THEN {value} WHEN 'real' THEN {value} "
+                "WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+            )
+            return num, f"(CASE WHEN {kind} = 'text' THEN {value} END)"
         k = lit(key)
         kind = f"jsonb_typeof(r.flat -> {k})"
         num = (
