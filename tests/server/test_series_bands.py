@@ -111,3 +111,74 @@ def test_block_answers_pair_into_buckets_or_go_without_a_band() -> None:
     # a bucket whose lowest and highest are one point: the pairs are unknown, no band
     found = _block_columns(answer([1.0, 3.0, 2.0]), 4)
     assert found["values"] == [1.0, 3.0, 2.0] and "lo" not in found
+
+
+def expected_by_blocks(values: np.ndarray, max_points: int) -> list[int]:
+    """The positions the documented block rule keeps (each bucket of whole 1,024-point blocks: its lowest
+    and its highest point, NaN neither, the first of equal values), written here from the raw values."""
+    n, block = values.size, 1024
+    size = -(-n // (max_points // 2))
+    buckets: dict[int, list[int]] = {}
+    for b in range(-(-n // block)):
+        buckets.setdefault(b * block // size, []).append(b)
+    keep: set[int] = set()
+    for blocks in buckets.values():
+        lo, hi = blocks[0] * block, min(n, (blocks[-1] + 1) * block)
+        part = values[lo:hi]
+        keep |= {
+            lo + int(np.where(np.isnan(part), np.inf, part).argmin()),
+            lo + int(np.where(np.isnan(part), -np.inf, part).argmax()),
+        }
+    return sorted(keep)
+
+
+def test_several_keys_in_one_request_each_answered_as_alone(
+    client: httpx.Client, new_run: Callable[..., int], ingest: Api
+) -> None:
+    """One /series request of keys of every kind: long ones from their block summaries (read together),
+    one whose steps went back and a short one read whole, an unknown one left out."""
+    rng = np.random.default_rng(7)
+    n = 9000
+    ties = rng.integers(0, 3, size=n).astype(float)  # equal extremes in many blocks: the first one counts
+    ties[2048:3072] = np.nan  # a block of NaN only
+    spiky = rng.normal(size=n)
+    spiky[4321] = 80.0
+    back = rng.normal(size=n)
+    steps_back = list(range(4500, n)) + list(range(4500))  # logged again from 0: read whole
+    run_id = new_run(project="bands-many")
+    for start in range(0, n, 3000):
+        lines = [
+            {
+                "time": 1000 + s,
+                "step": s,
+                "data": {
+                    "ties": "NaN" if np.isnan(ties[s]) else float(ties[s]),
+                    "spiky": float(spiky[s]),
+                    **({"short": float(s)} if s < 6 else {}),
+                },
+            }
+            for s in range(start, start + 3000)
+        ]
+        assert ingest(run_id, "metrics", *lines).status_code == 200
+        lines = [
+            {"time": 1000 + s, "step": s, "data": {"back": float(back[i])}}
+            for i, s in enumerate(steps_back[start : start + 3000], start)
+        ]
+        assert ingest(run_id, "metrics", *lines).status_code == 200
+    keys = ["ties", "spiky", "back", "short", "nothing"]
+    found = client.get(f"/api/runs/{run_id}/series", params={"key": keys, "max_points": 8}).json()
+    assert sorted(found) == ["back", "short", "spiky", "ties"]
+    for key, values in (("ties", ties), ("spiky", spiky)):
+        kept = expected_by_blocks(values, 8)
+        assert found[key]["steps"] == kept and found[key]["total"] == n
+        assert found[key]["values"] == ["NaN" if np.isnan(values[i]) else values[i] for i in kept]
+        assert found[key]["times"] == [1000 + i for i in kept]
+    assert 80.0 in found["spiky"]["values"] and max(found["spiky"]["hi"]) == 80.0
+    order = np.argsort(np.array(steps_back), kind="stable")
+    whole = Series(np.array(steps_back)[order], 1000 + np.array(steps_back)[order], back[order])
+    index = downsample(whole, 8)
+    assert found["back"]["steps"] == whole.steps[index].tolist() and found["back"]["total"] == n
+    assert found["short"]["steps"] == list(range(6)) and "total" not in found["short"]
+    for key in keys[:4]:  # each key asked alone answers the same
+        alone = client.get(f"/api/runs/{run_id}/series", params={"key": key, "max_points": 8}).json()
+        assert alone == {key: found[key]}

@@ -1,4 +1,4 @@
-"""Block summaries of metric series, kept on ingest, so that a long series is downsampled in SQL, unread.
+"""Block summaries of metric series, kept on ingest, so that a long series is downsampled from them, unread.
 
 A series' points, in arrival order, fall into blocks of :data:`BLOCK` points (block ``i`` holds arrival
 positions ``i*BLOCK`` to ``i*BLOCK+BLOCK-1``; only the last block of a series is ever partial, and the next
@@ -7,18 +7,20 @@ step order after the previous block's (``ordered``), and its lowest and highest 
 downsampling picks them (NaN counts as neither: its key for "lowest" is +inf, for "highest" -inf; of equal
 keys, the first). Both backends keep the same blocks, so they answer the same points.
 
-Downsampling over blocks (:data:`POINTS_SQL`) cuts the series into buckets of whole blocks: a block goes to
-bucket ``(points before it) // size`` with ``size = ceil(n / (max_points // 2))`` as in the read API's exact
-downsampling, and each bucket keeps its lowest and highest point. It is used when every block is ordered (so
-arrival order is step order) and a bucket spans at least one block (``size >= BLOCK``); buckets then differ
-from the exact equal-count buckets by less than one block at each edge. Shorter series, and series whose
-steps went back, are downsampled exactly from the whole series.
+Downsampling over blocks (:func:`pick`, over the block rows that one query reads for many series) cuts
+the series into buckets of whole blocks: a block goes to bucket ``(points before it) // size`` with
+``size = ceil(n / (max_points // 2))`` as in the read API's exact downsampling, and each bucket keeps its
+lowest and highest point. It is used when every block is ordered (so arrival order is step order) and a
+bucket spans at least one block (``size >= BLOCK``); buckets then differ from the exact equal-count buckets
+by less than one block at each edge. Shorter series, and series whose steps went back, are downsampled
+exactly from the whole series.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -32,11 +34,11 @@ if TYPE_CHECKING:
 __all__ = [
     "BLOCK",
     "COLUMNS",
-    "POINTS_SQL",
+    "PICK_COLUMNS",
     "SQLITE_TABLE",
-    "STATS_SQL",
     "bucket_size",
     "extend_blocks",
+    "pick",
     "sqlite_add",
     "sqlite_points",
     "usable",
@@ -55,35 +57,12 @@ COLUMNS: Final = (
 
 Row = tuple[Any, ...]
 
-#: The blocks of one series: how many, how many points, and whether all are in step order (1/0).
-STATS_SQL: Final = (
-    "SELECT COUNT(*), COALESCE(SUM(n), 0), MIN(CASE WHEN ordered THEN 1 ELSE 0 END) FROM metric_blocks "
-    "WHERE {where}"
-)
-
-#: The downsampled points of one series: per bucket of whole blocks, its lowest and its highest point,
-#: in series order (``pos``). Every block but the last is full, so ``block * BLOCK`` points come before
-#: a block. Parameters: those of ``{where}``.
-POINTS_SQL: Final = """
-WITH b AS (
-    SELECT block, lo_key, lo_step, lo_time, lo_value, lo_pos, hi_key, hi_step, hi_time, hi_value, hi_pos,
-           block * {block} / {size} AS bucket
-    FROM metric_blocks WHERE {where}
-), lo AS (
-    SELECT lo_step AS step, lo_time AS time, lo_value AS value, block * {block} + lo_pos AS pos,
-           ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY lo_key, block) AS r
-    FROM b
-), hi AS (
-    SELECT hi_step AS step, hi_time AS time, hi_value AS value, block * {block} + hi_pos AS pos,
-           ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY hi_key DESC, block) AS r
-    FROM b
-)
-SELECT DISTINCT pos, step, time, value FROM (
-    SELECT pos, step, time, value FROM lo WHERE r = 1
-    UNION ALL
-    SELECT pos, step, time, value FROM hi WHERE r = 1
-) picked ORDER BY pos
-"""
+#: The block columns a downsampled read takes, after the series' id (:func:`pick`).
+PICK_COLUMNS: Final = (
+    "block", "n", "ordered",
+    "lo_key", "lo_step", "lo_time", "lo_value", "lo_pos",
+    "hi_key", "hi_step", "hi_time", "hi_value", "hi_pos",
+)  # fmt: skip
 
 
 def bucket_size(total: int, max_points: int) -> int:
@@ -96,6 +75,76 @@ def usable(total: int, blocks_total: int, ordered: bool, max_points: int) -> boo
     return (
         total > max_points and blocks_total == total and ordered and bucket_size(total, max_points) >= BLOCK
     )
+
+
+def _floats(column: Sequence[Any], missing: float) -> npt.NDArray[np.float64]:
+    """A column of stored floats (SQLite keeps no NaN: None) with NaN and None as ``missing``."""
+    out = np.array(column, dtype=np.float64)
+    out[np.isnan(out)] = missing
+    return out
+
+
+def pick(rows: Sequence[Row], totals: Mapping[int, int], max_points: int) -> dict[int, Downsampled]:
+    """Series downsampled over their blocks: per bucket of whole blocks, its lowest and its highest point
+    (the first block's of equal keys; one point when both are the same), in series order.
+
+    ``rows`` are ``(series_id, *PICK_COLUMNS)`` ordered by series and block; ``totals`` each series' length.
+    Only the series that their blocks can answer (:func:`usable`) are in the result, by id.
+    """
+    if not rows:
+        return {}
+    c = list(zip(*rows, strict=True))
+    sid = np.array(c[0], dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    ids = sid[starts].tolist()
+    counts = np.add.reduceat(np.array(c[2], dtype=np.int64), starts).tolist()
+    in_order = np.logical_and.reduceat(np.array(c[3], dtype=bool), starts).tolist()
+    sizes = np.zeros(len(ids), dtype=np.int64)  # 0: not answered from its blocks
+    for j, series_id in enumerate(ids):
+        total = int(totals.get(series_id, 0))
+        if usable(total, int(counts[j]), bool(in_order[j]), max_points):
+            sizes[j] = bucket_size(total, max_points)
+    which = np.repeat(np.arange(len(ids)), np.diff(np.r_[starts, sid.size]))
+    keep = sizes[which] > 0
+    if not keep.any():
+        return {}
+    which = which[keep]
+    block = np.array(c[1], dtype=np.int64)[keep]
+    bucket = block * BLOCK // sizes[which]
+    lo_key = _floats(c[4], math.inf)[keep]
+    hi_key = _floats(c[9], -math.inf)[keep]
+    by_lo = np.lexsort((block, lo_key, bucket, which))  # per bucket, the lowest first (then the first block)
+    by_hi = np.lexsort((block, -hi_key, bucket, which))
+    w, b = which[by_lo], bucket[by_lo]  # the same sequence in both orders
+    first = np.r_[True, (w[1:] != w[:-1]) | (b[1:] != b[:-1])]
+    lo_rows, hi_rows = by_lo[first], by_hi[first]
+
+    def points(at: int, chosen: npt.NDArray[np.intp]) -> tuple[npt.NDArray[Any], ...]:
+        index = np.flatnonzero(keep)[chosen]
+        pos = block[chosen] * BLOCK + np.array(c[at + 4], dtype=np.int64)[index]
+        steps = np.array(c[at + 1], dtype=np.int64)[index]
+        times = np.array(c[at + 2], dtype=np.int64)[index]
+        return which[chosen], pos, steps, times, np.array(c[at + 3], dtype=np.float64)[index]
+
+    lo, hi = points(4, lo_rows), points(9, hi_rows)
+    w, pos, steps, times, values = (np.concatenate(pair) for pair in zip(lo, hi, strict=True))
+    order = np.lexsort((pos, w))
+    w, pos, steps, times, values = w[order], pos[order], steps[order], times[order], values[order]
+    new = np.r_[True, (w[1:] != w[:-1]) | (pos[1:] != pos[:-1])]  # a bucket's lowest and highest: one point
+    w, steps, times, values = w[new], steps[new], times[new], values[new]
+    bounds = np.searchsorted(w, np.arange(len(ids) + 1))
+    return {
+        ids[j]: Downsampled(
+            Series(
+                steps[bounds[j] : bounds[j + 1]].astype("<i8"),
+                times[bounds[j] : bounds[j + 1]].astype("<i8"),
+                values[bounds[j] : bounds[j + 1]].astype("<f8"),
+            ),
+            int(totals[ids[j]]),
+        )
+        for j in range(len(ids))
+        if sizes[j]
+    }
 
 
 def _rows(
@@ -204,28 +253,36 @@ def sqlite_add(conn: sqlite3.Connection, series_id: int, steps: bytes, times: by
     )
 
 
-def sqlite_points(conn: sqlite3.Connection, run_id: int, key: str, max_points: int) -> Downsampled | None:
-    """The series downsampled over its blocks, or None when they cannot answer (see the module doc)."""
-    row = conn.execute("SELECT id FROM series WHERE run_id = ? AND name = ?", (run_id, key)).fetchone()
-    if row is None:
-        return None
-    (total,) = conn.execute(
-        "SELECT COALESCE(SUM(n), 0) FROM metric_chunks WHERE series_id = ?", row
-    ).fetchone()
-    if total <= max_points:
-        return None
-    _, blocks_total, ordered = conn.execute(STATS_SQL.format(where="series_id = ?"), row).fetchone()
-    if not usable(int(total), int(blocks_total), bool(ordered), max_points):
-        return None
-    size = bucket_size(int(total), max_points)
-    picked = conn.execute(POINTS_SQL.format(size=size, block=BLOCK, where="series_id = ?"), row).fetchall()
-    return Downsampled(
-        Series(
-            np.array([p[1] for p in picked], dtype="<i8"),
-            np.array([p[2] for p in picked], dtype="<i8"),
-            np.array(
-                [math.nan if p[3] is None else p[3] for p in picked], dtype="<f8"
-            ),  # SQLite keeps no NaN
-        ),
-        int(total),
+def sqlite_points(
+    conn: sqlite3.Connection, run_id: int, keys: Sequence[str], max_points: int
+) -> dict[str, Downsampled]:
+    """Of a run's ``keys``, those its block summaries answer, downsampled (see the module doc); the others
+    (unknown, short, steps that went back) are left out. Three queries, whatever the number of keys."""
+    if not keys:
+        return {}
+    named: dict[int, str] = dict(
+        conn.execute(
+            f"SELECT id, name FROM series WHERE run_id = ? AND name IN ({', '.join('?' * len(keys))})",
+            (run_id, *keys),
+        ).fetchall()
     )
+    if not named:
+        return {}
+    totals: dict[int, int] = dict(
+        conn.execute(
+            f"SELECT series_id, SUM(n) FROM metric_chunks WHERE series_id IN ({', '.join('?' * len(named))}) "
+            "GROUP BY series_id",
+            tuple(named),
+        ).fetchall()
+    )
+    wanted = [
+        sid for sid, total in totals.items() if total > max_points and bucket_size(total, max_points) >= BLOCK
+    ]
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        f"SELECT series_id, {', '.join(PICK_COLUMNS)} FROM metric_blocks "
+        f"WHERE series_id IN ({', '.join('?' * len(wanted))}) ORDER BY series_id, block",
+        wanted,
+    ).fetchall()
+    return {named[sid]: found for sid, found in pick(rows, totals, max_points).items()}

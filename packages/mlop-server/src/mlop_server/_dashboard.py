@@ -115,7 +115,7 @@ def dashboard_routes(ctx: Context) -> list[BaseRoute]:
             raise BadRequest(f"must be an integer from 2 to {MAX_SERIES_POINTS}", field="max_points")
         max_points = int(raw)
 
-        answers = await asyncio.gather(*(columns(ctx.storage, cache, run, key, max_points) for key in keys))
+        answers = await columns(ctx.storage, cache, run, keys, max_points)
         parts = [orjson.dumps(k) + b":" + a for k, a in zip(keys, answers, strict=True) if a is not None]
         return Response(b"{" + b",".join(parts) + b"}", media_type="application/json")
 

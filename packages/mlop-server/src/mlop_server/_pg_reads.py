@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import orjson
 
-from mlop_server._blocks import BLOCK, POINTS_SQL, STATS_SQL, bucket_size, usable
+from mlop_server._blocks import BLOCK, PICK_COLUMNS, bucket_size, pick
 from mlop_server._sqlite_writes import RUN_COLUMNS, run_detail, run_summary
 from mlop_server._storage import Downsampled, FileRow, Series
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 __all__ = [
+    "block_points",
     "file_rows",
     "get_file",
     "get_run",
@@ -29,7 +30,6 @@ __all__ = [
     "log_names",
     "logs",
     "metric",
-    "metric_points",
     "series_of",
 ]
 
@@ -160,28 +160,29 @@ async def metric(conn: AsyncConnection[Any], run_id: int, key: str) -> Series | 
     return Series(rows["step"].astype("<i8"), rows["time"].astype("<i8"), rows["value"].astype("<f8"))
 
 
-async def metric_points(
-    conn: AsyncConnection[Any], run_id: int, key: str, max_points: int
-) -> Downsampled | None:
-    """The series downsampled over its block summaries (``_blocks``), or None when they cannot answer
-    (a short series, steps that went back, points stored before the blocks): then the whole series is read."""
-    rows = await _all(conn, "SELECT id, n_points FROM series WHERE run_id = %s AND name = %s", (run_id, key))
-    if not rows:
-        return None
-    sid, total = int(rows[0][0]), int(rows[0][1])
-    if total <= max_points:
-        return None
-    where = "run_id = %s AND series_id = %s"
-    stats = await _all(conn, STATS_SQL.format(where=where), (run_id, sid))
-    _, blocks_total, ordered = stats[0]
-    if not usable(total, int(blocks_total), bool(ordered), max_points):
-        return None
-    size = bucket_size(total, max_points)
-    picked = await _all(conn, POINTS_SQL.format(size=size, block=BLOCK, where=where), (run_id, sid))
-    columns = list(zip(*picked, strict=True)) if picked else [(), (), (), ()]
-    steps = np.array(columns[1], dtype="<i8")
-    times = np.array(columns[2], dtype="<i8")
-    return Downsampled(Series(steps, times, np.array(columns[3], dtype="<f8")), total)
+async def block_points(
+    conn: AsyncConnection[Any], run_id: int, keys: list[str], max_points: int
+) -> dict[str, Downsampled]:
+    """Of a run's ``keys``, those their block summaries answer (``_blocks.pick``), downsampled; the others
+    (unknown, short, steps that went back, points stored before the blocks) are left out, to be read whole.
+    Two queries, whatever the number of keys."""
+    named = await _all(
+        conn, "SELECT id, name, n_points FROM series WHERE run_id = %s AND name = ANY(%s)", (run_id, keys)
+    )
+    totals = {int(sid): int(total) for sid, _, total in named}
+    wanted = [
+        sid for sid, total in totals.items() if total > max_points and bucket_size(total, max_points) >= BLOCK
+    ]
+    if not wanted:
+        return {}
+    rows = await _all(
+        conn,
+        f"SELECT series_id, {', '.join(PICK_COLUMNS)} FROM metric_blocks "
+        "WHERE run_id = %s AND series_id = ANY(%s) ORDER BY series_id, block",
+        (run_id, wanted),
+    )
+    names = {int(sid): name for sid, name, _ in named}
+    return {names[sid]: found for sid, found in pick(rows, totals, max_points).items()}
 
 
 async def log_names(conn: AsyncConnection[Any], run_id: int) -> list[dict[str, str]]:

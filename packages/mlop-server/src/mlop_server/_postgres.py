@@ -444,9 +444,8 @@ class PostgresStorage(Storage):
     async def metric(self, run_id: int, key: str) -> Series | None:
         return await self._read(lambda conn: reads.metric(conn, run_id, key))
 
-    async def metric_points(self, run_id: int, key: str, max_points: int) -> Downsampled | None:
-        found = await self._read(lambda conn: reads.metric_points(conn, run_id, key, max_points))
-        return found if found is not None else await super().metric_points(run_id, key, max_points)
+    async def block_points(self, run_id: int, keys: list[str], max_points: int) -> dict[str, Downsampled]:
+        return await self._read(lambda conn: reads.block_points(conn, run_id, keys, max_points))
 
     async def log_names(self, run_id: int) -> list[dict[str, str]]:
         return await self._read(lambda conn: reads.log_names(conn, run_id))

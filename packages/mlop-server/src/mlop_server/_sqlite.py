@@ -548,9 +548,8 @@ class SqliteStorage(Storage):
 
         return await self._read(read)
 
-    async def metric_points(self, run_id: int, key: str, max_points: int) -> Downsampled | None:
-        found = await self._read(lambda conn: sqlite_points(conn, run_id, key, max_points))
-        return found if found is not None else await super().metric_points(run_id, key, max_points)
+    async def block_points(self, run_id: int, keys: list[str], max_points: int) -> dict[str, Downsampled]:
+        return await self._read(lambda conn: sqlite_points(conn, run_id, keys, max_points))
 
     async def log_names(self, run_id: int) -> list[dict[str, str]]:
         def read(conn: sqlite3.Connection) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ returned, so an acknowledged request survives a crash of the server.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -258,12 +259,31 @@ class Storage(abc.ABC):
     async def metric_points(self, run_id: int, key: str, max_points: int) -> Downsampled | None:
         """A metric series for a chart of at most ``max_points`` points, or None for an unknown key.
 
-        A backend answers a long series downsampled in the database (``_blocks``: its lowest and highest
-        point per bucket) when it can; otherwise, as this default does, the whole series, which the caller
-        downsamples (``_readapi.downsample``). ``total`` is always the whole series' length.
+        A long series is answered from the backend's block summaries (``_blocks``: its lowest and highest
+        point per bucket) when they can; otherwise the whole series is, which the caller downsamples
+        (``_readapi.downsample``). ``total`` is always the whole series' length.
         """
-        found = await self.metric(run_id, key)
-        return None if found is None else Downsampled(found, int(found.steps.size))
+        return (await self.metric_points_many(run_id, [key], max_points)).get(key)
+
+    async def metric_points_many(
+        self, run_id: int, keys: list[str], max_points: int
+    ) -> dict[str, Downsampled]:
+        """:meth:`metric_points` of several keys of a run, by key (unknown keys left out): the block summaries
+        of all of them in one read (:meth:`block_points`), the other series read whole."""
+        found = await self.block_points(run_id, keys, max_points)
+        rest = [key for key in keys if key not in found]
+        whole = await asyncio.gather(*(self.metric(run_id, key) for key in rest))
+        found.update(
+            (key, Downsampled(series, int(series.steps.size)))
+            for key, series in zip(rest, whole, strict=True)
+            if series is not None
+        )
+        return found
+
+    async def block_points(self, run_id: int, keys: list[str], max_points: int) -> dict[str, Downsampled]:
+        """Of a run's ``keys``, those the block summaries answer, downsampled (``_blocks.pick``); this
+        default keeps no summaries."""
+        return {}
 
     @abc.abstractmethod
     async def log_names(self, run_id: int) -> list[dict[str, str]]:
