@@ -97,7 +97,8 @@
         view.metric = metricPick.value = yPick.value = v.metric;
       }
     }).catch((e) => { mlop.setStatus("the chart's axes were not loaded: " + (e.message || e)); });
-    const configAxes = () => (view.axes ? view.axes.filter((id) => ctx.byId.has(id)) : ctx.chosen()).slice(0, MAX_AXES - 1);
+    const isConfig = (id) => (ctx.byId.get(id) || {}).kind === "config";
+    const configAxes = () => (view.axes ? view.axes.filter(isConfig) : ctx.chosen()).slice(0, MAX_AXES - 1);
     const axes = () => [...configAxes().map(column), metric()];
     const labelOf = (id) => (ctx.byId.get(id) || { label: id }).label;
 
@@ -124,7 +125,7 @@
           mlop.el("button", { "data-right": String(i), title: "move right", disabled: i === chosen.length - 1 }, "→"),
           mlop.el("button", { "data-remove": String(i), title: "remove the axis" }, "✕")))),
         mlop.el("label", {}, "add an axis ", mlop.el("select", { "data-add": "", disabled: full || !free.length },
-          mlop.el("option", { value: "" }, full ? `(at most ${MAX_AXES - 1})` : free.length ? "…" : "(all are axes)"),
+          mlop.el("option", { value: "" }, full ? `(at most ${MAX_AXES - 1})` : free.length ? "…" : configColumns.length ? "(all are axes)" : "(no config keys)"),
           free.map((c) => mlop.el("option", { value: c.id }, c.label)))));
     }
     async function setAxes(list) {
