@@ -25,6 +25,7 @@ import binascii
 import logging
 import math
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -53,6 +54,7 @@ __all__ = [
     "Sql",
     "decode_cursor",
     "encode_cursor",
+    "sqlite_catalog",
 ]
 
 logger = logging.getLogger(__name__)
@@ -337,6 +339,41 @@ class Query:
             return [f"(CASE WHEN {col.num} IS NOT NULL THEN 0 ELSE 2 END)", f"COALESCE({col.num}, 0)"]
         assert col.text is not None
         return [f"(CASE WHEN {col.text} IS NOT NULL THEN 1 ELSE 2 END)", f"COALESCE({col.text}, '')"]
+
+
+async def sqlite_catalog(
+    read_sql: Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]],
+    project: str,
+    owner: str | None,
+    names: list[str],
+) -> Catalog:
+    """What bare ``names`` are in a project's runs (SQLite), by index lookups in the fields table and series.
+
+    The same answer as the full catalog for those names (a config key held by any run, even as null; a
+    metric with values or a ``run.summary`` key), without reading every run.
+    """
+    mine = "" if owner is None else " AND r.owner = ?"
+    config, metrics = set(), set()
+    for name in dict.fromkeys(names):
+        field = (
+            f"EXISTS (SELECT 1 FROM {FIELDS_TABLE} f"
+            + ("" if owner is None else " JOIN runs r ON r.id = f.run_id")
+            + f" WHERE f.project = ? AND f.key = ?{mine})"
+        )
+        metric = (
+            "EXISTS (SELECT 1 FROM runs r JOIN series s ON s.run_id = r.id AND s.name = ? "
+            f"WHERE r.project = ?{mine} AND s.last_step IS NOT NULL)"
+        )
+        scope = [] if owner is None else [owner]
+        ((kind,),) = await read_sql(  # a config key first, as Query.column resolves a bare name
+            f"SELECT CASE WHEN {field} THEN 1 WHEN {metric} OR {field} THEN 2 ELSE 0 END",
+            [project, f"config.{name}", *scope, name, project, *scope, project, f"summary.{name}", *scope],
+        )
+        if kind == 1:
+            config.add(f"config.{name}")
+        elif kind == 2:
+            metrics.add(name)
+    return Catalog(frozenset(config), frozenset(metrics))
 
 
 def _missing_is_false(node: Compare | InList | Contains) -> bool:

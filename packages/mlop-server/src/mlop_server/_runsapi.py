@@ -29,7 +29,17 @@ from mlop_server._errors import BadRequest
 from mlop_server._http import Context, guarded, json_response
 from mlop_server._runfields import run_times
 from mlop_server._runfilter import FilterError, Node, columns_of, parse_filter
-from mlop_server._runquery import BUILTINS, Catalog, Col, Query, Sql, after, decode_cursor, encode_cursor
+from mlop_server._runquery import (
+    BUILTINS,
+    Catalog,
+    Col,
+    Query,
+    Sql,
+    after,
+    decode_cursor,
+    encode_cursor,
+    sqlite_catalog,
+)
 from mlop_server._sqlite_writes import display_id
 from mlop_server._storage import Storage
 
@@ -140,7 +150,9 @@ async def _query(
         n for n, _ in names if n not in BUILTINS and n != "tags" and not n.startswith(("config.", "summary."))
     ]
     catalog = None
-    if bare:
+    if bare and storage.dialect == "sqlite":
+        catalog = await sqlite_catalog(storage.read_sql, project, owner, bare)
+    elif bare:
         found = await columns(storage, project, owner)
         catalog = Catalog(
             frozenset(c["name"] for c in found["config"]),

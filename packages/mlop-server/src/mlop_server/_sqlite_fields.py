@@ -36,7 +36,7 @@ _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS {FIELDS_TABLE} (
     run_id INTEGER NOT NULL, key TEXT NOT NULL, project TEXT NOT NULL, num, text TEXT,
     PRIMARY KEY (run_id, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS run_fields_num ON {FIELDS_TABLE} (project, key, num) WHERE num IS NOT NULL;
+CREATE INDEX IF NOT EXISTS run_fields_num ON {FIELDS_TABLE} (project, key, num);
 CREATE INDEX IF NOT EXISTS run_fields_text ON {FIELDS_TABLE} (project, key, text) WHERE text IS NOT NULL;
 CREATE TRIGGER IF NOT EXISTS run_fields_insert AFTER INSERT ON runs BEGIN
     INSERT OR REPLACE INTO {FIELDS_TABLE} (run_id, key, project, num, text)
