@@ -249,3 +249,45 @@ def test_updates_a_fresh_create_holds_already_are_not_sent_and_the_end_state_is_
     assert all(b'"COMPLETED"' in body for body in statuses), statuses
     # The edited run's tags: its init tags ["a", "b"] (differ from the create's), then the two edits.
     assert proxy.counts.get("/api/runs/tags/update") == 3
+
+
+def test_mlop_ui_mirrors_runs_sent_elsewhere_whole_once_and_a_second_pass_sends_nothing(
+    runs: Path, server: ServerProcess, api: httpx.Client, tmp_path: Path, fault_proxy: Any
+) -> None:
+    # The runs were sent to another server first, so their stores hold that server's acknowledgements,
+    # refusals and run ids: mlop ui's mirror (made whole from a run's store in one step) must leave all
+    # of that behind and send every run whole to its own server, and leave the runs' stores as they were.
+    from mlop._store import Store
+    from mlop_server._mirror import Mirror
+
+    with ServerProcess(tmp_path / "elsewhere") as elsewhere:
+        assert _sync(runs, _env(elsewhere, tmp_path)).returncode == 0
+    some = next(iter(sorted(runs.glob(".mlop/sweep/*"))))
+    store = Store(some)
+    try:
+        before = (store.acks(), store.meta()["server"])
+    finally:
+        store.close()
+    assert before[0] and before[1]["runId"] is not None
+
+    proxy = fault_proxy(lambda method, path, n: None)
+    mirror = Mirror(runs, tmp_path / "mirrors", proxy.url, server.key)
+    try:
+        assert mirror.sync() == RUNS
+        _check_whole(_arrived(api), ALL)
+        assert proxy.counts["/api/runs/create"] == RUNS
+        sent = len(proxy.log)
+        stores = sorted((tmp_path / "mirrors").glob("*/run.db"))
+        assert len(stores) == RUNS
+        written = [path.stat().st_mtime_ns for path in stores]
+        assert mirror.sync() == 0  # every run ended and is all there: not even its mirror is written again
+        assert len(proxy.log) == sent
+        assert [path.stat().st_mtime_ns for path in stores] == written
+    finally:
+        mirror.close()
+    assert not list((tmp_path / "mirrors").glob("*/run.db.part*"))
+    store = Store(some)
+    try:
+        assert (store.acks(), store.meta()["server"]) == before  # the run's own store: untouched
+    finally:
+        store.close()

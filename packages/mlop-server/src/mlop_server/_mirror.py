@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Final
 
@@ -43,14 +44,17 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(store.parent for store in base.glob(f"*/*/{STORE_FILE}"))
 
 
-def _signature(run_dir: Path) -> tuple[float, ...]:
-    """When the run's store files last changed (a resumed run writes to them again)."""
-    out = []
+def _signature(run_dir: Path) -> tuple[int, ...]:
+    """When and how far the run's store files last changed (a resumed run writes to them again). An empty
+    write-ahead log counts as none: reading a store (as the copy does) makes one where none was."""
+    out: list[int] = []
     for name in (STORE_FILE, STORE_FILE + "-wal"):
         try:
-            out.append((run_dir / name).stat().st_mtime)
+            info = (run_dir / name).stat()
         except FileNotFoundError:
-            out.append(0.0)
+            out += (0, 0)
+            continue
+        out += (info.st_size, info.st_mtime_ns if info.st_size else 0)
     return tuple(out)
 
 
@@ -82,7 +86,7 @@ class Mirror:
         self.root = root
         self.mirrors = mirrors
         self.options = Options(urls=dict.fromkeys(HOSTED_URLS, url), api_key=api_key, heartbeat=5.0)
-        self._done: dict[Path, tuple[float, ...]] = {}
+        self._done: dict[Path, tuple[int, ...]] = {}
         self._pool = Pool(self.options, concurrency)
 
     def close(self) -> None:
@@ -111,7 +115,18 @@ class Mirror:
         """Copy and send one run; returns whether it had something new."""
         mirror = self.mirror_dir(run_dir)
         signature = _signature(run_dir)
-        copied = self._copy(run_dir, mirror)
+        # Held open until the run is sent: the last connection to close a WAL file checkpoints it, and
+        # this one does so without syncing the disk (see _open), so a run costs no fsync at all.
+        held, copied = self._copy(run_dir, mirror)
+        try:
+            return self._send(run_dir, mirror, signature) or copied
+        finally:
+            held.close()
+
+    def _send(self, run_dir: Path, mirror: Path, signature: tuple[int, ...]) -> bool:
+        """Mark the mirror FAILED if the run's process is gone without a final status, and send what it
+        holds unsent; returns whether it wrote or sent anything."""
+        copied = False
         store = Store(mirror)
         try:
             found = last_status(store)
@@ -126,50 +141,102 @@ class Mirror:
         uploader = Uploader(mirror, self.options, once=True, files_dir=run_dir, client=self._pool.client)
         self._pool.enter(uploader)
         try:
+            complete = True
             if uploader.has_work():
-                send_once(uploader)
+                complete = send_once(uploader)
                 copied = True
-            elif final:
+            if final and complete:
                 self._done[run_dir] = signature  # ended and all sent: skipped until its store changes
         finally:
             self._pool.leave(uploader)
             uploader.close()
         return copied
 
-    def _copy(self, run_dir: Path, mirror: Path) -> bool:
-        """Append the run's records not copied yet to the mirror, refresh its meta, link its files."""
-        Store(mirror, create=True).close()
+    def _copy(self, run_dir: Path, mirror: Path) -> tuple[sqlite3.Connection, bool]:
+        """Append the run's records not copied yet to the mirror, refresh its meta, link its files; returns
+        an open connection to the mirror and whether there were new records."""
+        mirror.mkdir(parents=True, exist_ok=True)
         for entry in run_dir.iterdir():
             name = entry.name
             if name.startswith(STORE_FILE) or name == LOCK_FILE or (mirror / name).exists():
                 continue
             (mirror / name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
         source = sqlite3.connect(f"file:{run_dir / STORE_FILE}?mode=ro", uri=True, timeout=30.0)
-        target = sqlite3.connect(mirror / STORE_FILE, timeout=30.0, isolation_level=None)
         try:
-            row = target.execute("SELECT value FROM meta WHERE key = ?", (_COPIED,)).fetchone()
-            after = int(json.loads(row[0])) if row else 0
-            rows = source.execute(
-                "SELECT seq, kind, count, time, payload FROM records WHERE seq > ? ORDER BY seq", (after,)
-            ).fetchall()
-            meta = [
-                (k, v) for k, v in source.execute("SELECT key, value FROM meta") if k not in _UPLOADER_META
-            ]
-            target.execute("BEGIN IMMEDIATE")
+            if not (mirror / STORE_FILE).exists():
+                return _first_copy(source, mirror), True
+            target = _open(mirror / STORE_FILE)
             try:
-                for start in range(0, len(rows), _COPY_BATCH):
-                    target.executemany(
-                        "INSERT INTO records (kind, count, time, payload) VALUES (?, ?, ?, ?)",
-                        [r[1:] for r in rows[start : start + _COPY_BATCH]],
-                    )
-                if rows:
-                    meta.append((_COPIED, json.dumps(rows[-1][0])))
-                target.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
-                target.execute("COMMIT")
+                return target, _append(source, target)
             except BaseException:
-                target.execute("ROLLBACK")
+                target.close()
                 raise
         finally:
             source.close()
-            target.close()
-        return bool(rows)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """A connection to a mirror store that never syncs the disk: the mirror is mlop ui's scratch copy,
+    made again from the run if lost (a crash of the machine may at worst have a record sent twice)."""
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    db.execute("PRAGMA synchronous = OFF")
+    return db
+
+
+def _append(source: sqlite3.Connection, target: sqlite3.Connection) -> bool:
+    """Append the records of ``source`` after the last one copied to ``target`` and refresh its meta;
+    returns whether there were any."""
+    row = target.execute("SELECT value FROM meta WHERE key = ?", (_COPIED,)).fetchone()
+    after = int(json.loads(row[0])) if row else 0
+    rows = source.execute(
+        "SELECT seq, kind, count, time, payload FROM records WHERE seq > ? ORDER BY seq", (after,)
+    ).fetchall()
+    meta = [(k, v) for k, v in source.execute("SELECT key, value FROM meta") if k not in _UPLOADER_META]
+    target.execute("BEGIN IMMEDIATE")
+    try:
+        for start in range(0, len(rows), _COPY_BATCH):
+            target.executemany(
+                "INSERT INTO records (kind, count, time, payload) VALUES (?, ?, ?, ?)",
+                [r[1:] for r in rows[start : start + _COPY_BATCH]],
+            )
+        if rows:
+            meta.append((_COPIED, json.dumps(rows[-1][0])))
+        target.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
+        target.execute("COMMIT")
+    except BaseException:
+        target.execute("ROLLBACK")
+        raise
+    return bool(rows)
+
+
+def _first_copy(source: sqlite3.Connection, mirror: Path) -> sqlite3.Connection:
+    """The mirror made whole from the run's store in one step (SQLite's backup: the file's pages, the
+    schema with them), less what belongs to the run's own uploads; written under a temporary name and
+    renamed, so that a mirror store is never half made."""
+    part = mirror / f"{STORE_FILE}.part{os.getpid()}-{threading.get_ident()}"
+    for leftover in (part, Path(f"{part}-wal"), Path(f"{part}-shm")):
+        leftover.unlink(missing_ok=True)
+    target = _open(part)
+    try:
+        source.backup(target)
+        (mode,) = target.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() != "wal":  # the run's store is in WAL mode; so its copy, unless it was not
+            target.execute("PRAGMA journal_mode = WAL")
+        target.execute("BEGIN IMMEDIATE")
+        try:
+            target.execute("DELETE FROM acks")  # the run's own server's, not this one's
+            target.execute("DELETE FROM failures")
+            marks = ",".join("?" * len(_UPLOADER_META))
+            target.execute(f"DELETE FROM meta WHERE key IN ({marks})", tuple(_UPLOADER_META))
+            (last,) = target.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
+            target.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_COPIED, json.dumps(last))
+            )
+            target.execute("COMMIT")
+        except BaseException:
+            target.execute("ROLLBACK")
+            raise
+    finally:
+        target.close()
+    os.replace(part, mirror / STORE_FILE)
+    return _open(mirror / STORE_FILE)
