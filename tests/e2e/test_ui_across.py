@@ -71,6 +71,17 @@ def brush_lower_half(page: Any, axis: str) -> None:
     page.mouse.up()
 
 
+def drag_sideways(page: Any, axis: str, onto: str) -> None:
+    """Drag an axis of the chart by its name to where the axis ``onto`` stands."""
+    start = page.locator(f"{AXES}[data-axis='{axis}'] text.axis-label").bounding_box()
+    end = page.locator(f"{AXES}[data-axis='{onto}'] text.axis-label").bounding_box()
+    y = start["y"] + start["height"] / 2
+    page.mouse.move(start["x"] + start["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, y, steps=8)
+    page.mouse.up()
+
+
 def test_picked_axes_change_the_chart_and_survive_a_reload(page: Any, server: ServerProcess) -> None:
     table_config = page.eval_on_selector_all(
         "[data-testid=runs-table] thead th[data-col^='config.']", "ths => ths.map(t => t.dataset.col)"
@@ -91,7 +102,11 @@ def test_picked_axes_change_the_chart_and_survive_a_reload(page: Any, server: Se
         ),
     )
     picked = [a for a in picked if a != "config.lr"] + ["config.lr"]
+    assert axes(page)[:-1] == picked
     redrawn(page, lambda: page.select_option("[data-testid=metric-pick]", "summary.train/loss"))
+    # on the chart itself: lr dragged sideways by its name onto the first axis goes first
+    redrawn(page, lambda: drag_sideways(page, "config.lr", picked[0]))
+    picked = ["config.lr", *picked[:-1]]
     want = [*picked, "summary.train/loss.last"]
     assert axes(page) == want
     assert saved(server, PROJECT, "across", {"axes": picked, "metric": "summary.train/loss"}) == {

@@ -156,11 +156,13 @@
       if (!e.target.hasAttribute("data-add") || !e.target.value) return;
       await setAxes([...configAxes(), e.target.value]);
     });
-    mlop.dragReorder(picker, "li[data-axis]", "data-axis", (id, target, after) => {
+    // An axis moved next to another (dragged in the picker, or by its name on the chart).
+    function moveAxis(id, target, after) {
       const list = configAxes().filter((x) => x !== id);
       list.splice(list.indexOf(target) + (after ? 1 : 0), 0, id);
       return setAxes(list);
-    });
+    }
+    mlop.dragReorder(picker, "li[data-axis]", "data-axis", moveAxis);
 
     // The brushes as filter conditions for the table (and which runs they keep).
     function conditions() {
@@ -214,7 +216,11 @@
         g.append(svg("line", { y1: y(0), y2: y(1) }));
         const label = ctx.byId.get(c.replace(/\.(last|min|max)$/, ""));
         const name = (label ? label.label : c) + (c === metric() ? " ★" : "");
-        g.append(svg("text", { y: 14, class: "axis-label", "text-anchor": "middle" }, fit(name, room), svg("title", {}, c)));
+        const movable = c !== metric() && cols.length > 2;
+        const title = svg("text", { y: 14, class: "axis-label" + (movable ? " movable" : ""), "text-anchor": "middle" },
+          fit(name, room), svg("title", {}, movable ? `${c} (drag sideways to move the axis)` : c));
+        g.append(title);
+        if (movable) title.addEventListener("mousedown", (e) => dragAxis(e, g, c, k, x));
         for (const v of s.ticks) {
           const t = s.at(v);
           g.append(svg("text", { x: -5, y: y(t) + 4, "text-anchor": "end", class: "tick" }, tickText(v)));
@@ -253,6 +259,30 @@
       parallel.replaceChildren(chart);
       parallel.dataset.runs = String(data.ids.length);
       parallel.dataset.kept = String(data.ids.filter((_, i) => kept(i)).length);
+    }
+
+    // An axis dragged sideways by its name: it follows the pointer, and lands by the config axis nearest
+    // to where it is let go (the metric's axis stays last).
+    function dragAxis(e, g, c, k, x) {
+      e.preventDefault();
+      const startX = e.clientX;
+      let dx = 0;
+      const move = (ev) => {
+        dx = ev.clientX - startX;
+        g.setAttribute("transform", `translate(${x(k) + dx},0)`);
+        g.classList.toggle("moving", Math.abs(dx) > 3);
+      };
+      const up = async () => {
+        window.removeEventListener("mousemove", move);
+        window.removeEventListener("mouseup", up);
+        const shown = axes().filter((a) => data.columns[a] && a !== metric());
+        let j = k;
+        shown.forEach((a, i) => { if (Math.abs(x(i) - x(k) - dx) < Math.abs(x(j) - x(k) - dx)) j = i; });
+        if (j === k) { drawParallel(); return; }
+        await moveAxis(c, shown[j], j > k);
+      };
+      window.addEventListener("mousemove", move);
+      window.addEventListener("mouseup", up);
     }
 
     // -- scatter --------------------------------------------------------------------------------------------
