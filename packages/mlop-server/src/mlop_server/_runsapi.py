@@ -40,6 +40,7 @@ from mlop_server._runquery import (
     encode_cursor,
     sqlite_catalog,
 )
+from mlop_server._sqlite_fields import FIELDS_TABLE
 from mlop_server._sqlite_writes import display_id
 from mlop_server._storage import Storage
 
@@ -112,15 +113,19 @@ async def columns(storage: Storage, project: str, owner: str | None) -> dict[str
     cached = _CATALOGS.get(cache_key)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    if storage.dialect == "sqlite":
-        each, numeric = "json_each(r.flat) j", "j.type IN ('integer', 'real', 'true', 'false')"
+    if storage.dialect == "sqlite":  # the fields index (a covering range), not every run's JSON parsed
+        mine = "" if owner is None else " JOIN runs r ON r.id = j.run_id AND r.owner = ?"
+        flat = await storage.read_sql(
+            f"SELECT j.key, COUNT(*), COUNT(j.num) FROM {FIELDS_TABLE} j{mine} WHERE j.project = ? "
+            "GROUP BY j.key ORDER BY j.key",
+            [project] if owner is None else [owner, project],
+        )
     else:
-        each, numeric = "jsonb_each(r.flat) j", "jsonb_typeof(j.value) IN ('number', 'boolean')"
-    flat = await storage.read_sql(
-        f"SELECT j.key, COUNT(*), SUM(CASE WHEN {numeric} THEN 1 ELSE 0 END) FROM runs r, {each} "
-        f"WHERE {where} GROUP BY j.key ORDER BY j.key",
-        sql.params,
-    )
+        flat = await storage.read_sql(
+            "SELECT j.key, COUNT(*), SUM(CASE WHEN jsonb_typeof(j.value) IN ('number', 'boolean') THEN 1 "
+            f"ELSE 0 END) FROM runs r, jsonb_each(r.flat) j WHERE {where} GROUP BY j.key ORDER BY j.key",
+            sql.params,
+        )
     metrics = await storage.read_sql(
         "SELECT s.name, COUNT(*) FROM runs r JOIN series s ON s.run_id = r.id "
         f"WHERE {where} AND s.last_step IS NOT NULL GROUP BY s.name ORDER BY s.name",
