@@ -226,7 +226,7 @@ class Store:
     ) -> None:
         """Append packed rows ``(kind, item count, payload)`` and set JSON-encoded meta values, atomically.
 
-        A payload may be a memoryview (the writer's join buffer): SQLite copies it while binding.
+        A payload may be a memoryview (a row buffer of the writer): SQLite copies it while binding.
 
         Without meta values this is one statement, so a thread that writes beside a training loop holding
         the interpreter lock takes that lock back once, not once per row (see DESIGN.md, "The data path").

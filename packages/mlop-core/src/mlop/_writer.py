@@ -13,8 +13,15 @@ No ``run.log()`` call pays for more than a small, fixed slice of work, whatever 
   commit and any WAL checkpoint go to disk. In a loop that holds the interpreter lock, the writer's thread
   needs it only a few times per write, each within the interpreter's switch interval (5 ms), so a record
   reaches the kernel about ``interval`` after its ``log()`` call, and SIGKILL loses nothing older than that.
-  While this thread holds the lock the training thread waits, so it does little then: the chunks of a
-  write are joined in a buffer it keeps (a fresh megabyte would cost its page faults, about 0.5 ms here).
+  While this thread holds the lock the training thread waits, so it does little then. The turn that packs
+  a metrics pickle also copies it into an open row buffer (a few µs for tens of kB), so a write binds
+  whole buffers as they are and joins nothing; the buffers are reused, and new ones are mapped and their
+  pages faulted in by this thread with the lock let go (touched first on the training thread, a fresh
+  megabyte costs about 0.5 ms of page faults with the lock held). Its longest stretch holding the lock
+  went from 0.2-0.45 ms to 0.07-0.18 ms (thread CPU time, see bench/README.md).
+- What is left of the tail in a loop that holds the lock is the hand-off itself: when the writer's thread
+  wants the lock back, the loop is made to let go after the switch interval and then sleeps until it gets
+  it back, and on a virtual machine waking a sleeping CPU can take most of a millisecond.
 - When the loop stops logging (a long step, the end of training), the writer's thread packs what is left,
   in the same small slices.
 
@@ -29,12 +36,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from mlop._checkpoint import Checkpointer
 from mlop._store import Store, pack_batch
 
 __all__ = ["CHUNK_VALUES", "DEFAULT_MAX_HELD", "PACK_BUDGET", "PACK_EVERY", "Writer"]
@@ -52,17 +61,19 @@ PACK_BUDGET: Final = 0.0003
 CHUNK_VALUES: Final = 4096
 #: Seconds a value is assumed to take to pack until a pickle has been timed (the slow end of the range).
 FIRST_VALUE_COST: Final = 100e-9
-#: Bytes one write hands to SQLite, at most (unless one row is larger): the copy holds the interpreter
-#: lock, about 0.1 to 0.5 ms a MiB.
-WRITE_BYTES: Final = 1 << 20
+#: Bytes one write hands to SQLite, at most (unless one row is larger): SQLite copies them while binding,
+#: holding the interpreter lock, about 30 µs a MiB.
+WRITE_BYTES: Final = 2 << 20
+#: Bytes of one row buffer: the training thread copies each metrics pickle into the open buffer as it packs
+#: it (a few µs), so the writer's thread binds whole buffers and joins nothing while it holds the lock.
+ROW_BYTES: Final = 1 << 20
+#: Row buffers kept ready, their pages faulted in by the writer's thread: a fresh megabyte touched on the
+#: training thread would cost it about 0.5 ms of page faults, the interpreter lock held.
+SPARE_ROWS: Final = 8
 #: Seconds a packed row may wait for the store before log() waits for the writer (see _keep_pace).
 MAX_LAG: Final = 0.1
 #: Seconds one log() call waits at most for the writer to keep pace.
 MAX_WAIT: Final = 1.0
-#: Bytes written between two checkpoints (SQLite's own default is 1,000 pages, about 4 MiB).
-CHECKPOINT_BYTES: Final = 4 << 20
-#: Bytes of WAL past which a checkpoint makes the WAL start over, holding writes back while it runs.
-WAL_LIMIT: Final = 256 << 20
 #: Bytes of packed values kept in memory while the store cannot take them (a full disk).
 DEFAULT_MAX_HELD: Final = 256 << 20
 #: Seconds between attempts to write while the store refuses writes.
@@ -72,6 +83,25 @@ REMIND_EVERY: Final = 60.0
 
 _perf = time.perf_counter
 _TIME_SECOND: Final = frozenset({"metrics", "system", "data", "files"})  # (step, time, ...) items
+
+
+class _Row:
+    """One packed row waiting for the store: a kind's pickles, back to back.
+
+    ``data`` is a row buffer (an anonymous mapping of ROW_BYTES) that the training thread appends pickles
+    to until the writer's thread seals it for a write, or the bytes of one pickle.
+    """
+
+    __slots__ = ("at", "buffered", "data", "items", "kind", "sealed", "size")
+
+    def __init__(self, kind: str, items: int, data: bytes | mmap.mmap, size: int, at: float) -> None:
+        self.kind = kind
+        self.items = items
+        self.data = data
+        self.size = size
+        self.at = at  # when its first pickle was packed
+        self.buffered = type(data) is not bytes
+        self.sealed = not self.buffered
 
 
 class Writer:
@@ -91,8 +121,10 @@ class Writer:
         self.metrics: list[tuple[int, float, dict[str, Any]]] = []
         self._other: list[tuple[str, Any]] = []
         self._meta: dict[str, Any] = {}
-        # Packed rows (kind, item count, payload) and JSON meta values waiting for the store, in order.
-        self._ready: list[tuple[str, int, bytes, float]] = []  # ..., and when it was packed
+        # Packed rows and JSON meta values waiting for the store, in order.
+        self._ready: list[_Row] = []
+        self._spare: list[mmap.mmap] = []  # row buffers free for use, their pages in memory
+        self._spare_target = 2  # grows each time the training thread finds none spare (see _refill)
         self._ready_meta: dict[str, str] = {}
         self._ready_bytes = 0
         # When the training thread's next packing turn is due (time.time()); Op.log compares against it.
@@ -100,7 +132,7 @@ class Writer:
         # Seconds per value of recent pickles (a moving average): sizes each pickle to a turn's time left.
         self._value_cost = FIRST_VALUE_COST
         # The writer's thread joins the chunks of a write here (see _write); only under the io lock.
-        self._join = bytearray(WRITE_BYTES)
+        self._join = bytearray(ROW_BYTES)
         self._lock = threading.RLock()  # the lists above (a signal handler may add while its thread adds)
         self._pack_lock = threading.Lock()  # one packer at a time keeps rows in logging order
         self._io_lock = threading.Lock()  # one write at a time
@@ -119,9 +151,13 @@ class Writer:
         self._wake = threading.Event()
         self._progress = threading.Event()  # set after each write that the store took
         self._stopped = False
+        try:
+            self._zero: int | None = os.open("/dev/zero", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except (OSError, AttributeError):  # no /dev/zero (Windows): buffers fault in where first written
+            self._zero = None
         self._thread = threading.Thread(target=self._loop, name="mlop-writer", daemon=True)
         self._thread.start()
-        self._checkpointer = _Checkpointer(store)
+        self._checkpointer = Checkpointer(store)
 
     # -- who is inside -------------------------------------------------------------------------------
 
@@ -203,7 +239,7 @@ class Writer:
             ready
             and self._failing_since is None
             and not self._stopped
-            and time.time() - ready[0][3] > MAX_LAG
+            and time.time() - ready[0].at > MAX_LAG
             and time.monotonic() < deadline
         ):
             self._progress.clear()
@@ -268,17 +304,38 @@ class Writer:
         return bool(pending)
 
     def _keep(self, kind: str, items: list[Any]) -> None:
-        """Pack items into a row for the next write; past ``max_held`` while writes fail, drop them."""
+        """Pack items into a row for the next write; past ``max_held`` while writes fail, drop them.
+
+        Metrics pickles are copied into the open row buffer (the last row, until the writer's thread
+        seals it), so a write binds a few whole buffers instead of joining many pickles.
+        """
         payload = pack_batch(kind, items)
+        size = len(payload)
         with self._lock:
             # Once dropping starts it goes on until the store takes writes again: one gap, not holes.
             if self._failing_since is not None and (
-                self._lost_items or self._ready_bytes + len(payload) > self.max_held
+                self._lost_items or self._ready_bytes + size > self.max_held
             ):
                 self._drop(kind, items)
                 return
-            self._ready.append((kind, len(items), payload, time.time()))
-            self._ready_bytes += len(payload)
+            self._ready_bytes += size
+            last = self._ready[-1] if self._ready else None
+            if last is not None and not last.sealed and last.kind == kind and last.size + size <= ROW_BYTES:
+                last.data[last.size : last.size + size] = payload  # type: ignore[index]
+                last.size += size
+                last.items += len(items)
+                return
+            if kind != "metrics" or size > ROW_BYTES // 2 or self._failing_since is not None:
+                # Other kinds come rarely; a held row keeps only its own bytes while writes fail.
+                self._ready.append(_Row(kind, len(items), payload, size, time.time()))
+                return
+            if self._spare:
+                buffer = self._spare.pop()
+            else:
+                buffer = mmap.mmap(-1, ROW_BYTES)
+                self._spare_target = min(SPARE_ROWS, self._spare_target + 1)
+            buffer[:size] = payload
+            self._ready.append(_Row(kind, len(items), buffer, size, time.time()))
 
     def _drop(self, kind: str, items: list[Any]) -> None:
         """Count items dropped because the store refused writes for too long (the lock is held)."""
@@ -308,39 +365,48 @@ class Writer:
         # interpreter lock, so a large backlog goes in several statements rather than one long stall.
         ready = self._ready
         count = size = 0
-        for _kind, _items, payload, _at in ready:
-            if count and size + len(payload) > WRITE_BYTES:
-                break
-            count += 1
-            size += len(payload)
         with self._lock:
+            for row in ready:
+                if count and size + row.size > WRITE_BYTES:
+                    break
+                row.sealed = True  # the training thread appends to it no more
+                count += 1
+                size += row.size
             meta, self._ready_meta = self._ready_meta, {}
         if not (count or meta):
             return
         rows = ready[:count]
-        # One row per kind: the chunks of a kind joined, in order (unpack reads them back as one list).
-        joined: dict[str, tuple[int, list[bytes]]] = {}
-        for kind, items, payload, _at in rows:
-            total, parts = joined.setdefault(kind, (0, []))
-            parts.append(payload)
-            joined[kind] = (total + items, parts)
-        # Joined in the buffer this writer keeps: its pages are in memory already, where a new megabyte
-        # of bytes would fault each page in on first touch (0.5 ms a MiB here, the interpreter lock held).
+        # Per kind, in logging order: each row buffer bound as it is (SQLite copies it while binding);
+        # runs of small pickles between them joined into one row in the buffer this writer keeps (its pages
+        # are in memory already, where a fresh megabyte would fault each page in, the lock held).
+        runs: dict[str, list[list[_Row]]] = {}
+        for row in rows:
+            segments = runs.setdefault(row.kind, [])
+            if row.buffered or not segments or segments[-1][0].buffered:
+                segments.append([row])
+            else:
+                segments[-1].append(row)
         buffer = memoryview(self._join)
         views: list[memoryview] = []
         packed: list[tuple[str, int, bytes | memoryview]] = []
         end = 0
-        for kind, (total, parts) in joined.items():
-            length = sum(len(part) for part in parts)
-            if len(parts) == 1 or end + length > len(buffer):  # one chunk, or one row past WRITE_BYTES
-                packed.append((kind, total, parts[0] if len(parts) == 1 else b"".join(parts)))
-                continue
-            begin = end
-            for part in parts:
-                buffer[end : end + len(part)] = part
-                end += len(part)
-            views.append(buffer[begin:end])
-            packed.append((kind, total, views[-1]))
+        for kind, segments in runs.items():
+            for segment in segments:
+                items = sum(row.items for row in segment)
+                length = sum(row.size for row in segment)
+                if segment[0].buffered:
+                    views.append(memoryview(segment[0].data)[:length])
+                    packed.append((kind, items, views[-1]))
+                elif len(segment) == 1 or end + length > len(buffer):  # one pickle, or past the buffer
+                    parts = [cast(bytes, row.data) for row in segment]
+                    packed.append((kind, items, parts[0] if len(parts) == 1 else b"".join(parts)))
+                else:
+                    begin = end
+                    for row in segment:
+                        buffer[end : end + row.size] = row.data
+                        end += row.size
+                    views.append(buffer[begin:end])
+                    packed.append((kind, items, views[-1]))
         try:
             self.store.write_packed(packed, meta)
         except Exception as exc:  # broad: a full disk or a broken store must not reach the training loop
@@ -357,6 +423,9 @@ class Writer:
         with self._lock:
             del self._ready[:count]
             self._ready_bytes -= size
+            for row in rows:
+                if row.buffered and len(self._spare) < SPARE_ROWS:
+                    self._spare.append(cast(mmap.mmap, row.data))
         self._checkpointer.wrote(size)
         self._progress.set()
         if self._failing_since is not None:
@@ -438,18 +507,25 @@ class Writer:
             self._thread.join(timeout=5.0)
         self.flush()
         self._checkpointer.close()
+        if self._zero is not None and not self._thread.is_alive():
+            os.close(self._zero)
+            self._zero = None
         if self._failing_since is not None and (self._ready or self._lost_items):
             logger.error(
                 "mlop: the run ended while its local store %s refused writes: %d records (%.1f MiB) held "
                 "in memory and %d records dropped before were not stored",
                 self.store.path,
-                sum(row[1] for row in self._ready),
+                sum(row.items for row in self._ready),
                 self._ready_bytes / 2**20,
                 self._lost_items,
             )
 
     def _loop(self) -> None:
         while True:
+            try:
+                self._refill()
+            except Exception:  # broad: without spares the training thread maps its own buffers
+                logger.debug("mlop could not prepare row buffers", exc_info=True)
             self._wake.wait(self.interval / 2)
             self._wake.clear()
             if self._stopped:
@@ -458,6 +534,28 @@ class Writer:
                 self._step()
             except Exception:  # broad: the writer's thread must outlive any one failure
                 logger.exception("mlop's writer thread failed to write; it goes on")
+
+    def _refill(self) -> None:
+        """Map row buffers up to the spare target and fault their pages in, here and not on the loop.
+
+        Reading /dev/zero into a buffer lets the kernel fault its pages in without the interpreter lock.
+        Once the buffers written come back to the spares, a loop at a steady pace needs no new ones.
+        """
+        while len(self._spare) < self._spare_target and not self._stopped:
+            buffer = mmap.mmap(-1, ROW_BYTES)
+            if self._zero is not None:
+                view = memoryview(buffer)
+                try:
+                    done = 0
+                    while done < ROW_BYTES:
+                        got = os.readv(self._zero, [view[done:]])
+                        if got <= 0:
+                            break
+                        done += got
+                finally:
+                    view.release()
+            with self._lock:
+                self._spare.append(buffer)
 
     def _step(self) -> None:
         now = time.time()
@@ -483,73 +581,6 @@ class Writer:
             first = False
             with self._entered(), self._io_lock:
                 self._write()
-
-
-class _Checkpointer:
-    """Moves the store's WAL into its database file on a thread and connection of its own.
-
-    A checkpoint copies pages and waits for fsync, at times for hundreds of milliseconds on a busy disk;
-    run by the writing connection (SQLite's default), it would hold back every write behind it, and values
-    logged meanwhile would wait in memory longer than the flush interval. Here writes go on beside it. A
-    passive checkpoint never blocks the writer; once the WAL passes WAL_LIMIT bytes anyway (a loop that
-    never pauses never lets the WAL start over), a truncating one makes it start over, and the writes
-    wait for that one.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.path = store.path
-        self._written = 0
-        self._wake = threading.Event()
-        self._stopped = False
-        try:
-            with store._lock:
-                store._db.execute("PRAGMA wal_autocheckpoint = 0")
-        except Exception:  # broad: without this the store keeps SQLite's own checkpoints, which is correct
-            logger.debug("mlop could not move checkpoints off the writer", exc_info=True)
-            self._thread: threading.Thread | None = None
-            return
-        self._thread = threading.Thread(target=self._loop, name="mlop-checkpoint", daemon=True)
-        self._thread.start()
-
-    def wrote(self, size: int) -> None:
-        self._written += size
-        if self._written >= CHECKPOINT_BYTES:
-            self._wake.set()
-
-    def close(self) -> None:
-        self._stopped = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10.0)
-
-    def _loop(self) -> None:
-        import sqlite3
-
-        try:
-            # A short busy timeout: a checkpoint that must wait for readers (the uploader) tries again later
-            # rather than hold up finish().
-            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error:
-            logger.debug("mlop could not open the store for checkpoints", exc_info=True)
-            return
-        try:
-            while not self._stopped:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                if self._stopped or not self._written:
-                    continue
-                self._written = 0
-                try:
-                    wal = os.path.getsize(f"{self.path}-wal")
-                except OSError:
-                    wal = 0
-                mode = "TRUNCATE" if wal > WAL_LIMIT else "PASSIVE"
-                try:
-                    db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-                except sqlite3.Error:  # a full disk, above all: the WAL keeps the data; try again later
-                    logger.debug("mlop: a checkpoint of %s failed", self.path, exc_info=True)
-        finally:
-            db.close()
 
 
 def _item_time(kind: str, item: Any) -> float | None:
