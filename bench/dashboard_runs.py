@@ -1,7 +1,7 @@
 """The project page in a real browser: a runs table of 1,000 runs x 20 config keys x 10 metrics.
 
 Run: .venv/bin/python bench/dashboard_runs.py [--runs 1000] [--repeat 5] [--screenshots DIR] [--postgres]
-[--data DIR]
+[--data DIR] [--baseline OLD_SRC]
 
 Starts a real server (mlop_server.testing.ServerProcess), fills one project through the protocol routes,
 times the runs query API (first page sorted by start, by a config key, by a metric's min, with a filter, and
@@ -13,7 +13,9 @@ redrawn). Prints one JSON document; bench/README.md holds the latest figures.
 
 ``--data DIR`` keeps the server's SQLite data in DIR and reuses a folder filled before (no second fill), so
 two servers (this tree's and an older commit's, put first on ``PYTHONPATH``) can be timed on the same
-runs, one after the other.
+runs, one after the other. ``--baseline OLD_SRC`` does that in one go: it copies the data folder, starts
+an older ``mlop_server`` (its source folder first on ``PYTHONPATH``) on the copy and this tree's on the
+original, and times each query on both in turn, checking that both answer the same rows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -85,18 +88,82 @@ def fill(api: httpx.Client, runs: int, config_keys: int, metrics: int) -> None:
         list(pool.map(one, range(runs)))
 
 
-def timed(api: httpx.Client, params: dict[str, Any], repeat: int, live: bool = False) -> float:
-    """The median ms of a first page of 100 rows; ``live``: a run's tags written before each (not timed)."""
-    times = []
-    first = api.get("/api/runs", params={"project": PROJECT, "limit": 1}).json()["runs"][0]["id"]
+#: The first pages timed: name -> (query parameters, a write to the project before each request).
+QUERIES: dict[str, tuple[dict[str, str], bool]] = {
+    "by_start": ({}, False),
+    "by_config_key": ({"sort": "config.hp_03", "order": "asc"}, False),
+    "by_metric_min": ({"sort": "summary.train/m4.min"}, False),
+    "filtered": ({"filter": 'hp_01 < 5 and optimizer == "adam"'}, False),
+    # as while runs log: the project's latest update moves, so its cached column catalog is stale
+    "filtered_live": ({"filter": 'hp_01 < 5 and optimizer == "adam"'}, True),
+}
+
+
+def first_page(api: httpx.Client, name: str, i: int) -> tuple[float, tuple[list[int], int]]:
+    """The ms of query ``name``'s first page of 100 rows (its i-th time), and the rows' ids and the total."""
+    params, live = QUERIES[name]
+    if live:  # not timed
+        run_id = api.get("/api/runs", params={"project": PROJECT, "limit": 1}).json()["runs"][0]["id"]
+        api.post("/api/runs/tags/update", json={"runId": run_id, "tags": [f"t{i}"]}).raise_for_status()
+    began = time.perf_counter()
+    answer = api.get("/api/runs", params={"project": PROJECT, "limit": 100, **params})
+    ms = (time.perf_counter() - began) * 1000
+    answer.raise_for_status()
+    body = answer.json()
+    return ms, ([r["id"] for r in body["runs"]], body["total"])
+
+
+def timed(api: httpx.Client, name: str, repeat: int) -> float:
+    """The median ms of query ``name``'s first page."""
+    return round(statistics.median(first_page(api, name, i)[0] for i in range(repeat)), 1)
+
+
+def side_by_side(apis: dict[str, httpx.Client], repeat: int) -> dict[str, Any]:
+    """Each query on each server in turn (who goes first alternates), ``repeat`` times; median and min ms.
+
+    Raises AssertionError where the servers answer different rows or totals.
+    """
+    times: dict[str, dict[str, list[float]]] = {server: {q: [] for q in QUERIES} for server in apis}
     for i in range(repeat):
-        if live:  # as while runs log: the project's latest update moves, its cached column catalog is stale
-            tags = {"runId": first, "tags": [f"t{i}"]}
-            api.post("/api/runs/tags/update", json=tags).raise_for_status()
-        began = time.perf_counter()
-        api.get("/api/runs", params={"project": PROJECT, "limit": 100, **params}).raise_for_status()
-        times.append((time.perf_counter() - began) * 1000)
-    return round(statistics.median(times), 1)
+        order = list(apis) if i % 2 == 0 else list(apis)[::-1]
+        for name in QUERIES:
+            answers = {}
+            for server in order:
+                ms, answers[server] = first_page(apis[server], name, i)
+                times[server][name].append(ms)
+            assert len({repr(a) for a in answers.values()}) == 1, f"{name}: the servers' rows differ"
+    return {
+        server: {
+            q: {"median": round(statistics.median(v), 1), "min": round(min(v), 1)} for q, v in got.items()
+        }
+        for server, got in times.items()
+    }
+
+
+def client(server: ServerProcess) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=300)
+
+
+def fill_once(api: httpx.Client, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """Fill the project unless the server's data holds it already (``--data`` reused)."""
+    filled = api.get("/api/runs", params={"project": PROJECT, "limit": 1}).json()["total"]
+    if filled:
+        out["runs"] = filled
+        return
+    began = time.perf_counter()
+    fill(api, args.runs, args.config_keys, args.metrics)
+    out["fill_s"] = round(time.perf_counter() - began, 1)
+
+
+def against(args: argparse.Namespace, out: dict[str, Any], data: str) -> None:
+    """This tree's server and ``--baseline``'s, each on its own copy of the same runs, timed side by side."""
+    with ServerProcess(data) as server, client(server) as api:
+        fill_once(api, args, out)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = shutil.copytree(data, Path(tmp) / "baseline")
+        baseline = ServerProcess(copy, env={"PYTHONPATH": str(args.baseline.resolve())})
+        with baseline as old, ServerProcess(data) as new, client(old) as a, client(new) as b:
+            out["api_first_page_ms"] = side_by_side({"baseline": a, "this": b}, args.repeat)
 
 
 def main() -> None:
@@ -109,6 +176,13 @@ def main() -> None:
     parser.add_argument("--no-browser", action="store_true", help="time the query API only")
     parser.add_argument(
         "--data", type=Path, default=None, help="SQLite data folder to fill, or reuse if filled"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="an older mlop_server's source folder (put first on PYTHONPATH): time its server and this "
+        "tree's side by side on copies of the same runs (SQLite, query API only)",
     )
     parser.add_argument(
         "--postgres",
@@ -126,31 +200,19 @@ def main() -> None:
             db = stack.enter_context(PgCluster(find_bindir())).create_database()
         out["backend"] = "postgresql" if db else "sqlite"
         data = str(args.data) if args.data else stack.enter_context(tempfile.TemporaryDirectory())
-        run(args, out, data, db)
+        if args.baseline:
+            out["baseline"] = str(args.baseline)
+            against(args, out, data)
+        else:
+            run(args, out, data, db)
     print(json.dumps(out, indent=2))
 
 
 def run(args: argparse.Namespace, out: dict[str, Any], tmp: str, db: str | None) -> None:
     with ServerProcess(tmp, db=db) as server:
-        with httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=300
-        ) as api:
-            filled = api.get("/api/runs", params={"project": PROJECT, "limit": 1}).json()["total"]
-            if filled:
-                out["runs"] = filled
-            else:
-                began = time.perf_counter()
-                fill(api, args.runs, args.config_keys, args.metrics)
-                out["fill_s"] = round(time.perf_counter() - began, 1)
-            out["api_first_page_ms"] = {
-                "by_start": timed(api, {}, args.repeat),
-                "by_config_key": timed(api, {"sort": "config.hp_03", "order": "asc"}, args.repeat),
-                "by_metric_min": timed(api, {"sort": "summary.train/m4.min"}, args.repeat),
-                "filtered": timed(api, {"filter": 'hp_01 < 5 and optimizer == "adam"'}, args.repeat),
-                "filtered_live": timed(
-                    api, {"filter": 'hp_01 < 5 and optimizer == "adam"'}, args.repeat, live=True
-                ),
-            }
+        with client(server) as api:
+            fill_once(api, args, out)
+            out["api_first_page_ms"] = {name: timed(api, name, args.repeat) for name in QUERIES}
         if args.no_browser:
             return
         with sync_playwright() as pw:
