@@ -529,6 +529,7 @@ def test_a_key_of_mixed_types_sorts_and_filters_alike_on_every_backend(
     )
     assert found("v.deep == 7 or config.opt.lr == 0.5") == {"nested", "later"}
     assert found("v.x == 1") == {"boxed"}
+    assert found("opt.lr == 0.5") == {"later"}  # a bare name that only a config update brought
     assert found("other == 1 and v > 2") == {"int3", "float"}
     assert names(sort="config.v.deep", order="asc")[0] == "nested"
     assert names(sort="config.opt.lr", order="desc")[0] == "later"
@@ -565,3 +566,39 @@ def test_many_config_columns_in_one_query(client: httpx.Client) -> None:
     assert _names(client, tests, project="wide") == {f"wide-{i}" for i in range(1, 5)}
     absent = " and ".join(f"config.gone{j} == null" for j in range(30))
     assert _names(client, f"{absent} and k79 > 80", project="wide") == {f"wide-{i}" for i in range(2, 5)}
+
+
+def test_the_fields_index_follows_writes_made_outside_this_server(tmp_path: Any) -> None:
+    """Runs written by another program (an older server, a restore) sort and filter by what they hold."""
+    import sqlite3
+
+    def page(http: httpx.Client, **params: Any) -> list[str]:
+        body = http.get("/api/runs", params={"project": "outside", "sort": "lr", "order": "asc", **params})
+        assert body.status_code == 200, body.text
+        return [r["name"] for r in body.json()["runs"]]
+
+    with (
+        ServerProcess(tmp_path) as server,
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as http,
+    ):
+        for name, lr in (("a", 0.3), ("b", 0.1), ("c", 0.2)):
+            config = orjson.dumps({"lr": lr, "opt": "adam"}).decode()
+            body = {"runName": name, "projectName": "outside", "config": config}
+            assert http.post("/api/runs/create", json=body).status_code == 200
+        assert page(http) == ["b", "c", "a"]
+    db = sqlite3.connect(tmp_path / "mlop-server.db")
+    with db:  # what an older server's config update and create write: config and flat only
+        db.execute("""UPDATE runs SET flat = '{"config.lr": 0.05, "config.opt": "sgd"}' WHERE name = 'a'""")
+        db.execute(
+            "INSERT INTO runs (project, number, name, status, tags, config, created, updated, last_seen, "
+            "owner, flat) SELECT project, 9, 'd', 'RUNNING', '[]', '{}', 1, 1, 1, owner, "
+            """'{"config.lr": 0.15}' FROM runs WHERE name = 'a'"""
+        )
+    db.close()
+    with (
+        ServerProcess(tmp_path) as server,
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as http,
+    ):
+        assert page(http) == ["a", "b", "d", "c"]
+        assert page(http, filter='opt == "sgd" or lr > 0.12') == ["a", "d", "c"]
+        assert page(http, filter='opt == "adam"') == ["b", "c"]
