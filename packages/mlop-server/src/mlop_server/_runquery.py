@@ -2,7 +2,9 @@
 
 Sorting, filtering and paging happen in the database, over a run's own columns and the derived columns of
 :mod:`mlop_server._runfields` (``runs.flat``, ``runs.host``, ``runs.git_commit``, ``runs.client_end`` and
-the per-key metric stats of ``series``). A column of the table is one of:
+the per-key metric stats of ``series``); on SQLite a config or summary key is read from the indexed
+``run_fields`` rows of :mod:`mlop_server._sqlite_fields` (joined per run for sorts, an index range for most
+tests), with the values the JSON text gives. A column of the table is one of:
 
 - a built-in: ``id``, ``number``, ``name``, ``status``, ``user`` (or ``owner``), ``host``, ``commit``,
   ``project``, ``created`` (or ``start``), ``updated``, ``ended``, ``duration``; and ``tags`` in
@@ -43,7 +45,7 @@ from mlop_server._runfilter import (
     TagIn,
     Value,
 )
-from mlop_server._sqlite_fields import FIELDS_TABLE
+from mlop_server._sqlite_fields import FIELDS_TABLE, num_sql, text_sql
 
 __all__ = [
     "AGGREGATES",
@@ -216,13 +218,8 @@ class Query:
             if alias is not None:
                 return f"{alias}.num", f"{alias}.text"
             path = lit(f'$."{key}"')
-            value = f"json_extract(r.flat, {path})"
-            kind = f"json_type(r.flat, {path})"
-            num = (
-                f"(CASE {kind} WHEN 'integer' THEN {value} WHEN 'real' THEN {value} "
-                "WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
-            )
-            return num, f"(CASE WHEN {kind} = 'text' THEN {value} END)"
+            value, kind = f"json_extract(r.flat, {path})", f"json_type(r.flat, {path})"
+            return num_sql(kind, value), text_sql(kind, value)
         k = lit(key)
         kind = f"jsonb_typeof(r.flat -> {k})"
         num = (

@@ -15,19 +15,30 @@ import logging
 import sqlite3
 from typing import Final
 
-__all__ = ["FIELDS_TABLE", "NUM", "TEXT", "ensure_fields"]
+__all__ = ["FIELDS_TABLE", "NUM", "TEXT", "ensure_fields", "num_sql", "text_sql"]
 
 logger = logging.getLogger(__name__)
 
 FIELDS_TABLE: Final = "run_fields"
 
-#: A ``flat`` member's numeric and text value, from ``json_each``'s ``type`` and ``value`` (alias ``j``):
-#: the same values the runs query read with ``json_type``/``json_extract`` before this table existed.
-NUM: Final = (
-    "CASE j.type WHEN 'integer' THEN j.value WHEN 'real' THEN j.value "
-    "WHEN 'true' THEN 1 WHEN 'false' THEN 0 END"
-)
-TEXT: Final = "CASE WHEN j.type = 'text' THEN j.value END"
+
+def num_sql(kind: str, value: str) -> str:
+    """A JSON value's number in the runs table (booleans 1 and 0), from SQL giving its JSON type and value."""
+    return (
+        f"(CASE {kind} WHEN 'integer' THEN {value} WHEN 'real' THEN {value} "
+        "WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+    )
+
+
+def text_sql(kind: str, value: str) -> str:
+    """A JSON value's text in the runs table (strings only)."""
+    return f"(CASE WHEN {kind} = 'text' THEN {value} END)"
+
+
+#: A ``flat`` member's two values from ``json_each`` (alias ``j``): the same as the runs query computes from
+#: ``json_type``/``json_extract`` where it reads the JSON text itself.
+NUM: Final = num_sql("j.type", "j.value")
+TEXT: Final = text_sql("j.type", "j.value")
 
 # A row that is not valid JSON adds no fields rather than failing the write that carries it.
 _MEMBERS: Final = "json_each(CASE WHEN json_valid({flat}) THEN {flat} END) j"
