@@ -10,6 +10,7 @@ the run's ``updated`` time, which every write moves on: a compare page of many l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -114,7 +115,8 @@ async def columns(
 ) -> list[bytes | None]:
     """The JSON columns of each of ``keys`` of ``run`` for a chart (None where the run has no such metric):
     the kept answers of a run at rest, the others read at once (``Storage.metric_points_many``: one read of
-    their block summaries) and encoded in one go off the event loop."""
+    their block summaries) and encoded off the event loop: the answers of block summaries (small) together,
+    each series read whole (downsampled here, the heavy part) on a worker of its own."""
     updated = int(run.get("updated") or 0)
     at_rest = run.get("status") != "RUNNING" and time.time() * 1000 - updated > QUIET_MS
     out: dict[str, bytes | None] = {}
@@ -124,20 +126,24 @@ async def columns(
             if kept is not None:
                 out[key] = kept
     missing = [key for key in keys if key not in out]
-    if missing:
-        found = await storage.metric_points_many(run["id"], missing, max_points)
+    if not missing:
+        return [out[key] for key in keys]
+    found = await storage.metric_points_many(run["id"], missing, max_points)
+    whole = [key for key, answer in found.items() if answer.series.steps.size == answer.total]
+    blocks = [key for key in found if key not in whole]
 
-        def encode() -> dict[str, bytes]:
-            encoded = {}
-            for key, answer in found.items():
-                if answer.series.steps.size == answer.total:  # the whole series: downsampled here
-                    encoded[key] = orjson.dumps(exact_columns(answer.series, max_points))
-                else:
-                    encoded[key] = orjson.dumps(_block_columns(answer, max_points))
-            return encoded
+    def encode_blocks() -> list[bytes]:
+        return [orjson.dumps(_block_columns(found[key], max_points)) for key in blocks]
 
-        for key, data in (await anyio.to_thread.run_sync(encode)).items():
-            out[key] = data
-            if at_rest:
-                cache.put(run["id"], key, max_points, updated, data)
+    def encode_whole(key: str) -> bytes:
+        return orjson.dumps(exact_columns(found[key].series, max_points))
+
+    block_data, whole_data = await asyncio.gather(
+        anyio.to_thread.run_sync(encode_blocks),
+        asyncio.gather(*(anyio.to_thread.run_sync(encode_whole, key) for key in whole)),
+    )
+    for key, data in zip([*blocks, *whole], [*block_data, *whole_data], strict=True):
+        out[key] = data
+        if at_rest:
+            cache.put(run["id"], key, max_points, updated, data)
     return [out.get(key) for key in keys]
