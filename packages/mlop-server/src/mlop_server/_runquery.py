@@ -54,9 +54,9 @@ __all__ = [
     "Col",
     "Query",
     "Sql",
+    "bare_catalog",
     "decode_cursor",
     "encode_cursor",
-    "sqlite_catalog",
 ]
 
 logger = logging.getLogger(__name__)
@@ -338,34 +338,45 @@ class Query:
         return [f"(CASE WHEN {col.text} IS NOT NULL THEN 1 ELSE 2 END)", f"COALESCE({col.text}, '')"]
 
 
-async def sqlite_catalog(
+def _kind_of_name(sql: Sql, project: str, owner: str | None, name: str) -> str:
+    """SQL that is 1 where a project's runs hold the config key ``name``, 2 for such a metric, else 0."""
+
+    def mine() -> str:
+        return "" if owner is None else f" AND r.owner = {sql.p(owner)}"
+
+    def field(key: str) -> str:
+        if sql.dialect == "sqlite":
+            join = "" if owner is None else " JOIN runs r ON r.id = f.run_id"
+            test = f"f.project = {sql.p(project)} AND f.key = {sql.p(key)}"
+            return f"EXISTS (SELECT 1 FROM {FIELDS_TABLE} f{join} WHERE {test}{mine()})"
+        test = f"r.project = {sql.p(project)}{mine()}"
+        return f"EXISTS (SELECT 1 FROM runs r WHERE {test} AND r.flat ? {sql.p(key)})"
+
+    config = field(f"config.{name}")
+    metric = f"EXISTS (SELECT 1 FROM runs r JOIN series s ON s.run_id = r.id AND s.name = {sql.p(name)} "
+    metric += f"WHERE r.project = {sql.p(project)}{mine()} AND s.last_step IS NOT NULL)"
+    summary = field(f"summary.{name}")
+    # a config key first, as Query.column resolves a bare name
+    return f"CASE WHEN {config} THEN 1 WHEN {metric} OR {summary} THEN 2 ELSE 0 END"
+
+
+async def bare_catalog(
+    dialect: str,
     read_sql: Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]],
     project: str,
     owner: str | None,
     names: list[str],
 ) -> Catalog:
-    """What bare ``names`` are in a project's runs (SQLite), by index lookups in the fields table and series.
+    """What bare ``names`` are in a project's runs, each found by lookups that stop at the first run.
 
-    The same answer as the full catalog for those names (a config key held by any run, even as null; a
-    metric with values or a ``run.summary`` key), without reading every run.
+    The same answer as the project's full column catalog for those names (a config key held by any run,
+    even as null; a metric with values or a ``run.summary`` key), without reading every run: on SQLite an
+    index lookup in the fields table, on PostgreSQL a key test on ``flat``.
     """
-    mine = "" if owner is None else " AND r.owner = ?"
     config, metrics = set(), set()
     for name in dict.fromkeys(names):
-        field = (
-            f"EXISTS (SELECT 1 FROM {FIELDS_TABLE} f"
-            + ("" if owner is None else " JOIN runs r ON r.id = f.run_id")
-            + f" WHERE f.project = ? AND f.key = ?{mine})"
-        )
-        metric = (
-            "EXISTS (SELECT 1 FROM runs r JOIN series s ON s.run_id = r.id AND s.name = ? "
-            f"WHERE r.project = ?{mine} AND s.last_step IS NOT NULL)"
-        )
-        scope = [] if owner is None else [owner]
-        ((kind,),) = await read_sql(  # a config key first, as Query.column resolves a bare name
-            f"SELECT CASE WHEN {field} THEN 1 WHEN {metric} OR {field} THEN 2 ELSE 0 END",
-            [project, f"config.{name}", *scope, name, project, *scope, project, f"summary.{name}", *scope],
-        )
+        sql = Sql(dialect)
+        ((kind,),) = await read_sql(f"SELECT {_kind_of_name(sql, project, owner, name)}", sql.params)
         if kind == 1:
             config.add(f"config.{name}")
         elif kind == 2:

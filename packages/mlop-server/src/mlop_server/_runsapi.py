@@ -31,14 +31,13 @@ from mlop_server._runfields import run_times
 from mlop_server._runfilter import FilterError, Node, columns_of, parse_filter
 from mlop_server._runquery import (
     BUILTINS,
-    Catalog,
     Col,
     Query,
     Sql,
     after,
+    bare_catalog,
     decode_cursor,
     encode_cursor,
-    sqlite_catalog,
 )
 from mlop_server._sqlite_fields import FIELDS_TABLE
 from mlop_server._sqlite_writes import display_id
@@ -154,16 +153,7 @@ async def _query(
     bare = [
         n for n, _ in names if n not in BUILTINS and n != "tags" and not n.startswith(("config.", "summary."))
     ]
-    catalog = None
-    if bare and storage.dialect == "sqlite":
-        catalog = await sqlite_catalog(storage.read_sql, project, owner, bare)
-    elif bare:
-        found = await columns(storage, project, owner)
-        catalog = Catalog(
-            frozenset(c["name"] for c in found["config"]),
-            frozenset(m["name"] for m in found["metrics"])
-            | frozenset(s["name"][len("summary.") :] for s in found["summary"]),
-        )
+    catalog = await bare_catalog(storage.dialect, storage.read_sql, project, owner, bare) if bare else None
     return Query(storage.dialect, catalog, now, project)
 
 
