@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from tests.server.test_postgres_downsample import by_blocks  # the documented block rule, from raw values
 
 from mlop_server._readapi import bands, downsample
 from mlop_server._series import _block_columns
@@ -113,25 +114,6 @@ def test_block_answers_pair_into_buckets_or_go_without_a_band() -> None:
     assert found["values"] == [1.0, 3.0, 2.0] and "lo" not in found
 
 
-def expected_by_blocks(values: np.ndarray, max_points: int) -> list[int]:
-    """The positions the documented block rule keeps (each bucket of whole 1,024-point blocks: its lowest
-    and its highest point, NaN neither, the first of equal values), written here from the raw values."""
-    n, block = values.size, 1024
-    size = -(-n // (max_points // 2))
-    buckets: dict[int, list[int]] = {}
-    for b in range(-(-n // block)):
-        buckets.setdefault(b * block // size, []).append(b)
-    keep: set[int] = set()
-    for blocks in buckets.values():
-        lo, hi = blocks[0] * block, min(n, (blocks[-1] + 1) * block)
-        part = values[lo:hi]
-        keep |= {
-            lo + int(np.where(np.isnan(part), np.inf, part).argmin()),
-            lo + int(np.where(np.isnan(part), -np.inf, part).argmax()),
-        }
-    return sorted(keep)
-
-
 def test_several_keys_in_one_request_each_answered_as_alone(
     client: httpx.Client, new_run: Callable[..., int], ingest: Api
 ) -> None:
@@ -169,7 +151,7 @@ def test_several_keys_in_one_request_each_answered_as_alone(
     found = client.get(f"/api/runs/{run_id}/series", params={"key": keys, "max_points": 8}).json()
     assert sorted(found) == ["back", "short", "spiky", "ties"]
     for key, values in (("ties", ties), ("spiky", spiky)):
-        kept = expected_by_blocks(values, 8)
+        kept = by_blocks(values, 8)
         assert found[key]["steps"] == kept and found[key]["total"] == n
         assert found[key]["values"] == ["NaN" if np.isnan(values[i]) else values[i] for i in kept]
         assert found[key]["times"] == [1000 + i for i in kept]
