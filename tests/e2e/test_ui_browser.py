@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import pytest
 
+from mlop._data._video import mp4_available
 from mlop_server.testing import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -70,6 +71,8 @@ for step in range(50):
     if mode == "done" and step < 6:
         run.log({"sample": mlop.Image(np.full((8, 8, 3), (step * 40, 0, 0), dtype=np.uint8)),
                  "notes": mlop.Text(f"notes of step {step}")}, step=step)
+    if mode == "done" and step == 5:  # 8 frames of 16 x 16 at 4 fps: MP4 where the encoder is installed
+        run.log({"clip": mlop.Video(np.zeros((8, 3, 16, 16), dtype=np.uint8), rate=4)}, step=step)
 if mode == "done":
     run.log({"weights": mlop.Histogram(np.arange(50) % 5, bins=5)}, step=49)
     run.log({"weights": mlop.Histogram(np.arange(100) % 7, bins=7),
@@ -214,6 +217,20 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     )
     assert red == [120, 0, 0, 255]
     assert page.inner_text("pre.text[data-step='3']") == "notes of step 3"
+    if mp4_available():  # a small MP4 plays in a player wide enough to show its controls
+        page.eval_on_selector("#media-step", "el => { el.value = '5'; el.dispatchEvent(new Event('input')); }")
+        page.wait_for_function(
+            "() => { const v = document.querySelector('.media video[data-key=clip]');"
+            " return v && v.readyState >= 1; }"
+        )
+        video = page.eval_on_selector(
+            ".media video[data-key=clip]",
+            "v => ({duration: v.duration, width: v.videoWidth, shown: v.clientWidth, controls: v.controls})",
+        )
+        assert video["width"] == 16 and abs(video["duration"] - 2.0) < 0.3, video
+        assert video["controls"] and video["shown"] >= 240, video
+        page.eval_on_selector(".media video[data-key=clip]", "v => { v.muted = true; return v.play(); }")
+        page.wait_for_function("() => document.querySelector('.media video[data-key=clip]').currentTime > 0")
     screenshot(page, "run-media")
 
     page.fill("#tags-input", "t-done, best, lr 0.01")

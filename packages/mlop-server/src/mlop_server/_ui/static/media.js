@@ -87,7 +87,9 @@
           const tag = gif ? "img" : { IMAGE: "img", AUDIO: "audio", VIDEO: "video" }[k.type];
           if (!tag) return mlop.el("figure", {}, await fileView(k.type, f), caption);
           const node = mlop.el(tag, { src: await blobOf(f), alt: f.caption || f.fileName, controls: tag !== "img" ? true : null,
-            preload: "metadata", "data-step": f.step, "data-file": f.id, "data-key": k.name });
+            preload: "metadata", "data-step": f.step, "data-file": f.id, "data-key": k.name,
+            // a small video is scaled up: at its own size (a 16 px clip) the player's controls do not show
+            style: tag === "video" ? "min-width: 240px" : null });
           return mlop.el("figure", {}, node, caption);
         }));
         return mlop.el("div", { class: "mediakey", "data-key": k.name }, mlop.el("h3", {}, k.name),

@@ -77,6 +77,7 @@
   mlop.when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-");
   mlop.duration = function (ms) {
     if (ms == null || ms < 0) return "-";
+    if (ms < 950) return (ms / 1000).toFixed(1) + "s";  // a short run: 0.3s, not 0s
     const s = Math.round(ms / 1000);
     if (s < 60) return s + "s";
     if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
