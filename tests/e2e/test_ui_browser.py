@@ -218,7 +218,9 @@ def test_runs_table_run_page_media_and_tags(online: Any, page: Any) -> None:
     assert red == [120, 0, 0, 255]
     assert page.inner_text("pre.text[data-step='3']") == "notes of step 3"
     if mp4_available():  # a small MP4 plays in a player wide enough to show its controls
-        page.eval_on_selector("#media-step", "el => { el.value = '5'; el.dispatchEvent(new Event('input')); }")
+        page.eval_on_selector(
+            "#media-step", "el => { el.value = '5'; el.dispatchEvent(new Event('input')); }"
+        )
         page.wait_for_function(
             "() => { const v = document.querySelector('.media video[data-key=clip]');"
             " return v && v.readyState >= 1; }"
