@@ -5,6 +5,7 @@ given once keeps the browser logged in through a reload (a session cookie, not t
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -152,6 +154,27 @@ def test_the_overview_shows_what_the_client_recorded(page: Any, failed_run: dict
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.fill("#ov-log-search", "")
     page.screenshot(path=str(ARTIFACTS / "run-overview.png"), full_page=True)
+
+
+def test_times_are_shown_in_the_viewers_time_zone(
+    browser: Any, server: ServerProcess, failed_run: dict[str, Any]
+) -> None:
+    zone = "Asia/Kolkata"  # UTC+5:30: neither the machine's zone nor a whole hour off UTC
+    context = browser.new_context(timezone_id=zone)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(f"{server.url}/ui/#key={server.key}")
+        page.wait_for_selector("body[data-ready]", state="attached")
+        open_run(page, failed_run["id"])
+        start = int(page.get_attribute("#ov-start", "data-ms"))
+        moment = datetime.datetime.fromtimestamp(start / 1000, zoneinfo.ZoneInfo(zone))
+        assert cell(page, "#ov-start") == moment.strftime("%Y-%m-%d %H:%M:%S")
+        utc = datetime.datetime.fromtimestamp(start / 1000, datetime.UTC)
+        assert page.get_attribute("#ov-start", "title") == utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert moment.strftime("%H:%M:%S") in cell(page, "#run-duration")  # "... · started <local time>"
+    finally:
+        context.close()
 
 
 def test_tags_and_notes_edited_in_the_page_survive_a_reload(

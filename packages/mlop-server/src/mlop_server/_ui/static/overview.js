@@ -61,8 +61,10 @@
     const running = run.status === "RUNNING";
     const duration = mlop.runDuration(run);
     return mlop.el("table", { class: "grid kv", id: "ov-times" }, mlop.el("tbody", {},
-      mlop.el("tr", {}, mlop.el("th", {}, "start"), mlop.el("td", { id: "ov-start", "data-ms": start }, mlop.when(start))),
-      mlop.el("tr", {}, mlop.el("th", {}, "end"), mlop.el("td", { id: "ov-end", "data-ms": running ? null : run.ended },
+      mlop.el("tr", {}, mlop.el("th", {}, "start"), mlop.el("td", { id: "ov-start", "data-ms": start, title: mlop.utc(start) },
+        mlop.when(start))),
+      mlop.el("tr", {}, mlop.el("th", {}, "end"), mlop.el("td", { id: "ov-end", "data-ms": running ? null : run.ended,
+        title: running ? null : mlop.utc(run.ended) },
         running ? "running" : mlop.when(run.ended))),
       mlop.el("tr", {}, mlop.el("th", {}, "duration"),
         mlop.el("td", { id: "ov-duration", "data-ms": duration == null ? null : duration }, mlop.duration(duration)))));

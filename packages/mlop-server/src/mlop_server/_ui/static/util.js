@@ -74,7 +74,15 @@
     }
     return node;
   };
-  mlop.when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-");
+  // A moment in the viewer's own time zone, as `mlop runs` prints it (the UTC time is the title of overview's).
+  mlop.when = function (ms) {
+    if (!ms) return "-";
+    const d = new Date(ms);
+    const two = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} `
+      + `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  };
+  mlop.utc = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" : null);
   mlop.duration = function (ms) {
     if (ms == null || ms < 0) return "-";
     if (ms < 950) return (ms / 1000).toFixed(1) + "s";  // a short run: 0.3s, not 0s
