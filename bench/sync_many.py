@@ -171,6 +171,7 @@ def bench_ui(root: Path, count: int, src: str | None) -> dict[str, Any]:
         assert match is not None
         url, key = match.groups()
         done = 0
+        ui_proc = psutil.Process(proc.pid)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
             while time.perf_counter() - start < 600:
                 runs = api.get("/api/runs", params={"project": PROJECT}).json()
@@ -179,6 +180,9 @@ def bench_ui(root: Path, count: int, src: str | None) -> dict[str, Any]:
                     break
                 time.sleep(0.2)
         wall = time.perf_counter() - start
+        # CPU from the start, all threads: mlop ui's own, and its server's (its one child process)
+        ui_cpu = sum(ui_proc.cpu_times()[:2])
+        server_cpu = sum(sum(child.cpu_times()[:2]) for child in ui_proc.children())
         if done < count:
             wall = float("nan")  # not all there within the limit
         arrived = check(url, key, count)
@@ -193,6 +197,8 @@ def bench_ui(root: Path, count: int, src: str | None) -> dict[str, Any]:
         "code": src or "this checkout",
         "wall_s": round(wall, 2),
         "runs_per_s": round(count / wall, 1),
+        "ui_cpu_s": round(ui_cpu, 2),
+        "server_cpu_s": round(server_cpu, 2),
         "arrived": arrived,
     }
 
@@ -319,6 +325,7 @@ def main() -> None:
     parser.add_argument("--old", default=None, help="a tree of the old code, run first")
     parser.add_argument("--new", default=None, help="a tree of the new code (default: here)")
     parser.add_argument("--ui", action="store_true", help="also time `mlop ui` bringing the runs up")
+    parser.add_argument("--ui-only", action="store_true", help="time `mlop ui` only (old, new, new, old)")
     parser.add_argument("--profile", default=None, help="cProfile the new code's `mlop sync` into FILE")
     parser.add_argument("--jobs", type=int, nargs="*", default=[], help="the new code's --jobs (each)")
     parser.add_argument("--h2", default=None, metavar="DIR", help="hypercorn installed here: HTTP/2 vs 1.1")
@@ -336,6 +343,12 @@ def main() -> None:
             print(json.dumps(what), file=sys.stderr, flush=True)  # each figure as it comes
             return what
 
+        if args.ui_only:
+            trees = [args.old, args.new, args.new, args.old] if args.old else [args.new]
+            report["ui"] = [note(bench_ui(root, args.runs, tree)) for tree in trees]
+            report["load_average_after"] = os.getloadavg()
+            print(json.dumps(report, indent=2))
+            return
         if args.old:
             results.append(note(bench_sync(root, args.runs, args.old, None)))
         for jobs in args.jobs or [None]:

@@ -272,6 +272,10 @@ def test_mlop_ui_mirrors_runs_sent_elsewhere_whole_once_and_a_second_pass_sends_
 
     proxy = fault_proxy(lambda method, path, n: None)
     mirror = Mirror(runs, tmp_path / "mirrors", proxy.url, server.key)
+    # One mirror as a first copy cut short leaves it (the run's pages, the mark of the copy not yet
+    # written): it is made again from the start, not appended to.
+    mirror.mirror_dir(some).mkdir(parents=True)
+    shutil.copyfile(some / "run.db", mirror.mirror_dir(some) / "run.db")
     try:
         assert mirror.sync() == RUNS
         _check_whole(_arrived(api), ALL)
@@ -285,7 +289,6 @@ def test_mlop_ui_mirrors_runs_sent_elsewhere_whole_once_and_a_second_pass_sends_
         assert [path.stat().st_mtime_ns for path in stores] == written
     finally:
         mirror.close()
-    assert not list((tmp_path / "mirrors").glob("*/run.db.part*"))
     store = Store(some)
     try:
         assert (store.acks(), store.meta()["server"]) == before  # the run's own store: untouched

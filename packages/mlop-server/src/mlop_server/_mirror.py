@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Final
 
@@ -26,7 +25,7 @@ from mlop._online._options import Options
 from mlop._online._streams import FINAL
 from mlop._online._uploader import LOCK_FILE, Busy, Uploader, last_status, mark_died
 from mlop._settings import HOSTED_URLS
-from mlop._store import STORE_FILE, Store
+from mlop._store import STORE_FILE
 
 __all__ = ["Mirror", "run_dirs"]
 
@@ -127,20 +126,16 @@ class Mirror:
         """Mark the mirror FAILED if the run's process is gone without a final status, and send what it
         holds unsent; returns whether it wrote or sent anything."""
         copied = False
-        store = Store(mirror)
-        try:
-            found = last_status(store)
-            final = found is not None and found[1] in FINAL
-            if not final and not _alive(store.meta().get("pid")):
-                mark_died(store, store.meta().get("pid"))
-                copied = True
-                final = True
-        finally:
-            store.close()
         # the files are the run's; a live run is sent as far as it goes now, and again at the next sync
         uploader = Uploader(mirror, self.options, once=True, files_dir=run_dir, client=self._pool.client)
         self._pool.enter(uploader)
         try:
+            store = uploader.store  # its meta is read again when the run is created or attached
+            found = last_status(store)
+            final = found is not None and found[1] in FINAL
+            if not final and not _alive(store.meta().get("pid")):
+                mark_died(store, store.meta().get("pid"))
+                copied = final = True
             complete = True
             if uploader.has_work():
                 complete = send_once(uploader)
@@ -163,10 +158,14 @@ class Mirror:
             (mirror / name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
         source = sqlite3.connect(f"file:{run_dir / STORE_FILE}?mode=ro", uri=True, timeout=30.0)
         try:
-            if not (mirror / STORE_FILE).exists():
-                return _first_copy(source, mirror), True
-            target = _open(mirror / STORE_FILE)
+            target = sqlite3.connect(mirror / STORE_FILE, timeout=30.0, isolation_level=None)
             try:
+                # Never synced to disk: the mirror is mlop ui's scratch copy, made again from the run if
+                # lost (a crash of the machine may at worst have a record sent twice).
+                target.execute("PRAGMA synchronous = OFF")
+                if _copied(target) is None:  # a new mirror, or one whose first copy was cut short
+                    _whole(source, target)
+                    return target, True
                 return target, _append(source, target)
             except BaseException:
                 target.close()
@@ -175,19 +174,45 @@ class Mirror:
             source.close()
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    """A connection to a mirror store that never syncs the disk: the mirror is mlop ui's scratch copy,
-    made again from the run if lost (a crash of the machine may at worst have a record sent twice)."""
-    db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-    db.execute("PRAGMA synchronous = OFF")
-    return db
+def _copied(target: sqlite3.Connection) -> int | None:
+    """The seq of the run's last record copied to the mirror; None for a mirror not made whole yet."""
+    try:
+        row = target.execute("SELECT value FROM meta WHERE key = ?", (_COPIED,)).fetchone()
+    except sqlite3.OperationalError:  # no table meta: an empty file
+        return None
+    return int(json.loads(row[0])) if row else None
+
+
+def _whole(source: sqlite3.Connection, target: sqlite3.Connection) -> None:
+    """Make the mirror whole from the run's store in one step (SQLite's backup: the file's pages, and the
+    schema with them), less what belongs to the run's own uploads. The mark of the last record copied is
+    written last: a mirror without it (the copy cut short) is made again from the start."""
+    source.backup(target)
+    (mode,) = target.execute("PRAGMA journal_mode").fetchone()
+    if str(mode).lower() != "wal":  # the run's store is in WAL mode, and so its copy, unless it was not
+        target.execute("PRAGMA journal_mode = WAL")
+    target.execute("BEGIN IMMEDIATE")
+    try:
+        target.execute("DELETE FROM acks")  # the run's own server's, not this one's
+        target.execute("DELETE FROM failures")
+        marks = ",".join("?" * len(_UPLOADER_META))
+        target.execute(f"DELETE FROM meta WHERE key IN ({marks})", tuple(_UPLOADER_META))
+        (last,) = target.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
+        target.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            # the uploader's own id for this mirror, made here: one write fewer when it starts
+            [(_COPIED, json.dumps(last)), ("upload_id", json.dumps(os.urandom(6).hex()))],
+        )
+        target.execute("COMMIT")
+    except BaseException:
+        target.execute("ROLLBACK")
+        raise
 
 
 def _append(source: sqlite3.Connection, target: sqlite3.Connection) -> bool:
     """Append the records of ``source`` after the last one copied to ``target`` and refresh its meta;
     returns whether there were any."""
-    row = target.execute("SELECT value FROM meta WHERE key = ?", (_COPIED,)).fetchone()
-    after = int(json.loads(row[0])) if row else 0
+    after = _copied(target) or 0
     rows = source.execute(
         "SELECT seq, kind, count, time, payload FROM records WHERE seq > ? ORDER BY seq", (after,)
     ).fetchall()
@@ -207,36 +232,3 @@ def _append(source: sqlite3.Connection, target: sqlite3.Connection) -> bool:
         target.execute("ROLLBACK")
         raise
     return bool(rows)
-
-
-def _first_copy(source: sqlite3.Connection, mirror: Path) -> sqlite3.Connection:
-    """The mirror made whole from the run's store in one step (SQLite's backup: the file's pages, the
-    schema with them), less what belongs to the run's own uploads; written under a temporary name and
-    renamed, so that a mirror store is never half made."""
-    part = mirror / f"{STORE_FILE}.part{os.getpid()}-{threading.get_ident()}"
-    for leftover in (part, Path(f"{part}-wal"), Path(f"{part}-shm")):
-        leftover.unlink(missing_ok=True)
-    target = _open(part)
-    try:
-        source.backup(target)
-        (mode,) = target.execute("PRAGMA journal_mode").fetchone()
-        if str(mode).lower() != "wal":  # the run's store is in WAL mode; so its copy, unless it was not
-            target.execute("PRAGMA journal_mode = WAL")
-        target.execute("BEGIN IMMEDIATE")
-        try:
-            target.execute("DELETE FROM acks")  # the run's own server's, not this one's
-            target.execute("DELETE FROM failures")
-            marks = ",".join("?" * len(_UPLOADER_META))
-            target.execute(f"DELETE FROM meta WHERE key IN ({marks})", tuple(_UPLOADER_META))
-            (last,) = target.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()
-            target.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_COPIED, json.dumps(last))
-            )
-            target.execute("COMMIT")
-        except BaseException:
-            target.execute("ROLLBACK")
-            raise
-    finally:
-        target.close()
-    os.replace(part, mirror / STORE_FILE)
-    return _open(mirror / STORE_FILE)
