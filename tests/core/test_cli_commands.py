@@ -96,6 +96,10 @@ def test_export_of_an_unknown_key_fails_and_names_the_keys(runs: dict[str, mlop.
     assert "no key 'train/los'" in out.stderr and "train/loss" in out.stderr and "acc" in out.stderr
     unknown_run = _run("export", "nosuchrun", "acc", cwd=root)
     assert unknown_run.returncode == 1 and "no run with that id" in unknown_run.stderr
+    for folder in (root, runs["a"].dir.parent):  # .mlop, a project's folder: runs, not one run
+        many = _run("export", str(folder), "acc", cwd=root)
+        assert many.returncode == 1 and many.stdout == ""
+        assert "is a folder of" in many.stderr and "give one run's folder" in many.stderr, many.stderr
 
 
 def test_export_of_a_media_key_lists_its_files(runs: dict[str, mlop.Run]) -> None:

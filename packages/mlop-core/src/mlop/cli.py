@@ -119,6 +119,14 @@ def _find_run(spec: str, root: str | None) -> Path:
     from mlop._store import STORE_FILE
 
     path = Path(spec)
+    if path.is_dir() and not (path / STORE_FILE).exists():  # a folder of runs (.mlop, a project, above)
+        patterns = ("*/", "*/*/", ".mlop/*/*/")
+        inside = sorted(p.parent for pattern in patterns for p in path.glob(pattern + STORE_FILE))
+        if inside:
+            raise StoreError(
+                f"{spec} is a folder of {len(inside)} runs; give one run's folder (such as {inside[0]}) "
+                "or its id (`mlop runs` lists them)"
+            )
     if path.exists() or os.sep in spec or (os.altsep and os.altsep in spec):
         return path  # open_run says what is wrong with it
     base = _runs_root(root)
