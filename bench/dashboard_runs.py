@@ -15,7 +15,8 @@ redrawn). Prints one JSON document; bench/README.md holds the latest figures.
 two servers (this tree's and an older commit's, put first on ``PYTHONPATH``) can be timed on the same
 runs, one after the other. ``--baseline OLD_SRC`` does that in one go: it copies the data folder, starts
 an older ``mlop_server`` (its source folder first on ``PYTHONPATH``) on the copy and this tree's on the
-original, and times each query on both in turn, checking that both answer the same rows.
+original (with ``--postgres``: both on the one database), and times each query on both in turn, checking
+that both answer the same rows.
 """
 
 from __future__ import annotations
@@ -155,14 +156,19 @@ def fill_once(api: httpx.Client, args: argparse.Namespace, out: dict[str, Any]) 
     out["fill_s"] = round(time.perf_counter() - began, 1)
 
 
-def against(args: argparse.Namespace, out: dict[str, Any], data: str) -> None:
-    """This tree's server and ``--baseline``'s, each on its own copy of the same runs, timed side by side."""
-    with ServerProcess(data) as server, client(server) as api:
+def against(args: argparse.Namespace, out: dict[str, Any], data: str, db: str | None) -> None:
+    """This tree's server and ``--baseline``'s on the same runs, timed side by side.
+
+    SQLite: each on its own copy of the data folder; PostgreSQL: both on the one database.
+    """
+    with ServerProcess(data, db=db) as server, client(server) as api:
         fill_once(api, args, out)
     with tempfile.TemporaryDirectory() as tmp:
-        copy = shutil.copytree(data, Path(tmp) / "baseline")
-        baseline = ServerProcess(copy, env={"PYTHONPATH": str(args.baseline.resolve())})
-        with baseline as old, ServerProcess(data) as new, client(old) as a, client(new) as b:
+        copy = Path(tmp) / "baseline"
+        if db is None:
+            shutil.copytree(data, copy)
+        baseline = ServerProcess(copy, db=db, env={"PYTHONPATH": str(args.baseline.resolve())})
+        with baseline as old, ServerProcess(data, db=db) as new, client(old) as a, client(new) as b:
             out["api_first_page_ms"] = side_by_side({"baseline": a, "this": b}, args.repeat)
 
 
@@ -182,7 +188,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="an older mlop_server's source folder (put first on PYTHONPATH): time its server and this "
-        "tree's side by side on copies of the same runs (SQLite, query API only)",
+        "tree's side by side on the same runs (query API only)",
     )
     parser.add_argument(
         "--postgres",
@@ -202,7 +208,7 @@ def main() -> None:
         data = str(args.data) if args.data else stack.enter_context(tempfile.TemporaryDirectory())
         if args.baseline:
             out["baseline"] = str(args.baseline)
-            against(args, out, data)
+            against(args, out, data, db)
         else:
             run(args, out, data, db)
     print(json.dumps(out, indent=2))
