@@ -36,6 +36,8 @@ __all__ = [
     "COLUMNS",
     "PICK_COLUMNS",
     "SQLITE_TABLE",
+    "STATS_SQL",
+    "answerable",
     "bucket_size",
     "extend_blocks",
     "pick",
@@ -57,12 +59,19 @@ COLUMNS: Final = (
 
 Row = tuple[Any, ...]
 
-#: The block columns a downsampled read takes, after the series' id (:func:`pick`).
+#: The block columns a downsampled read takes, after the series' id (:func:`pick`); a point's key (its value,
+#: NaN as +inf or -inf) is not read: it follows from the value.
 PICK_COLUMNS: Final = (
-    "block", "n", "ordered",
-    "lo_key", "lo_step", "lo_time", "lo_value", "lo_pos",
-    "hi_key", "hi_step", "hi_time", "hi_value", "hi_pos",
+    "block",
+    "lo_step", "lo_time", "lo_value", "lo_pos",
+    "hi_step", "hi_time", "hi_value", "hi_pos",
 )  # fmt: skip
+
+#: Per series (``{where}`` names them): its blocks' points and whether every block is in step order (1/0).
+STATS_SQL: Final = (
+    "SELECT series_id, COALESCE(SUM(n), 0), MIN(CASE WHEN ordered THEN 1 ELSE 0 END) FROM metric_blocks "
+    "WHERE {where} GROUP BY series_id"
+)
 
 
 def bucket_size(total: int, max_points: int) -> int:
@@ -77,19 +86,22 @@ def usable(total: int, blocks_total: int, ordered: bool, max_points: int) -> boo
     )
 
 
-def _floats(column: Sequence[Any], missing: float) -> npt.NDArray[np.float64]:
-    """A column of stored floats (SQLite keeps no NaN: None) with NaN and None as ``missing``."""
-    out = np.array(column, dtype=np.float64)
-    out[np.isnan(out)] = missing
-    return out
+def answerable(stats: Sequence[Row], totals: Mapping[int, int], max_points: int) -> dict[int, int]:
+    """The series whose blocks answer a read of ``max_points`` (:func:`usable`), with their bucket size;
+    ``stats`` are :data:`STATS_SQL` rows, ``totals`` each series' length."""
+    return {
+        int(sid): bucket_size(int(totals[sid]), max_points)
+        for sid, points, ordered in stats
+        if usable(int(totals.get(sid, 0)), int(points), bool(ordered), max_points)
+    }
 
 
-def pick(rows: Sequence[Row], totals: Mapping[int, int], max_points: int) -> dict[int, Downsampled]:
+def pick(rows: Sequence[Row], sizes: Mapping[int, int], totals: Mapping[int, int]) -> dict[int, Downsampled]:
     """Series downsampled over their blocks: per bucket of whole blocks, its lowest and its highest point
-    (the first block's of equal keys; one point when both are the same), in series order.
+    (NaN neither; the first block's of equal values; one point when both are the same), in series order.
 
-    ``rows`` are ``(series_id, *PICK_COLUMNS)`` ordered by series and block; ``totals`` each series' length.
-    Only the series that their blocks can answer (:func:`usable`) are in the result, by id.
+    ``rows`` are ``(series_id, *PICK_COLUMNS)`` of the series in ``sizes`` (each one's bucket size, from
+    :func:`answerable`), ordered by series and block; ``totals`` each series' length. By series id.
     """
     if not rows:
         return {}
@@ -97,36 +109,26 @@ def pick(rows: Sequence[Row], totals: Mapping[int, int], max_points: int) -> dic
     sid = np.array(c[0], dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
     ids = sid[starts].tolist()
-    counts = np.add.reduceat(np.array(c[2], dtype=np.int64), starts).tolist()
-    in_order = np.logical_and.reduceat(np.array(c[3], dtype=bool), starts).tolist()
-    sizes = np.zeros(len(ids), dtype=np.int64)  # 0: not answered from its blocks
-    for j, series_id in enumerate(ids):
-        total = int(totals.get(series_id, 0))
-        if usable(total, int(counts[j]), bool(in_order[j]), max_points):
-            sizes[j] = bucket_size(total, max_points)
     which = np.repeat(np.arange(len(ids)), np.diff(np.r_[starts, sid.size]))
-    keep = sizes[which] > 0
-    if not keep.any():
-        return {}
-    which = which[keep]
-    block = np.array(c[1], dtype=np.int64)[keep]
-    bucket = block * BLOCK // sizes[which]
-    lo_key = _floats(c[4], math.inf)[keep]
-    hi_key = _floats(c[9], -math.inf)[keep]
+    block = np.array(c[1], dtype=np.int64)
+    bucket = block * BLOCK // np.array([sizes[i] for i in ids], dtype=np.int64)[which]
+    lo_values = np.array(c[4], dtype=np.float64)  # SQLite keeps no NaN: None reads as NaN here
+    hi_values = np.array(c[8], dtype=np.float64)
+    lo_key = np.where(np.isnan(lo_values), math.inf, lo_values)
+    hi_key = np.where(np.isnan(hi_values), -math.inf, hi_values)
     by_lo = np.lexsort((block, lo_key, bucket, which))  # per bucket, the lowest first (then the first block)
     by_hi = np.lexsort((block, -hi_key, bucket, which))
     w, b = which[by_lo], bucket[by_lo]  # the same sequence in both orders
     first = np.r_[True, (w[1:] != w[:-1]) | (b[1:] != b[:-1])]
     lo_rows, hi_rows = by_lo[first], by_hi[first]
 
-    def points(at: int, chosen: npt.NDArray[np.intp]) -> tuple[npt.NDArray[Any], ...]:
-        index = np.flatnonzero(keep)[chosen]
-        pos = block[chosen] * BLOCK + np.array(c[at + 4], dtype=np.int64)[index]
-        steps = np.array(c[at + 1], dtype=np.int64)[index]
-        times = np.array(c[at + 2], dtype=np.int64)[index]
-        return which[chosen], pos, steps, times, np.array(c[at + 3], dtype=np.float64)[index]
+    def points(at: int, values: npt.NDArray[np.float64], chosen: npt.NDArray[np.intp]) -> tuple[Any, ...]:
+        pos = block[chosen] * BLOCK + np.array(c[at + 3], dtype=np.int64)[chosen]
+        steps = np.array(c[at], dtype=np.int64)[chosen]
+        times = np.array(c[at + 1], dtype=np.int64)[chosen]
+        return which[chosen], pos, steps, times, values[chosen]
 
-    lo, hi = points(4, lo_rows), points(9, hi_rows)
+    lo, hi = points(2, lo_values, lo_rows), points(6, hi_values, hi_rows)
     w, pos, steps, times, values = (np.concatenate(pair) for pair in zip(lo, hi, strict=True))
     order = np.lexsort((pos, w))
     w, pos, steps, times, values = w[order], pos[order], steps[order], times[order], values[order]
@@ -134,16 +136,15 @@ def pick(rows: Sequence[Row], totals: Mapping[int, int], max_points: int) -> dic
     w, steps, times, values = w[new], steps[new], times[new], values[new]
     bounds = np.searchsorted(w, np.arange(len(ids) + 1))
     return {
-        ids[j]: Downsampled(
+        series_id: Downsampled(
             Series(
                 steps[bounds[j] : bounds[j + 1]].astype("<i8"),
                 times[bounds[j] : bounds[j + 1]].astype("<i8"),
                 values[bounds[j] : bounds[j + 1]].astype("<f8"),
             ),
-            int(totals[ids[j]]),
+            int(totals[series_id]),
         )
-        for j in range(len(ids))
-        if sizes[j]
+        for j, series_id in enumerate(ids)
     }
 
 
@@ -257,7 +258,7 @@ def sqlite_points(
     conn: sqlite3.Connection, run_id: int, keys: Sequence[str], max_points: int
 ) -> dict[str, Downsampled]:
     """Of a run's ``keys``, those its block summaries answer, downsampled (see the module doc); the others
-    (unknown, short, steps that went back) are left out. Three queries, whatever the number of keys."""
+    (unknown, short, steps that went back) are left out. Four queries, whatever the number of keys."""
     if not keys:
         return {}
     named: dict[int, str] = dict(
@@ -280,9 +281,14 @@ def sqlite_points(
     ]
     if not wanted:
         return {}
+    marks = ", ".join("?" * len(wanted))
+    stats = conn.execute(STATS_SQL.format(where=f"series_id IN ({marks})"), wanted).fetchall()
+    sizes = answerable(stats, totals, max_points)
+    if not sizes:
+        return {}
     rows = conn.execute(
         f"SELECT series_id, {', '.join(PICK_COLUMNS)} FROM metric_blocks "
-        f"WHERE series_id IN ({', '.join('?' * len(wanted))}) ORDER BY series_id, block",
-        wanted,
+        f"WHERE series_id IN ({', '.join('?' * len(sizes))}) ORDER BY series_id, block",
+        list(sizes),
     ).fetchall()
-    return {named[sid]: found for sid, found in pick(rows, totals, max_points).items()}
+    return {named[sid]: found for sid, found in pick(rows, sizes, totals).items()}

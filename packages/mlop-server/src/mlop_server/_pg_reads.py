@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import orjson
 
-from mlop_server._blocks import BLOCK, PICK_COLUMNS, bucket_size, pick
+from mlop_server._blocks import BLOCK, PICK_COLUMNS, STATS_SQL, answerable, bucket_size, pick
 from mlop_server._sqlite_writes import RUN_COLUMNS, run_detail, run_summary
 from mlop_server._storage import Downsampled, FileRow, Series
 
@@ -165,7 +165,7 @@ async def block_points(
 ) -> dict[str, Downsampled]:
     """Of a run's ``keys``, those their block summaries answer (``_blocks.pick``), downsampled; the others
     (unknown, short, steps that went back, points stored before the blocks) are left out, to be read whole.
-    Two queries, whatever the number of keys."""
+    Three queries, whatever the number of keys."""
     named = await _all(
         conn, "SELECT id, name, n_points FROM series WHERE run_id = %s AND name = ANY(%s)", (run_id, keys)
     )
@@ -175,14 +175,18 @@ async def block_points(
     ]
     if not wanted:
         return {}
+    stats = await _all(conn, STATS_SQL.format(where="run_id = %s AND series_id = ANY(%s)"), (run_id, wanted))
+    sizes = answerable(stats, totals, max_points)
+    if not sizes:
+        return {}
     rows = await _all(
         conn,
         f"SELECT series_id, {', '.join(PICK_COLUMNS)} FROM metric_blocks "
         "WHERE run_id = %s AND series_id = ANY(%s) ORDER BY series_id, block",
-        (run_id, wanted),
+        (run_id, list(sizes)),
     )
     names = {int(sid): name for sid, name, _ in named}
-    return {names[sid]: found for sid, found in pick(rows, totals, max_points).items()}
+    return {names[sid]: found for sid, found in pick(rows, sizes, totals).items()}
 
 
 async def log_names(conn: AsyncConnection[Any], run_id: int) -> list[dict[str, str]]:
