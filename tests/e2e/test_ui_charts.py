@@ -355,7 +355,19 @@ def test_the_model_graph_is_drawn_as_nodes_and_edges(runs: dict[str, Any], page:
     before = page.get_attribute(f"{graph} g.viewport", "transform")
     page.hover(f"{graph} svg")
     page.mouse.wheel(0, -400)
-    assert page.get_attribute(f"{graph} g.viewport", "transform") != before  # zoomed
+    zoomed = page.get_attribute(f"{graph} g.viewport", "transform")
+    assert zoomed != before  # zoomed
+    box = page.locator(f"{graph} svg").bounding_box()  # pan: a drag on empty space moves the graph with it
+    x, y = box["x"] + 20, box["y"] + 20
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 120, y + 60, steps=6)
+    page.mouse.up()
+    moved = page.get_attribute(f"{graph} g.viewport", "transform")
+    (x0, y0), (x1, y1) = (
+        [float(v) for v in t.split("translate(")[1].split(")")[0].split(",")] for t in (zoomed, moved)
+    )
+    assert (round(x1 - x0), round(y1 - y0)) == (120, 60), (zoomed, moved)
 
 
 def test_histograms_as_a_heat_map_and_a_sortable_table(runs: dict[str, Any], page: Any) -> None:
