@@ -21,10 +21,13 @@ import tempfile
 import threading
 import webbrowser
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from mlop_server._cli import ADMIN_KEY_ENV
 from mlop_server._keys import generate_key
+
+if TYPE_CHECKING:
+    from mlop_server._mirror import Mirror
 
 __all__ = ["add_ui_parser", "main"]
 
@@ -51,19 +54,24 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _start_server(data: Path, port: int, key: str) -> tuple[subprocess.Popen[str], str]:
+def _start_server(data: Path, port: int, key: str) -> subprocess.Popen[str]:
+    """Start the server; it boots while this process goes on (see :func:`_server_url`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
     env[ADMIN_KEY_ENV] = key  # in the environment, not on the command line that `ps` shows
     cmd = [sys.executable, "-m", "mlop_server", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--data", str(data), "--log-level", "warning", "--heartbeat-timeout", "86400"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _server_url(proc: subprocess.Popen[str]) -> str:
+    """The URL the server prints once it listens (its first line); the rest of its output is drained."""
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
     if not url.startswith("http://"):
         proc.wait(10)
         raise SystemExit(f"mlop ui: the server did not start (exit code {proc.returncode})")
     threading.Thread(target=_drain, args=(proc.stdout,), name="mlop-ui-server-out", daemon=True).start()
-    return proc, url
+    return url
 
 
 def _drain(pipe: IO[str]) -> None:
@@ -83,8 +91,6 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``mlop ui`` until Ctrl-C (or SIGTERM); returns the exit code."""
-    from mlop_server._mirror import Mirror
-
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     root = Path(args.dir or os.environ.get("MLOP_DIR") or Path.cwd()).expanduser().resolve()
     if not root.is_dir():
@@ -92,11 +98,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
     own = Path(args.data).expanduser().resolve() if args.data else Path(tempfile.mkdtemp(prefix="mlop-ui-"))
     key = generate_key()
-    proc, url = _start_server(own / "server", args.port, key)
+    proc = _start_server(own / "server", args.port, key)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     mirror: Mirror | None = None
     try:
+        from mlop_server._mirror import Mirror  # the uploader's modules load while the server starts
+
+        url = _server_url(proc)
         mirror = Mirror(root, own / "mirrors", url, key)
         page = f"{url}/ui/#key={key}"
         print(f"mlop ui: the runs under {root} at", flush=True)
