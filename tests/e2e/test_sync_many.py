@@ -132,6 +132,8 @@ def test_a_folder_of_finished_runs_arrives_whole_and_a_second_sync_sends_nothing
     assert synced.returncode == 0, synced.stderr
     assert f"mlop sync: {RUNS} runs: {RUNS} sent" in synced.stderr
     _check_whole(_arrived(api), ALL)
+    # Every run's store was closed cleanly: its acknowledgements checkpointed into it, no log left over.
+    assert not list(runs.glob(".mlop/sweep/*/run.db-wal"))
 
     # Again, through a proxy that counts the requests: nothing to send, and not one request made.
     proxy = fault_proxy(lambda method, path, n: None)

@@ -180,14 +180,29 @@ def _send(
                 out.write(f"{run_dir}: still running (pid {meta.get('pid')}); skipped\n")
                 return "skipped"
             mark_died(store, meta.get("pid"))
-        unsent = has_unsent(store)
+        label = f"{meta.get('project', run_dir.parent.name)}/{meta.get('name', run_dir.name)}"
+        if not has_unsent(store):
+            if not quiet:
+                out.write(f"{label}: nothing to send\n")
+            return "nothing"
+        return _upload(run_dir, label, options, out, transport, timeout, pool, progress)
     finally:
+        # Closed after the uploader's: the last connection checkpoints the store (once), and the store's
+        # write-ahead log and index files are not removed here only to be made again by the uploader's.
         store.close()
-    label = f"{meta.get('project', run_dir.parent.name)}/{meta.get('name', run_dir.name)}"
-    if not unsent:
-        if not quiet:
-            out.write(f"{label}: nothing to send\n")
-        return "nothing"
+
+
+def _upload(
+    run_dir: Path,
+    label: str,
+    options: Options,
+    out: IO[str],
+    transport: object,
+    timeout: float | None,
+    pool: Pool | None,
+    progress: bool,
+) -> str:
+    """Send a run with something unsent (see :func:`_send`): "sent" or "failed"."""
     client = pool.client if pool is not None else None
     uploader = Uploader(run_dir, options, once=True, transport=transport, patience=timeout, client=client)
     if pool is not None:
