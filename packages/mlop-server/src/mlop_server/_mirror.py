@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from mlop._exceptions import MlopError
-from mlop._online._many import DEFAULT_CONCURRENCY, Pool, send_once
+from mlop._online._many import DEFAULT_CONCURRENCY, Pool, has_unsent, send_once
 from mlop._online._options import Options
 from mlop._online._streams import FINAL
 from mlop._online._uploader import LOCK_FILE, Busy, Uploader, last_status, mark_died
@@ -137,7 +137,7 @@ class Mirror:
                 mark_died(store, store.meta().get("pid"))
                 copied = final = True
             complete = True
-            if uploader.has_work():
+            if has_unsent(store):  # stops at the first item unsent
                 complete = send_once(uploader)
                 copied = True
             if final and complete:
