@@ -1,5 +1,6 @@
-"""The SQLite backend's index of run fields: one row per run and ``flat`` key, so config sorts and filters
-are index lookups instead of a JSON parse per run and expression.
+"""The SQLite backend's index of run fields: one row per run and ``flat`` key, for config sorts and filters.
+
+Config sorts and filters are index lookups in it instead of a JSON parse per run and expression.
 
 ``run_fields (run_id, key, project, num, text)`` holds each member of ``runs.flat`` (see
 :mod:`mlop_server._runfields`) with the runs table's two values of a column: ``num`` (numbers, booleans as
