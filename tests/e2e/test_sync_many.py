@@ -253,12 +253,19 @@ def test_updates_a_fresh_create_holds_already_are_not_sent_and_the_end_state_is_
     assert proxy.counts.get("/api/runs/tags/update") == 3
 
 
+@pytest.mark.parametrize("split_at", [None, 2], ids=["one process", "half to the helper process"])
 def test_mlop_ui_mirrors_runs_sent_elsewhere_whole_once_and_a_second_pass_sends_nothing(
-    runs: Path, server: ServerProcess, api: httpx.Client, tmp_path: Path, fault_proxy: Any
+    runs: Path,
+    server: ServerProcess,
+    api: httpx.Client,
+    tmp_path: Path,
+    fault_proxy: Any,
+    split_at: int | None,
 ) -> None:
     # The runs were sent to another server first, so their stores hold that server's acknowledgements,
     # refusals and run ids: mlop ui's mirror (made whole from a run's store in one step) must leave all
     # of that behind and send every run whole to its own server, and leave the runs' stores as they were.
+    # With split_at=2 every other run goes through the helper process (a pass of 64 runs or more).
     from mlop._store import Store
     from mlop_server._mirror import Mirror
 
@@ -273,7 +280,7 @@ def test_mlop_ui_mirrors_runs_sent_elsewhere_whole_once_and_a_second_pass_sends_
     assert before[0] and before[1]["runId"] is not None
 
     proxy = fault_proxy(lambda method, path, n: None)
-    mirror = Mirror(runs, tmp_path / "mirrors", proxy.url, server.key)
+    mirror = Mirror(runs, tmp_path / "mirrors", proxy.url, server.key, split_at=split_at)
     # One mirror as a first copy cut short leaves it (the run's pages, the mark of the copy not yet
     # written): it is made again from the start, not appended to.
     mirror.mirror_dir(some).mkdir(parents=True)
@@ -296,3 +303,31 @@ def test_mlop_ui_mirrors_runs_sent_elsewhere_whole_once_and_a_second_pass_sends_
         assert (store.acks(), store.meta()["server"]) == before  # the run's own store: untouched
     finally:
         store.close()
+
+
+def test_mlop_ui_sends_the_runs_of_a_helper_process_that_died_itself(
+    runs: Path, server: ServerProcess, api: httpx.Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The helper process is killed between two passes: the next pass finds it gone when it asks for its
+    # answers, sends its half from mlop ui's own process, says so, and every run arrives once.
+    from mlop_server._mirror import Mirror
+
+    mirror = Mirror(runs, tmp_path / "mirrors", server.url, server.key, split_at=2)
+    try:
+        half = sorted(runs.glob(".mlop/sweep/*"))
+        (tmp_path / "later").mkdir()
+        hidden = [run.rename(tmp_path / "later" / run.name) for run in half[: len(half) // 2]]
+        assert mirror.sync() == RUNS - len(hidden)
+        helper = mirror._helper
+        assert helper is not None and helper._proc.poll() is None
+        helper._proc.kill()
+        helper._proc.wait()
+        for run in hidden:
+            run.rename(runs / ".mlop" / "sweep" / run.name)
+        with caplog.at_level("WARNING", logger="mlop_server._mirror"):
+            assert mirror.sync() == len(hidden)
+        assert "the helper process stopped" in caplog.text
+        _check_whole(_arrived(api), ALL)
+        assert mirror.sync() == 0
+    finally:
+        mirror.close()

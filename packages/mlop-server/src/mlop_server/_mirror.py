@@ -8,6 +8,10 @@ uploader (``once``, as ``mlop sync`` does) on the mirror. A run whose process is
 is marked FAILED in the mirror, as ``mlop sync`` would mark it. Runs go as ``mlop sync`` sends them: in one
 pass each, several at once over one shared connection pool (:mod:`mlop._online._many`).
 
+Sending is Python work that holds the interpreter lock, about one core's worth; a pass of many runs gives
+every other run to a helper process (:mod:`mlop_server._mirror_helper`) with a lock of its own, so the two
+halves go at once while the server uses what is left of the machine.
+
 A mirror is scratch: its first copy is the run's store taken whole by SQLite's backup, and it is never
 synced to the disk (a lost mirror is made again from the run). A run that has ended and was sent whole is
 not looked at again until its store changes. bench/README.md ("Sync of many runs") has the figures.
@@ -20,8 +24,10 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from mlop._exceptions import MlopError
 from mlop._online._many import DEFAULT_CONCURRENCY, Pool, has_unsent, send_once
@@ -39,6 +45,9 @@ logger = logging.getLogger(__name__)
 _UPLOADER_META: Final = frozenset({"upload_id", "upload_lognames", "server", "server_urls"})
 _COPIED: Final = "ui_copied_seq"
 _COPY_BATCH: Final = 2000
+#: Runs to send in one pass from which every other one goes to the helper process (starting it costs
+#: about 0.4 s of a core; the runs of a pass take about 8 ms each).
+SPLIT_AT: Final = 64
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -84,18 +93,30 @@ class Mirror:
     """
 
     def __init__(
-        self, root: Path, mirrors: Path, url: str, api_key: str, concurrency: int = DEFAULT_CONCURRENCY
+        self,
+        root: Path,
+        mirrors: Path,
+        url: str,
+        api_key: str,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        split_at: int | None = SPLIT_AT,
     ) -> None:
         self.root = root
         self.mirrors = mirrors
         self.options = Options(urls=dict.fromkeys(HOSTED_URLS, url), api_key=api_key, heartbeat=5.0)
         self._done: dict[Path, tuple[int, ...]] = {}
         self._pool = Pool(self.options, concurrency)
+        self._url, self._key = url, api_key
+        self._split_at = split_at  # None: never a helper process
+        self._helper: _Helper | None = None
 
     def close(self) -> None:
         """Stop the runs in flight at their next request (a later sync goes on) and close the connections."""
         self._pool.halt()
         self._pool.close()
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
 
     def mirror_dir(self, run_dir: Path) -> Path:
         """Where the mirror of ``run_dir`` lives (named by a hash of the run's path)."""
@@ -104,8 +125,43 @@ class Mirror:
     def sync(self) -> int:
         """Copy and send what is new in every run; returns how many runs had something new."""
         todo = [d for d in run_dirs(self.root) if self._done.get(d) != _signature(d)]  # else: ended, all sent
-        futures = [self._pool.submit(self._sync_quietly, run_dir) for run_dir in todo]
-        return sum(future.result() for future in futures)
+        helper = self._helper_for(len(todo))
+        theirs = todo[1::2] if helper is not None else []
+        if helper is not None:
+            helper.send(theirs)  # it starts on them at once
+            todo = todo[0::2]
+        changed = sum(self.sync_runs(todo))
+        if helper is not None:
+            answers = helper.collect()
+            if answers is None:  # the helper is gone: its runs go here, and every later pass too
+                logger.warning("mlop ui: the helper process stopped; its runs are sent from here")
+                self._helper = None
+                self._split_at = None
+                return changed + sum(self.sync_runs(theirs))
+            for answer in answers:
+                if answer.get("done"):
+                    self._done[Path(answer["run"])] = tuple(answer["done"])
+                changed += bool(answer.get("copied"))
+        return changed
+
+    def _helper_for(self, count: int) -> _Helper | None:
+        """The helper process, started for the first pass of at least ``split_at`` runs."""
+        if self._helper is None and self._split_at is not None and count >= self._split_at:
+            try:
+                self._helper = _Helper(self.root, self.mirrors, self._url, self._key)
+            except OSError as exc:
+                logger.warning("mlop ui: no helper process (%s); every run is sent from here", exc)
+                self._split_at = None
+        return self._helper
+
+    def sync_runs(self, runs: list[Path]) -> list[bool]:
+        """Copy and send these runs, several at once; whether each had something new."""
+        futures = [self._pool.submit(self._sync_quietly, run_dir) for run_dir in runs]
+        return [future.result() for future in futures]
+
+    def done(self, run_dir: Path) -> tuple[int, ...] | None:
+        """The signature of ``run_dir`` when it had ended and was sent whole (skipped until it changes)."""
+        return self._done.get(run_dir)
 
     def _sync_quietly(self, run_dir: Path) -> bool:
         try:
@@ -176,6 +232,67 @@ class Mirror:
                 raise
         finally:
             source.close()
+
+
+class _Helper:
+    """A helper process that sends the runs it is given (``python -m mlop_server._mirror_helper``).
+
+    Its orders and answers are JSON lines on its stdin and stdout; the first line gives it the folders,
+    the server and the key (never on its command line, which ``ps`` shows).
+    """
+
+    def __init__(self, root: Path, mirrors: Path, url: str, api_key: str) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "mlop_server._mirror_helper"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._write({"root": str(root), "mirrors": str(mirrors), "url": url, "key": api_key})
+
+    def _write(self, message: dict[str, Any]) -> bool:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except (OSError, ValueError):  # it has stopped
+            return False
+        return True
+
+    def send(self, runs: list[Path]) -> None:
+        self._write({"runs": [str(run) for run in runs]})
+
+    def collect(self) -> list[dict[str, Any]] | None:
+        """The answers to the last :meth:`send`, one a run; None when the helper has stopped."""
+        assert self._proc.stdout is not None
+        try:
+            line = self._proc.stdout.readline()
+            answers = json.loads(line)["answers"] if line else None
+        except (OSError, ValueError, KeyError, TypeError):
+            answers = None
+        if not isinstance(answers, list):
+            self.close()
+            return None
+        return [answer for answer in answers if isinstance(answer, dict) and "run" in answer]
+
+    def close(self) -> None:
+        """Let it finish what it sends now (a few seconds at most), then stop it."""
+        if self._proc.stdin is not None:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
 def _copied(target: sqlite3.Connection) -> int | None:
