@@ -331,3 +331,53 @@ def test_mlop_ui_sends_the_runs_of_a_helper_process_that_died_itself(
         assert mirror.sync() == 0
     finally:
         mirror.close()
+
+
+def test_the_mlop_ui_command_sends_a_large_folder_through_its_helper_and_ctrl_c_stops_both(
+    runs: Path, tmp_path: Path
+) -> None:
+    # `mlop ui` as a user runs it, on 100 runs (a pass of 64 or more: half go through the helper process).
+    # Every run arrives whole, once; Ctrl-C stops mlop ui, its server and its helper.
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlop.cli",
+        "ui",
+        "--dir",
+        str(runs),
+        "--no-browser",
+        "--data",
+        str(tmp_path / "ui"),
+    ]
+    ui = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert ui.stdout is not None
+        page = ""
+        while "#key=" not in page:
+            page = ui.stdout.readline()
+            assert page, "mlop ui ended early"
+        base, key = page.strip().split("/ui/#key=")
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
+            finished = {"project": "sweep", "filter": 'status == "COMPLETED"', "limit": 1}
+            deadline = time.monotonic() + 120
+            while api.get("/api/runs", params=finished).json()["total"] < RUNS:
+                assert time.monotonic() < deadline, "not every run arrived"
+                time.sleep(0.2)
+            helpers = [
+                p for p in psutil.Process(ui.pid).children() if "_mirror_helper" in " ".join(p.cmdline())
+            ]
+            assert len(helpers) == 1  # started for the first pass (100 runs)
+            assert key not in " ".join(helpers[0].cmdline())  # the key reached it on its stdin
+            _check_whole(_arrived(api), ALL)
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(30) == 0
+        helpers[0].wait(10)  # raises if the helper outlived mlop ui
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait()
+        if ui.stdout is not None:
+            ui.stdout.close()

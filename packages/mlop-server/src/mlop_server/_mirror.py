@@ -276,14 +276,15 @@ class _Helper:
         return [answer for answer in answers if isinstance(answer, dict) and "run" in answer]
 
     def close(self) -> None:
-        """Let it finish what it sends now (a few seconds at most), then stop it."""
+        """Stop it: at once when idle (its stdin closes), else after a second (a run cut short mid-way is
+        taken up again at the next pass, its batch in flight still marked, as after Ctrl-C)."""
         if self._proc.stdin is not None:
             try:
                 self._proc.stdin.close()
             except OSError:
                 pass
         try:
-            self._proc.wait(5)
+            self._proc.wait(1)
         except subprocess.TimeoutExpired:
             self._proc.terminate()
             try:
