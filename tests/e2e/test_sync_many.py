@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.e2e.uiproc import mlop_ui
 
 from mlop_server.testing import ServerProcess
 
@@ -340,26 +341,8 @@ def test_the_mlop_ui_command_sends_a_large_folder_through_its_helper_and_ctrl_c_
     # Every run arrives whole, once; Ctrl-C stops mlop ui, its server and its helper.
     import psutil
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlop.cli",
-        "ui",
-        "--dir",
-        str(runs),
-        "--no-browser",
-        "--data",
-        str(tmp_path / "ui"),
-    ]
-    ui = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert ui.stdout is not None
-        page = ""
-        while "#key=" not in page:
-            page = ui.stdout.readline()
-            assert page, "mlop ui ended early"
-        base, key = page.strip().split("/ui/#key=")
+    with mlop_ui(runs, "--data", str(tmp_path / "ui")) as (ui, page):
+        base, key = page.split("/ui/#key=")
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
             finished = {"project": "sweep", "filter": 'status == "COMPLETED"', "limit": 1}
             deadline = time.monotonic() + 120
@@ -374,10 +357,4 @@ def test_the_mlop_ui_command_sends_a_large_folder_through_its_helper_and_ctrl_c_
             _check_whole(_arrived(api), ALL)
         ui.send_signal(signal.SIGINT)
         assert ui.wait(30) == 0
-        helpers[0].wait(10)  # raises if the helper outlived mlop ui
-    finally:
-        if ui.poll() is None:
-            ui.kill()
-            ui.wait()
-        if ui.stdout is not None:
-            ui.stdout.close()
+    helpers[0].wait(10)  # raises if the helper outlived mlop ui

@@ -11,7 +11,6 @@ given) and, for the spike, from the canvas's pixels.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.e2e.test_ui_browser import WAIT_MS, chromium_browser, open_hash, screenshot
+from tests.e2e.uiproc import mlop_ui
 
 from mlop_server.testing import ServerProcess
 
@@ -478,48 +478,29 @@ def test_mlop_ui_keeps_the_layout_in_its_data_folder(browser: Any, tmp_path: Pat
     script.write_text("import mlop, sys\n" + textwrap.dedent(OFFLINE))
     subprocess.run([sys.executable, str(script), str(tmp_path / "runs")], env=env, timeout=120, check=True)
     for launch in ("first", "second"):  # two `mlop ui` processes, one data folder
-        cmd = [sys.executable, "-m", "mlop.cli", "ui", "--dir", str(tmp_path / "runs"), "--data"]
-        ui = subprocess.Popen(
-            [*cmd, str(tmp_path / "ui-data"), "--no-browser", "--interval", "0.5"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
         context = browser.new_context(viewport={"width": 1280, "height": 900})
+        data = ("--data", str(tmp_path / "ui-data"), "--interval", "0.5")
         try:
-            assert ui.stdout is not None
-            url = ""
-            while "#key=" not in url:
-                url = ui.stdout.readline()
-                assert url or ui.poll() is None, "mlop ui printed no URL"
-            base, key = url.strip().split("/ui/#key=")
-            with httpx.Client(
-                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
-            ) as ui_api:
-                deadline = time.monotonic() + 60
-                while not ui_api.get("/api/runs", params={"project": "local"}).json():
-                    assert time.monotonic() < deadline, "mlop ui sent no run"
-                    time.sleep(0.2)
-                (run,) = ui_api.get("/api/runs", params={"project": "local"}).json()
-            page = context.new_page()
-            page.set_default_timeout(WAIT_MS)
-            page.goto(url.strip())
-            page.wait_for_selector("body[data-ready]", state="attached")
-            open_hash(page, f"#/run/{run['id']}/charts", "run-charts")
-            if launch == "first":
-                assert [g[:2] for g in groups(page)] == [["train", "false"], ["val", "false"]]
-                page.click("[data-group='train'] [data-action='toggle']")
-                page.wait_for_selector("#layout-note:text('layout saved')")
-            else:
-                assert [g[:2] for g in groups(page)] == [["train", "true"], ["val", "false"]]
+            with mlop_ui(tmp_path / "runs", *data, env=env) as (_ui, url):
+                base, key = url.split("/ui/#key=")
+                with httpx.Client(
+                    base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+                ) as ui_api:
+                    deadline = time.monotonic() + 60
+                    while not ui_api.get("/api/runs", params={"project": "local"}).json():
+                        assert time.monotonic() < deadline, "mlop ui sent no run"
+                        time.sleep(0.2)
+                    (run,) = ui_api.get("/api/runs", params={"project": "local"}).json()
+                page = context.new_page()
+                page.set_default_timeout(WAIT_MS)
+                page.goto(url)
+                page.wait_for_selector("body[data-ready]", state="attached")
+                open_hash(page, f"#/run/{run['id']}/charts", "run-charts")
+                if launch == "first":
+                    assert [g[:2] for g in groups(page)] == [["train", "false"], ["val", "false"]]
+                    page.click("[data-group='train'] [data-action='toggle']")
+                    page.wait_for_selector("#layout-note:text('layout saved')")
+                else:
+                    assert [g[:2] for g in groups(page)] == [["train", "true"], ["val", "false"]]
         finally:
             context.close()
-            ui.send_signal(signal.SIGINT)
-            try:
-                ui.wait(30)
-            finally:
-                if ui.poll() is None:
-                    ui.kill()
-                    ui.wait()
-                if ui.stdout is not None:
-                    ui.stdout.close()

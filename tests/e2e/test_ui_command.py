@@ -4,12 +4,10 @@ own stores are left as they were (so a later ``mlop sync`` to a real server stil
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.e2e.uiproc import mlop_ui
 
 from mlop._store import Store
 
@@ -89,28 +88,8 @@ def test_mlop_ui_sends_local_runs_and_follows_a_live_one(
     runs_dir: Path, live: subprocess.Popen[bytes]
 ) -> None:
     _wait(lambda: len(list(runs_dir.glob(".mlop/local/*/run.db"))) == 3)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlop.cli",
-        "ui",
-        "--dir",
-        str(runs_dir),
-        "--no-browser",
-        "--interval",
-        "0.5",
-    ]
-    ui = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env())
-    lines: queue.Queue[str] = queue.Queue()
-    assert ui.stdout is not None
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in ui.stdout or ()], daemon=True)
-    reader.start()
-    try:
-        url = ""
-        deadline = time.monotonic() + 60
-        while "#key=" not in url and time.monotonic() < deadline:
-            url = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        base, key = url.strip().split("/ui/#key=")
+    with mlop_ui(runs_dir, "--interval", "0.5", env=_env()) as (ui, url):
+        base, key = url.split("/ui/#key=")
         assert base.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
             assert httpx.get(f"{base}/api/projects").status_code == 401
@@ -154,12 +133,6 @@ def test_mlop_ui_sends_local_runs_and_follows_a_live_one(
             assert _wait(lambda: steps("live") == logged)
         ui.send_signal(signal.SIGINT)
         assert ui.wait(30) == 0
-    finally:
-        if ui.poll() is None:
-            ui.kill()
-            ui.wait()
-        reader.join(10)
-        ui.stdout.close()
     for run_dir in runs_dir.glob(".mlop/local/*"):  # mlop ui wrote nothing into the runs
         store = Store(run_dir)
         try:

@@ -6,7 +6,6 @@ given once keeps the browser logged in through a reload (a session cookie, not t
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import shutil
 import signal
@@ -22,6 +21,7 @@ from typing import Any, Final
 import httpx
 import pytest
 from tests.e2e.test_ui_browser import chromium_browser
+from tests.e2e.uiproc import mlop_ui
 
 from mlop_server.testing import ServerProcess
 
@@ -223,42 +223,31 @@ def test_a_run_sent_later_shows_how_long_it_ran_under_sync_and_mlop_ui(page: Any
 def _through_mlop_ui(browser: Any, runs_dir: Path) -> None:
     """The same run folder under `mlop ui`: a browser opened on its URL is logged in by itself, and the run,
     sent seconds after it ended, shows the client's duration too."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOP_")}
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "mlop", "ui", "--dir", str(runs_dir), "--no-browser", "--interval", "0.5"],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
     context = browser.new_context()
     try:
-        assert ui.stdout is not None
-        url = ""
-        while "#key=" not in url:
-            url = ui.stdout.readline()
-            assert url, "mlop ui ended before printing its URL"
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        page.goto(url.strip())
-        page.wait_for_selector("body[data-ready='projects']", state="attached")  # no key form: logged in
-        assert "key=" not in page.url
-        assert [c["name"] for c in context.cookies()] == ["mlop_session"]
-        base, key = url.strip().split("/ui/#key=")
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
-            deadline = time.monotonic() + 90  # a loaded machine: the mirror's first pass can take a while
-            runs: list[dict[str, Any]] = []
-            while time.monotonic() < deadline:  # the mirror marks the run COMPLETED once all of it arrived
-                runs = api.get("/api/runs", params={"project": "synced"}).json()
-                if runs and runs[0]["status"] == "COMPLETED":
-                    break
-                time.sleep(0.5)
-        assert runs and runs[0]["status"] == "COMPLETED", runs
-        open_run(page, runs[0]["id"])
-        assert page.get_attribute("#ov-status", "data-status") == "COMPLETED"
-        duration = int(page.get_attribute("#ov-duration", "data-ms"))
-        assert 3000 <= duration < 4500, duration
+        with mlop_ui(runs_dir, "--interval", "0.5", stop=signal.SIGTERM) as (_ui, url):
+            page = context.new_page()
+            page.set_default_timeout(WAIT_MS)
+            page.goto(url)
+            page.wait_for_selector("body[data-ready='projects']", state="attached")  # no key form: logged in
+            assert "key=" not in page.url
+            assert [c["name"] for c in context.cookies()] == ["mlop_session"]
+            base, key = url.split("/ui/#key=")
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
+                deadline = time.monotonic() + 90  # a loaded machine: the mirror's first pass can take a while
+                runs: list[dict[str, Any]] = []
+                while time.monotonic() < deadline:  # COMPLETED once all of the run arrived through the mirror
+                    runs = api.get("/api/runs", params={"project": "synced"}).json()
+                    if runs and runs[0]["status"] == "COMPLETED":
+                        break
+                    time.sleep(0.5)
+            assert runs and runs[0]["status"] == "COMPLETED", runs
+            open_run(page, runs[0]["id"])
+            assert page.get_attribute("#ov-status", "data-status") == "COMPLETED"
+            duration = int(page.get_attribute("#ov-duration", "data-ms"))
+            assert 3000 <= duration < 4500, duration
     finally:
         context.close()
-        ui.send_signal(signal.SIGTERM)
-        ui.communicate(timeout=30)  # and closes its pipe
 
 
 def test_a_key_given_once_keeps_the_browser_logged_in(browser: Any, server: ServerProcess) -> None:
