@@ -131,8 +131,6 @@ class Writer:
         self.deadline = time.time() + PACK_EVERY
         # Seconds per value of recent pickles (a moving average): sizes each pickle to a turn's time left.
         self._value_cost = FIRST_VALUE_COST
-        # The writer's thread joins the chunks of a write here (see _write); only under the io lock.
-        self._join = bytearray(ROW_BYTES)
         self._lock = threading.RLock()  # the lists above (a signal handler may add while its thread adds)
         self._pack_lock = threading.Lock()  # one packer at a time keeps rows in logging order
         self._io_lock = threading.Lock()  # one write at a time
@@ -376,9 +374,8 @@ class Writer:
         if not (count or meta):
             return
         rows = ready[:count]
-        # Per kind, in logging order: each row buffer bound as it is (SQLite copies it while binding);
-        # runs of small pickles between them joined into one row in the buffer this writer keeps (its pages
-        # are in memory already, where a fresh megabyte would fault each page in, the lock held).
+        # Per kind, in logging order: each row buffer bound as it is (SQLite copies it while binding), the
+        # single pickles between them (other kinds; metrics held while writes failed) joined into one row.
         runs: dict[str, list[list[_Row]]] = {}
         for row in rows:
             segments = runs.setdefault(row.kind, [])
@@ -386,27 +383,17 @@ class Writer:
                 segments.append([row])
             else:
                 segments[-1].append(row)
-        buffer = memoryview(self._join)
         views: list[memoryview] = []
         packed: list[tuple[str, int, bytes | memoryview]] = []
-        end = 0
         for kind, segments in runs.items():
             for segment in segments:
                 items = sum(row.items for row in segment)
-                length = sum(row.size for row in segment)
                 if segment[0].buffered:
-                    views.append(memoryview(segment[0].data)[:length])
+                    views.append(memoryview(segment[0].data)[: segment[0].size])
                     packed.append((kind, items, views[-1]))
-                elif len(segment) == 1 or end + length > len(buffer):  # one pickle, or past the buffer
+                else:
                     parts = [cast(bytes, row.data) for row in segment]
                     packed.append((kind, items, parts[0] if len(parts) == 1 else b"".join(parts)))
-                else:
-                    begin = end
-                    for row in segment:
-                        buffer[end : end + row.size] = row.data
-                        end += row.size
-                    views.append(buffer[begin:end])
-                    packed.append((kind, items, views[-1]))
         try:
             self.store.write_packed(packed, meta)
         except Exception as exc:  # broad: a full disk or a broken store must not reach the training loop
@@ -419,7 +406,6 @@ class Writer:
             del packed
             for view in views:
                 view.release()
-            buffer.release()
         with self._lock:
             del self._ready[:count]
             self._ready_bytes -= size
