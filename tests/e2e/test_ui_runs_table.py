@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,30 @@ def test_scatter_and_correlation_show_the_right_runs(page: Any, sweep: dict[str,
     page.click(f"[data-testid=scatter] circle[data-run='{run_id}']")
     page.wait_for_function("id => location.hash === '#/run/' + id", arg=run_id)
     open_project(page)
+
+
+def test_a_page_left_while_loading_never_draws_over_the_next(page: Any, sweep: dict[str, int]) -> None:
+    """A run opened and left for the project before it loaded (its answer held back 0.8 s here): the project
+    page is the one left on screen, with its table and views, once the late run page has come and gone."""
+    run_id = sweep["trial-00"]
+    pattern = f"**/api/runs/{run_id}"
+
+    def slow(route: Any) -> None:
+        time.sleep(0.8)
+        route.continue_()
+
+    page.route(pattern, slow)
+    try:
+        page.evaluate("id => { delete document.body.dataset.ready; location.hash = '#/run/' + id; }", run_id)
+        open_project(page)
+        page.wait_for_timeout(1500)  # past the held-back answer: a stale run page would be drawn by now
+        assert page.evaluate("location.hash") == f"#/p/{PROJECT}"
+        assert page.get_attribute("body", "data-ready") == "runs"
+        assert page.query_selector("#columns-button") is not None
+        assert page.query_selector("#across[data-drawn]") is not None
+        assert sorted(names(page)) == sorted(sweep)
+    finally:
+        page.unroute(pattern, slow)
 
 
 def test_the_column_chooser_is_kept_on_the_server(page: Any, server: ServerProcess) -> None:

@@ -32,7 +32,34 @@
     } }, "log out"));
   }
 
-  async function route() {
+  // Pages are drawn one at a time. A page still loading when the address changes is finished first and the
+  // latest address is drawn right after it: a slow page never draws over the one the user went to next, and
+  // its timers are stopped like any other page's.
+  let drawing = null;
+  let again = false;
+  function route() {
+    if (drawing) {
+      again = true;
+      return drawing;
+    }
+    drawing = (async () => {
+      try {
+        do {
+          again = false;
+          try {
+            await draw();
+          } catch (e) {
+            if (!again) throw e;  // a page left before it was drawn: its error is no longer shown
+          }
+        } while (again);
+      } finally {
+        drawing = null;
+      }
+    })();
+    return drawing;
+  }
+
+  async function draw() {
     mlop.stopTimers();
     mlop.clearCharts();
     delete document.body.dataset.ready;
