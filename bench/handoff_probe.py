@@ -1,0 +1,207 @@
+"""Issue 20's last miss, probed: is the interpreter-lock hand-off what makes the slowest 1,000-key call?
+
+Run: nice -n -15 .venv/bin/python bench/handoff_probe.py [--rounds 3] [--steps 2000] [--width 1000]
+Prints one JSON document; bench/README.md ("The hand-off, probed") holds the latest figures.
+
+Three loops log the same dicts, 1,000 keys a step with no work between calls, for ``--steps`` calls, and
+each call is timed:
+
+- ``mlop``: ``run.log`` of this tree (packing turns on the loop's thread, SQLite writes on the writer's
+  thread, which takes the interpreter lock back a few times a write).
+- ``thread``: the probe's own minimal copy of that data path: each call pickles its record, and a thread
+  in this process wakes every 50 ms and writes the pickles to SQLite, one statement and commit a write.
+- ``pipe``: the same packing, but the call hands each pickle to the kernel with one ``os.write`` into a
+  pipe (1 MiB) whose reader is a child process that writes them to SQLite. No thread of this process
+  needs the lock back while the loop runs: the writer outside the process of issue 20's next step,
+  without the parts a real one needs (acks for ``flush()``, a full disk, what is packed after the loop
+  stops logging).
+
+If ``pipe`` has no slow calls where ``thread`` and ``mlop`` have them, the hand-off is the cause and a
+writer outside the process removes it; its cost to the loop is the ``os.write`` per pickle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import pickle
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import mlop
+
+F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's capacity
+
+CHILD = r"""
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=NORMAL")
+db.execute("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, data BLOB)")
+fd, rows = 0, 0
+buf = bytearray()
+while True:
+    chunk = os.read(fd, 1 << 20)
+    if not chunk:
+        break
+    buf += chunk
+    frames = []
+    while len(buf) >= 4:
+        size = int.from_bytes(buf[:4], "little")
+        if len(buf) < 4 + size:
+            break
+        frames.append((bytes(buf[4 : 4 + size]),))
+        del buf[: 4 + size]
+    if frames:
+        db.executemany("INSERT INTO rows (data) VALUES (?)", frames)
+        rows += len(frames)
+print(rows)
+"""
+
+
+def _timed(call: Callable[[dict[str, float]], Any], steps: int, width: int) -> list[int]:
+    keys = [f"train/metric_{k}" for k in range(width)]
+    clock = time.perf_counter_ns
+    calls = [0] * steps
+    switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    for i in range(steps):
+        data = {k: i * 0.001 + j for j, k in enumerate(keys)}
+        start = clock()
+        call(data)
+        calls[i] = clock() - start
+    # The loop thread's voluntary context switches: it sleeps only to wait for the interpreter lock.
+    calls.append(resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - switches)
+    return calls
+
+
+def _tail(timed: list[int]) -> dict[str, float]:
+    """The call times' distribution; the list's last item is the loop's count of voluntary switches."""
+    calls, switches = timed[:-1], timed[-1]
+    ordered = sorted(calls)
+    n = len(ordered)
+    return {
+        "median_us": ordered[n // 2] / 1000,
+        "p99_us": ordered[int(n * 0.99)] / 1000,
+        "p99_9_us": ordered[min(n - 1, int(n * 0.999))] / 1000,
+        "max_us": ordered[-1] / 1000,
+        "calls_over_1ms": sum(1 for c in calls if c > 1_000_000),
+        "loop_sleeps": switches,
+    }
+
+
+class _Packer:
+    """Each record pickled in the call that logs it (about what mlop's packing turns cost a record, spread
+    evenly), and the bytes handed to ``sink``: every call costs the same, so a slow call is the sink's."""
+
+    def __init__(self, sink: Callable[[bytes], None]) -> None:
+        self.sink = sink
+        self.step = 0
+
+    def log(self, data: dict[str, float]) -> None:
+        self.sink(pickle.dumps((self.step, time.time(), data), protocol=5))
+        self.step += 1
+
+    def pack(self) -> None:
+        """Nothing is left pending: every record was packed by its own call."""
+
+
+def _thread_loop(path: str, steps: int, width: int) -> dict[str, Any]:
+    ready: list[bytes] = []
+    lock = threading.Lock()
+    wake = threading.Event()
+    stop = False
+
+    def writer() -> None:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, data BLOB)")
+        while True:
+            wake.wait(0.05)
+            wake.clear()
+            with lock:
+                rows, ready[:] = list(ready), []
+            if rows:
+                db.executemany("INSERT INTO rows (data) VALUES (?)", [(r,) for r in rows])
+            if stop and not rows:
+                db.close()
+                return
+
+    def sink(data: bytes) -> None:
+        with lock:
+            ready.append(data)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    packer = _Packer(sink)
+    calls = _timed(packer.log, steps, width)
+    packer.pack()
+    stop = True
+    wake.set()
+    thread.join()
+    return _tail(calls)
+
+
+def _pipe_loop(path: str, steps: int, width: int) -> dict[str, Any]:
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)
+    except OSError:
+        pass
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, path], stdin=read_end, stdout=subprocess.PIPE, text=True
+    )
+    os.close(read_end)
+    blocked = [0]
+
+    def sink(data: bytes) -> None:
+        frame = len(data).to_bytes(4, "little") + data
+        view = memoryview(frame)
+        while view:
+            written = os.write(write_end, view)
+            if written < len(view):
+                blocked[0] += 1
+            view = view[written:]
+
+    packer = _Packer(sink)
+    calls = _timed(packer.log, steps, width)
+    packer.pack()
+    os.close(write_end)
+    out, _ = child.communicate(timeout=60)
+    return {**_tail(calls), "rows": int(out), "short_writes": blocked[0]}
+
+
+def _mlop_loop(root: str, steps: int, width: int) -> dict[str, Any]:
+    run = mlop.init(project="probe", dir=root, disable_system_metrics=True, disable_console=True)
+    calls = _timed(run.log, steps, width)
+    run.finish()
+    return _tail(calls)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--width", type=int, default=1000)
+    args = parser.parse_args()
+    results: dict[str, list[dict[str, Any]]] = {"mlop": [], "thread": [], "pipe": []}
+    with tempfile.TemporaryDirectory() as root:
+        _timed(lambda d: None, args.steps, args.width)  # warm the dict-building code
+        for r in range(args.rounds):
+            results["mlop"].append(_mlop_loop(os.path.join(root, f"m{r}"), args.steps, args.width))
+            results["thread"].append(_thread_loop(os.path.join(root, f"t{r}.db"), args.steps, args.width))
+            results["pipe"].append(_pipe_loop(os.path.join(root, f"p{r}.db"), args.steps, args.width))
+    print(json.dumps({"steps": args.steps, "width": args.width, **results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
