@@ -11,13 +11,16 @@ each call is timed:
 - ``thread``: the probe's own minimal copy of that data path: each call pickles its record, and a thread
   in this process wakes every 50 ms and writes the pickles to SQLite, one statement and commit a write.
 - ``pipe``: the same packing, but the call hands each pickle to the kernel with one ``os.write`` into a
-  pipe (1 MiB) whose reader is a child process that writes them to SQLite. No thread of this process
-  needs the lock back while the loop runs: the writer outside the process of issue 20's next step,
-  without the parts a real one needs (acks for ``flush()``, a full disk, what is packed after the loop
-  stops logging).
+  pipe (1 MiB) whose reader is a child process that writes them to SQLite.
+- ``ring``: the same packing, but the call copies each pickle into a ring of shared memory (32 MiB in
+  /dev/shm) that a child process polls every 2 ms and drains into SQLite; a pickle that finds the ring
+  full is kept and copied by a later call. No system call on the loop's side, and no thread of this
+  process needs the lock back while the loop runs.
 
-If ``pipe`` has no slow calls where ``thread`` and ``mlop`` have them, the hand-off is the cause and a
-writer outside the process removes it; its cost to the loop is the ``os.write`` per pickle.
+``pipe`` and ``ring`` are writers outside the process as issue 20's next step would build them, without
+the parts a real one needs (acks for ``flush()``, a full disk, what is packed after the loop stops
+logging). If ``ring`` has no slow calls where ``mlop`` has them, the hand-off is the cause and such a
+writer removes it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import mmap
 import os
 import pickle
 import resource
@@ -64,6 +68,40 @@ while True:
     if frames:
         db.executemany("INSERT INTO rows (data) VALUES (?)", frames)
         rows += len(frames)
+print(rows)
+"""
+
+
+RING_CHILD = r"""
+import mmap, os, sqlite3, struct, sys, time
+path, ring_path, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+db = sqlite3.connect(path, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=NORMAL")
+db.execute("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, data BLOB)")
+fd = os.open(ring_path, os.O_RDWR)
+ring = mmap.mmap(fd, 64 + size)
+header = struct.Struct("<QQQ")  # head (bytes ever written), tail (bytes ever read), closed
+rows = 0
+while True:
+    head, tail, closed = header.unpack_from(ring, 0)
+    if head == tail:
+        if closed:
+            break
+        time.sleep(0.002)
+        continue
+    frames = []
+    while tail < head:
+        at = 64 + tail % size
+        length = int.from_bytes(ring[at : at + 4], "little")
+        if length == 0xFFFFFFFF:  # the rest of the ring is unused: the next frame starts at its beginning
+            tail += size - tail % size
+            continue
+        frames.append((ring[at + 4 : at + 4 + length],))
+        tail += 4 + length
+    db.executemany("INSERT INTO rows (data) VALUES (?)", frames)
+    rows += len(frames)
+    struct.pack_into("<Q", ring, 8, tail)
 print(rows)
 """
 
@@ -180,6 +218,59 @@ def _pipe_loop(path: str, steps: int, width: int) -> dict[str, Any]:
     return {**_tail(calls), "rows": int(out), "short_writes": blocked[0]}
 
 
+def _ring_loop(path: str, steps: int, width: int, size: int = 32 << 20) -> dict[str, Any]:
+    """Pickles copied into a ring of shared memory that a child process drains into SQLite."""
+    with tempfile.NamedTemporaryFile(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as backing:
+        backing.truncate(64 + size)
+        ring = mmap.mmap(backing.fileno(), 64 + size)
+        child = subprocess.Popen(
+            [sys.executable, "-c", RING_CHILD, path, backing.name, str(size)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        state = {"head": 0, "held": 0}
+        held: list[bytes] = []
+
+        def put(data: bytes) -> bool:
+            head = state["head"]
+            tail = int.from_bytes(ring[8:16], "little")
+            need = 4 + len(data)
+            at = head % size
+            wrap = size - at if at + need > size else 0
+            if head + wrap + need - tail > size:
+                return False  # full: the caller keeps the bytes and tries again later
+            if wrap:
+                if size - at >= 4:
+                    ring[64 + at : 64 + at + 4] = b"\xff\xff\xff\xff"
+                head += wrap
+                at = 0
+            ring[64 + at : 64 + at + 4] = len(data).to_bytes(4, "little")
+            ring[64 + at + 4 : 64 + at + need] = data
+            head += need
+            state["head"] = head
+            ring[0:8] = head.to_bytes(8, "little")  # published last: the child reads up to here
+            return True
+
+        def sink(data: bytes) -> None:
+            while held and put(held[0]):
+                held.pop(0)
+            if held or not put(data):
+                held.append(data)
+                state["held"] += 1
+
+        packer = _Packer(sink)
+        calls = _timed(packer.log, steps, width)
+        while held:
+            if put(held[0]):
+                held.pop(0)
+            else:
+                time.sleep(0.001)
+        ring[16:24] = (1).to_bytes(8, "little")
+        out, _ = child.communicate(timeout=60)
+        ring.close()
+    return {**_tail(calls), "rows": int(out), "held_when_full": state["held"]}
+
+
 def _mlop_loop(root: str, steps: int, width: int) -> dict[str, Any]:
     run = mlop.init(project="probe", dir=root, disable_system_metrics=True, disable_console=True)
     calls = _timed(run.log, steps, width)
@@ -193,13 +284,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--width", type=int, default=1000)
     args = parser.parse_args()
-    results: dict[str, list[dict[str, Any]]] = {"mlop": [], "thread": [], "pipe": []}
+    results: dict[str, list[dict[str, Any]]] = {"mlop": [], "thread": [], "pipe": [], "ring": []}
     with tempfile.TemporaryDirectory() as root:
         _timed(lambda d: None, args.steps, args.width)  # warm the dict-building code
         for r in range(args.rounds):
             results["mlop"].append(_mlop_loop(os.path.join(root, f"m{r}"), args.steps, args.width))
             results["thread"].append(_thread_loop(os.path.join(root, f"t{r}.db"), args.steps, args.width))
             results["pipe"].append(_pipe_loop(os.path.join(root, f"p{r}.db"), args.steps, args.width))
+            results["ring"].append(_ring_loop(os.path.join(root, f"r{r}.db"), args.steps, args.width))
     print(json.dumps({"steps": args.steps, "width": args.width, **results}, indent=2))
 
 
