@@ -148,9 +148,6 @@ class _Packer:
         self.sink(pickle.dumps((self.step, time.time(), data), protocol=5))
         self.step += 1
 
-    def pack(self) -> None:
-        """Nothing is left pending: every record was packed by its own call."""
-
 
 def _thread_loop(path: str, steps: int, width: int) -> dict[str, Any]:
     ready: list[bytes] = []
@@ -182,7 +179,6 @@ def _thread_loop(path: str, steps: int, width: int) -> dict[str, Any]:
     thread.start()
     packer = _Packer(sink)
     calls = _timed(packer.log, steps, width)
-    packer.pack()
     stop = True
     wake.set()
     thread.join()
@@ -199,23 +195,17 @@ def _pipe_loop(path: str, steps: int, width: int) -> dict[str, Any]:
         [sys.executable, "-c", CHILD, path], stdin=read_end, stdout=subprocess.PIPE, text=True
     )
     os.close(read_end)
-    blocked = [0]
 
     def sink(data: bytes) -> None:
-        frame = len(data).to_bytes(4, "little") + data
-        view = memoryview(frame)
-        while view:
-            written = os.write(write_end, view)
-            if written < len(view):
-                blocked[0] += 1
-            view = view[written:]
+        view = memoryview(len(data).to_bytes(4, "little") + data)
+        while view:  # blocks while the pipe is full; short only when a signal cuts a write
+            view = view[os.write(write_end, view) :]
 
     packer = _Packer(sink)
     calls = _timed(packer.log, steps, width)
-    packer.pack()
     os.close(write_end)
     out, _ = child.communicate(timeout=60)
-    return {**_tail(calls), "rows": int(out), "short_writes": blocked[0]}
+    return {**_tail(calls), "rows": int(out)}
 
 
 def _ring_loop(path: str, steps: int, width: int, size: int = 32 << 20) -> dict[str, Any]:

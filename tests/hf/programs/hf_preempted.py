@@ -10,8 +10,7 @@ import sys
 import time
 from typing import Any
 
-import torch
-from hf_tiny import make_trainer
+from hf_tiny import end_process_group, make_trainer
 from transformers import TrainerCallback
 
 from mlop_hf import MlopCallback
@@ -43,10 +42,7 @@ def main() -> None:
     trainer.train(resume_from_checkpoint=None if resume == "none" else resume)
     if trainer.is_world_process_zero():
         print("DONE", callback.run.id, flush=True)
-    if torch.distributed.is_initialized():  # the Trainer leaves it up; why both calls: train_by_name.py
-        torch.distributed.barrier()
-        time.sleep(0.5)
-        torch.distributed.destroy_process_group()
+    end_process_group()
 
 
 if __name__ == "__main__":
