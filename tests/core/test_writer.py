@@ -17,10 +17,26 @@ import pytest
 import mlop
 
 
-def _init(root: Path) -> mlop.Run:
+def _init(root: Path, process: bool = True) -> mlop.Run:
     return mlop.init(
-        dir=root, mode="offline", disable_system_metrics=True, disable_console=True, x_flush_interval=0.05
+        dir=root,
+        mode="offline",
+        disable_system_metrics=True,
+        disable_console=True,
+        x_flush_interval=0.05,
+        x_writer_process=process,
     )
+
+
+def _writer_process_open(run: mlop.Run) -> None:
+    """Log one value and wait until the run's writer process has taken over the writes."""
+    run.log({"warmup": 1.0})
+    deadline = time.monotonic() + 20
+    while not run._writer._ring_open:
+        assert time.monotonic() < deadline, "the writer process never started"
+        run.log({"warmup": 1.0})
+        time.sleep(0.01)
+    run._writer.flush()
 
 
 def _wait_for(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 20.0) -> None:
@@ -93,6 +109,20 @@ def test_values_logged_while_the_disk_is_full_are_stored_once_it_has_room(
         assert any("every value held in memory is written" in r.getMessage() for r in caplog.records)
 
 
+def _refuse_writes(run: mlop.Run, refuse: bool) -> None:
+    """Make the store refuse the run's writes (or take them again), on whichever side writes them."""
+    child = run._writer._child
+    if run._writer._ring_open and child is not None:
+        # The writer process: a file size limit on it alone (it ignores SIGXFSZ, so writes past the
+        # limit fail with EFBIG), below any offset SQLite writes a page at. Linux only, like the process.
+        import resource
+
+        _, hard = resource.prlimit(child.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(child.pid, resource.RLIMIT_FSIZE, (4096 if refuse else hard, hard))
+    else:
+        _limit_pages(run, 0 if refuse else None)
+
+
 def _limit_pages(run: mlop.Run, pages: int | None) -> None:
     # SQLite's own "database or disk is full" (SQLITE_FULL), the error a full disk gives, produced by
     # capping the store's page count on the writer's connection: runs anywhere, without root.
@@ -105,39 +135,47 @@ def _limit_pages(run: mlop.Run, pages: int | None) -> None:
             db.execute(f"PRAGMA max_page_count = {max(pages, current)}")
 
 
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "writer-process"])
 def test_a_store_that_is_full_takes_the_held_values_once_it_has_room(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, process: bool
 ) -> None:
     caplog.set_level(logging.INFO, logger="mlop")
-    run = _init(tmp_path)
+    run = _init(tmp_path, process)
+    if process:
+        _writer_process_open(run)
     run._writer.flush()
-    _limit_pages(run, 0)  # no page more than it has now
+    _refuse_writes(run, True)  # no page more than it has now
     for step in range(3000):
         run.log({"x": float(step)})
     _wait_for(caplog, "kept in memory")
-    assert any("database or disk is full" in r.getMessage() for r in caplog.records)
-    _limit_pages(run, None)
+    refusal = "database or disk is full" if not process else "could not write to its local store"
+    assert any(refusal in r.getMessage() for r in caplog.records)
+    _refuse_writes(run, False)
     run.finish()
     reader = mlop.open_run(run.dir)
     assert [r["value"] for r in reader.metrics("x")] == [float(s) for s in range(3000)]
     reader.close()
 
 
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "writer-process"])
 def test_past_the_memory_bound_later_values_are_dropped_and_counted(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, process: bool
 ) -> None:
     caplog.set_level(logging.INFO, logger="mlop")
-    run = _init(tmp_path)
+    run = _init(tmp_path, process)
+    if process:  # the bytes the ring holds count against the bound too
+        _writer_process_open(run)
     run._writer.max_held = 200_000  # bytes: a few thousand steps of ten values
     run._writer.flush()
-    _limit_pages(run, 0)
+    _refuse_writes(run, True)
+    first = run._step  # after the values that waited for the writer process
     for step in range(20_001):
         run.log({f"k{j}": float(step) for j in range(10)})
         if step == 1000:
             _wait_for(caplog, "kept in memory")
     run._writer.flush()
     assert any("values logged from now until it can are lost" in r.getMessage() for r in caplog.records)
-    _limit_pages(run, None)
+    _refuse_writes(run, False)
     run.finish()
     lost = [r.getMessage() for r in caplog.records if "were lost while memory was full" in r.getMessage()]
     assert len(lost) == 1
@@ -145,7 +183,7 @@ def test_past_the_memory_bound_later_values_are_dropped_and_counted(
     steps = [r["step"] for r in reader.metrics("k0")]
     reader.close()
     # What was held is stored, in order, from the start; the rest is missing and counted exactly.
-    assert steps == list(range(len(steps)))
+    assert steps == list(range(first, first + len(steps)))
     assert 100 < len(steps) < 20_001
     missing = 20_001 - len(steps)
     assert f"{missing} logged steps ({missing * 10} metric values)" in lost[0]

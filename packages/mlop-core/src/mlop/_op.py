@@ -83,7 +83,7 @@ class Op:
         self.config: dict[str, Any] = config
         self._tags = tags
         self._store = store
-        self._writer = Writer(store, settings.x_flush_interval)
+        self._writer = Writer(store, settings.x_flush_interval, process=settings.x_writer_process)
         # Media waiting to be encoded may take the workers at most half the finish timeout, so that
         # finish() stores every value logged and still leaves the uploader its time.
         self._sink = MediaSink(run_dir, self._writer.add, max_drain=settings.x_finish_timeout / 2)

@@ -76,6 +76,7 @@ class Settings:
     x_init_timeout: float = 5.0
     x_heartbeat_interval: float = 5.0
     x_upload_workers: int = 4
+    x_writer_process: bool = True
 
     def __repr__(self) -> str:
         """The fields, without the key and the webhook, and without credentials inside URLs (a proxy's)."""

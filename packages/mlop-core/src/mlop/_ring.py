@@ -1,0 +1,402 @@
+"""A run's shared ring: packed rows handed from the training process to a writer process without a lock.
+
+The ring is a file in shared memory (``memfd_create``) mapped by the training process and by one child
+process running :func:`main`, that owns the store's writes while it runs. The training thread
+copies each packed pickle into the ring as a frame and moves the head; the child polls the head, writes
+whole frames to the store and moves the tail once SQLite has them. No lock is shared and no thread of
+the training process needs the interpreter lock for the write, so a loop that holds that lock is never
+made to hand it over (the last source of slow ``log()`` calls; see bench/README.md, issue 20).
+
+Layout (little-endian): a header page, then ``capacity`` bytes of frames. A frame is its length (u32,
+header included), a kind code (u8), an item count (u32) and the payload. A frame never wraps: where the
+bytes left before the end cannot hold the next frame, the producer writes a zero length there (when at
+least four bytes are left) and the frame starts at the beginning. ``head`` and ``tail`` count bytes ever
+written and ever stored, so ``head - tail`` is what the ring holds. The producer writes a frame's bytes
+before it moves the head; the ring is used only on x86-64, whose stores reach another core in order.
+
+The child outlives a SIGKILL of its parent: it notices the parent is gone, stores what the ring holds and
+exits. When the store refuses a write (a full disk), the frames stay in the ring and the child tries
+again; the header says since when, and why, so the parent can say it and hold what no longer fits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import platform
+import select
+import signal
+import struct
+import sys
+import time
+from typing import Any, Final
+
+__all__ = ["CODES", "KINDS", "META", "Ring", "available", "drain", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: The row kinds a frame may carry, by code; META carries JSON-encoded meta values, not a row.
+KINDS: Final = ("metrics", "system", "data", "files", "logs", "config", "tags", "status", "graph", "alert",
+                "lognames")  # fmt: skip
+META: Final = 255
+CODES: Final = {kind: code for code, kind in enumerate(KINDS)}
+
+HEADER: Final = 4096
+_HEAD, _TAIL, _ITEMS_PUT, _ITEMS_DONE, _FAILING, _STATE, _CLOSING, _OPENED = 0, 8, 16, 24, 32, 40, 48, 56
+_ERROR: Final = 128  # u16 length, then UTF-8 text
+_ERROR_MAX: Final = 1024
+_FRAME: Final = struct.Struct("<IBI")
+_U64: Final = struct.Struct("<Q")
+_F64: Final = struct.Struct("<d")
+_U32: Final = struct.Struct("<I")
+
+#: Child states in the header.
+STARTING, READY, DONE = 0, 1, 2
+#: Bytes of payload one statement of the child writes at most (unless one frame is larger).
+WRITE_BYTES: Final = 4 << 20
+#: Seconds between the child's looks at the head while frames come in, and once the ring is quiet.
+POLL_BUSY: Final = 0.002
+POLL_IDLE: Final = 0.01
+#: Seconds between attempts while the store refuses writes.
+RETRY_EVERY: Final = 0.5
+#: Seconds a child whose parent is gone keeps trying a store that refuses writes before it gives up.
+ORPHAN_PATIENCE: Final = 60.0
+
+
+def available() -> bool:
+    """Whether this machine can run a writer process: Linux on x86-64, with ``memfd_create``."""
+    return (
+        sys.platform.startswith("linux")
+        and platform.machine().lower() in ("x86_64", "amd64")
+        and hasattr(os, "memfd_create")
+        and bool(sys.executable)
+    )
+
+
+class Ring:
+    """One mapping of a run's ring (the producer's or the consumer's side)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.capacity = size - HEADER
+        self.map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+        self._pack_into = _U64.pack_into
+        self._unpack_from = _U64.unpack_from
+
+    @classmethod
+    def create(cls, size: int) -> Ring:
+        fd = os.memfd_create("mlop-ring", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            return cls(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def close(self) -> None:
+        try:
+            self.map.close()
+        except (BufferError, ValueError):  # a view still open: the mapping goes with the process
+            pass
+        os.close(self.fd)
+
+    # -- the header ------------------------------------------------------------------------------------
+
+    def _get(self, offset: int) -> int:
+        return int(self._unpack_from(self.map, offset)[0])
+
+    def _set(self, offset: int, value: int) -> None:
+        self._pack_into(self.map, offset, value)
+
+    @property
+    def head(self) -> int:
+        return self._get(_HEAD)
+
+    @property
+    def tail(self) -> int:
+        return self._get(_TAIL)
+
+    def used(self) -> int:
+        return self._get(_HEAD) - self._get(_TAIL)
+
+    @property
+    def items_put(self) -> int:
+        return self._get(_ITEMS_PUT)
+
+    @property
+    def items_done(self) -> int:
+        return self._get(_ITEMS_DONE)
+
+    @property
+    def state(self) -> int:
+        return self._get(_STATE)
+
+    @state.setter
+    def state(self, value: int) -> None:
+        self._set(_STATE, value)
+
+    @property
+    def closing(self) -> bool:
+        return bool(self._get(_CLOSING))
+
+    def close_asked(self) -> None:
+        self._set(_CLOSING, 1)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the parent has begun to put frames (it opens the ring once the child is READY)."""
+        return bool(self._get(_OPENED))
+
+    def opened(self) -> None:
+        self._set(_OPENED, 1)
+
+    @property
+    def failing_since(self) -> float:
+        """When the store began refusing the child's writes (0.0: it takes them)."""
+        return float(_F64.unpack_from(self.map, _FAILING)[0])
+
+    @property
+    def error(self) -> str:
+        (length,) = struct.unpack_from("<H", self.map, _ERROR)
+        return bytes(self.map[_ERROR + 2 : _ERROR + 2 + length]).decode("utf-8", "replace")
+
+    def set_failing(self, since: float, error: str = "") -> None:
+        text = error.encode("utf-8", "replace")[:_ERROR_MAX]
+        struct.pack_into("<H", self.map, _ERROR, len(text))
+        self.map[_ERROR + 2 : _ERROR + 2 + len(text)] = text
+        _F64.pack_into(self.map, _FAILING, since)
+
+    # -- the producer's side ---------------------------------------------------------------------------
+
+    def fits(self, size: int) -> bool:
+        """Whether a payload of ``size`` bytes can be a frame: at most half the ring, so that an empty
+        ring always has room for it, wherever its head is."""
+        return _FRAME.size + size <= self.capacity // 2
+
+    def put(self, kind: int, items: int, payload: bytes | memoryview) -> bool:
+        """Append one frame; False when the ring has no room for it now, or never will (see :meth:`fits`).
+
+        One producer at a time.
+        """
+        need = _FRAME.size + len(payload)
+        if need > self.capacity // 2:
+            return False
+        head = self._get(_HEAD)
+        free = self.capacity - (head - self._get(_TAIL))
+        at = head % self.capacity
+        left = self.capacity - at
+        if left < need:  # no frame wraps: skip to the start
+            if left + need > free:
+                return False
+            if left >= 4:
+                _U32.pack_into(self.map, HEADER + at, 0)
+            head += left
+            at = 0
+        elif need > free:
+            return False
+        start = HEADER + at
+        _FRAME.pack_into(self.map, start, need, kind, items)
+        self.map[start + _FRAME.size : start + need] = payload
+        self._set(_ITEMS_PUT, self._get(_ITEMS_PUT) + items)
+        self._set(_HEAD, head + need)  # last: the consumer reads nothing before it
+        return True
+
+    # -- the consumer's side ---------------------------------------------------------------------------
+
+    def frames(self, limit: int) -> tuple[list[tuple[int, int, memoryview]], int, int]:
+        """Whole frames from the tail, up to about ``limit`` payload bytes: (frames, new tail, items).
+
+        The views point into the ring; release them before the tail moves past them.
+        """
+        tail = self._get(_TAIL)
+        head = self._get(_HEAD)
+        out: list[tuple[int, int, memoryview]] = []
+        size = items = 0
+        view = memoryview(self.map)
+        try:
+            while tail < head and (not out or size < limit):
+                at = tail % self.capacity
+                left = self.capacity - at
+                length = _U32.unpack_from(self.map, HEADER + at)[0] if left >= 4 else 0
+                if left < _FRAME.size or length == 0:
+                    tail += left
+                    continue
+                _, kind, count = _FRAME.unpack_from(self.map, HEADER + at)
+                start = HEADER + at
+                out.append((kind, count, view[start + _FRAME.size : start + length]))
+                size += length - _FRAME.size
+                items += count
+                tail += length
+        finally:
+            view.release()
+        return out, tail, items
+
+    def done(self, tail: int, items: int) -> None:
+        self._set(_ITEMS_DONE, self._get(_ITEMS_DONE) + items)
+        self._set(_TAIL, tail)
+
+
+def drain(ring: Ring, store: Any, limit: int = WRITE_BYTES) -> tuple[int, int]:
+    """Store the frames at the ring's tail, up to about ``limit`` bytes: (bytes, items) stored.
+
+    Consecutive frames of one kind become one row (their pickles back to back, as the store reads them);
+    meta frames are written in the same transaction. Raises what the store raises; the tail moves only
+    once the store has the rows.
+    """
+    frames, tail, items = ring.frames(limit)
+    if not frames:
+        return 0, 0
+    rows: list[tuple[str, int, bytes]] = []
+    meta: dict[str, str] = {}
+    kind_of = KINDS
+    parts: list[memoryview] = []
+    current = -1
+    count = size = 0
+
+    def close_row() -> None:
+        if parts:
+            rows.append((kind_of[current], count, parts[0].tobytes() if len(parts) == 1 else b"".join(parts)))
+
+    try:
+        for kind, items_in, payload in frames:
+            size += len(payload)
+            if kind == META:
+                meta.update(json.loads(bytes(payload)))
+                continue
+            if kind != current:
+                close_row()
+                parts, current, count = [], kind, 0
+            parts.append(payload)
+            count += items_in
+        close_row()
+    finally:
+        parts = []
+        for _, _, payload in frames:
+            payload.release()
+    store.write_packed(rows, meta)
+    ring.done(tail, items)
+    return size, items
+
+
+# -- the writer process ----------------------------------------------------------------------------------
+
+
+def _poke(fd: int) -> None:
+    try:
+        os.write(fd, b"\0")
+    except (BlockingIOError, OSError):  # a full pipe has a poke waiting already; a closed one, no reader
+        pass
+
+
+def serve(ring: Ring, store: Any, poke: int, parent: int, interval: float) -> int:
+    """The writer process's loop: store what the ring holds until asked to stop or orphaned; exit status.
+
+    Pokes the parent's writer thread (one byte into ``poke``) when the ring has gone quiet, so that it
+    packs what the loop logged last, and when the store begins or stops refusing writes.
+    """
+    from mlop._checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(store)
+    ring.state = READY  # the parent's next packing turn opens the ring: no poke, no wake of its thread
+    last_head = ring.head
+    ready_at = changed_at = poked_at = time.monotonic()
+    failing = False
+    retry_at = 0.0
+    orphaned_at: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if ring.head != ring.tail and (not failing or now >= retry_at):
+                try:
+                    size, _ = drain(ring, store)
+                except Exception as exc:  # broad: a full disk, above all; the frames stay in the ring
+                    retry_at = now + RETRY_EVERY
+                    if not failing:
+                        failing = True
+                        ring.set_failing(time.time(), str(exc) or type(exc).__name__)
+                        _poke(poke)
+                else:
+                    checkpointer.wrote(size)
+                    if failing:
+                        failing = False
+                        ring.set_failing(0.0)
+                        _poke(poke)
+                    continue  # more may be waiting: no sleep
+            if orphaned_at is None and os.getppid() != parent:
+                orphaned_at = now
+            gone = orphaned_at is not None
+            if (ring.closing or gone) and (ring.head == ring.tail):
+                return 0
+            if gone and failing and now - (orphaned_at or now) > ORPHAN_PATIENCE:
+                print(
+                    f"mlop: the run's store {store.path} refused writes after its process ended; "
+                    f"{ring.items_put - ring.items_done} logged records are lost",
+                    file=sys.stderr,
+                )
+                return 1
+            if ready_at and now - ready_at >= interval / 2:
+                # Still not opened by a packing turn: the loop is not logging; the parent's writer thread
+                # opens the ring and moves in what waits.
+                if not ring.is_open:
+                    _poke(poke)
+                ready_at = 0.0
+            head = ring.head
+            if head != last_head:
+                last_head, changed_at = head, now
+            elif not gone and now - changed_at >= interval / 2 and poked_at < changed_at:
+                # Quiet since frames last came: the loop logs no more (or slowly); the parent's writer
+                # thread packs what it logged after its last packing turn. Once per quiet spell.
+                poked_at = now
+                _poke(poke)
+            time.sleep(POLL_BUSY if now - changed_at < 1.0 else POLL_IDLE)
+    finally:
+        checkpointer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The writer process: ``main()`` with the arguments FD SIZE POKE_FD PARENT_PID INTERVAL STORE."""
+    args = sys.argv[1:] if argv is None else argv
+    fd, size, poke, parent = (int(value) for value in args[:4])
+    interval = float(args[4])
+    path = args[5]
+    # Ctrl-C and a terminal's SIGTERM reach the whole process group; this process ends when its parent
+    # says so or is gone, after storing what it was handed. A file size limit gives an error, not death.
+    for name in ("SIGINT", "SIGTERM", "SIGXFSZ", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    from mlop._store import Store
+
+    if os.getppid() != parent:
+        return 0
+    ring = Ring(fd, size)
+    store = Store(path)
+    status = 1
+    try:
+        status = serve(ring, store, poke, parent, interval)
+    finally:
+        store.close()
+        ring.state = DONE
+        # Nothing is left to tear down that the parent waits for: end now (the interpreter's own exit
+        # would take it tens of milliseconds, which finish() would wait out).
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def wait_readable(fds: list[int], timeout: float | None) -> None:
+    """Wait until the first of ``fds`` (a pipe) has bytes or another is readable, or ``timeout`` passes.
+
+    Reads what the pipe holds.
+    """
+    ready, _, _ = select.select(fds, [], [], timeout)
+    if fds[0] in ready:
+        try:
+            os.read(fds[0], 4096)
+        except (BlockingIOError, OSError):
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
