@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import mlop
+from mlop import _ring
 
 
 def _lines(run: Any) -> list[tuple[int, str, str]]:
@@ -186,29 +187,45 @@ def test_an_enormous_line_is_recorded_in_bounded_pieces(
     assert capsys.readouterr().out == "x" * 150_000 + "\n" + "y" * 100_000
 
 
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "writer-process"])
 def test_an_error_the_writer_logs_to_the_console_while_flushing_never_deadlocks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], process: bool
 ) -> None:
     import sqlite3
 
-    run = _init(tmp_path)
+    if process and not _ring.available():
+        pytest.skip("the writer process runs on Linux x86-64")
+    run = _init(tmp_path, x_writer_process=process)
     # A handler on the console, as a script's logging setup would have: the writer's own error message
     # then goes through the captured stderr, which hands a line back to the writer inside its flush.
     handler = logging.StreamHandler(sys.stderr)
     logging.getLogger("mlop").addHandler(handler)
     real_write = run._store.write_packed
+    child = run._writer._child
+    if process:
+        # The writer process's writes fail: a file size limit on it alone (it ignores SIGXFSZ).
+        import resource
 
-    def broken(*args: Any, **kwargs: Any) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
+        assert child is not None and run._writer._ring_open
+        _, hard = resource.prlimit(child.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(child.pid, resource.RLIMIT_FSIZE, (4096, hard))
+    else:
 
-    monkeypatch.setattr(run._store, "write_packed", broken)
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(run._store, "write_packed", broken)
     try:
         run.log({"loss": 1.0})
         flusher = threading.Thread(target=run._writer.flush)
         flusher.start()
         flusher.join(30)
         assert not flusher.is_alive(), "the writer deadlocked on its own console line"
-        monkeypatch.setattr(run._store, "write_packed", real_write)
+        if process:
+            assert child is not None
+            resource.prlimit(child.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        else:
+            monkeypatch.setattr(run._store, "write_packed", real_write)
         run.finish()
     finally:
         logging.getLogger("mlop").removeHandler(handler)

@@ -97,6 +97,11 @@ def _check_keywords(kwargs: dict[str, Any]) -> None:
     )
 
 
+#: Seconds init() waits at most for the run's writer process to be ready (the rows wait in memory for it
+#: meanwhile, then its thread writes them).
+START_WAIT: Final = 2.0
+
+
 def init(
     project: str | None = None,
     name: str | None = None,
@@ -229,6 +234,9 @@ def init(
         uploader.start(new_run=not exists)  # waits at most x_init_timeout; raises RunExistsError
         op._uploader = uploader
     _hooks.run_started(op)
+    # The writer process starts beside init() (about 30 ms of CPU on another core); a loop that began
+    # logging before it was ready would share two cores three ways for that while (bench/README.md).
+    op._writer.wait_started(START_WAIT)
     return op
 
 

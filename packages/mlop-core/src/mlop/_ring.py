@@ -293,11 +293,13 @@ def _poke(fd: int) -> None:
         pass
 
 
-def serve(ring: Ring, store: Any, poke: int, parent: int, interval: float) -> int:
+def serve(ring: Ring, store: Any, poke: int, hurry: int, parent: int, interval: float) -> int:
     """The writer process's loop: store what the ring holds until asked to stop or orphaned; exit status.
 
     Pokes the parent's writer thread (one byte into ``poke``) when the ring has gone quiet, so that it
-    packs what the loop logged last, and when the store begins or stops refusing writes.
+    packs what the loop logged last, and when the store begins or stops refusing writes. Between looks
+    at the ring it waits on ``hurry``, which the parent writes to when it waits for the store (flush,
+    close).
     """
     from mlop._checkpoint import Checkpointer
 
@@ -354,17 +356,17 @@ def serve(ring: Ring, store: Any, poke: int, parent: int, interval: float) -> in
                 poked_at = now
                 _poke(poke)
             quiet = now - changed_at
-            time.sleep(POLL_BUSY if quiet < 0.1 else POLL_QUIET if quiet < 1.0 else POLL_IDLE)
+            wait_readable([hurry], POLL_BUSY if quiet < 0.1 else POLL_QUIET if quiet < 1.0 else POLL_IDLE)
     finally:
         checkpointer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The writer process: ``main()`` with the arguments FD SIZE POKE_FD PARENT_PID INTERVAL STORE."""
+    """The writer process: ``main()`` with the arguments FD SIZE POKE HURRY PARENT_PID INTERVAL STORE."""
     args = sys.argv[1:] if argv is None else argv
-    fd, size, poke, parent = (int(value) for value in args[:4])
-    interval = float(args[4])
-    path = args[5]
+    fd, size, poke, hurry, parent = (int(value) for value in args[:5])
+    interval = float(args[5])
+    path = args[6]
     # Ctrl-C and a terminal's SIGTERM reach the whole process group; this process ends when its parent
     # says so or is gone, after storing what it was handed. A file size limit gives an error, not death.
     for name in ("SIGINT", "SIGTERM", "SIGXFSZ", "SIGHUP"):
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(path)
     status = 1
     try:
-        status = serve(ring, store, poke, parent, interval)
+        status = serve(ring, store, poke, hurry, parent, interval)
     finally:
         store.close()
         ring.state = DONE

@@ -154,6 +154,7 @@ class Writer:
         self._poke_r: int | None = None
         self._poke_w: int | None = None
         self._pidfd: int | None = None
+        self._hurry: int | None = None  # wakes the writer process from its poll (flush, close)
         self._faulted = False  # the ring's pages are in this process's memory
         self._late = False  # the writer process was slow to start: the thread was woken to write
         # The hot path appends (step, time, values) here directly; see Op.log.
@@ -735,6 +736,21 @@ class Writer:
         ring = self._ring
         return self._ready_bytes + (ring.used() if self._ring_open and ring is not None else 0)
 
+    def wait_started(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, until the writer process is ready and its ring open."""
+        ring = self._ring
+        deadline = time.monotonic() + timeout
+        while ring is not None and not self._ring_open and time.monotonic() < deadline:
+            if self._child is None or self._child.poll() is not None:
+                return  # the writer's thread gives up on it and writes
+            if self._faulted and ring.state == _ring.READY:
+                with self._lock:
+                    if self._ring is ring and not self._ring_open:
+                        self._ring_open = True
+                        ring.opened()
+                return
+            time.sleep(0.001)
+
     def _starting(self) -> bool:
         """Whether the writer process is starting, and the rows wait in memory for it (START_HOLD)."""
         return (
@@ -760,22 +776,36 @@ class Writer:
             self._late = True
             self._signal()
 
+    def _hurry_child(self) -> None:
+        """Wake the writer process now rather than at its next look at the ring (up to 50 ms away)."""
+        if self._hurry is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._hurry, b"\0")
+
     def _ring_alive(self) -> bool:
         return self._child is not None and self._child.poll() is None
 
     def _start_child(self) -> None:
         """Make the ring and start the writer process; the ring opens once it is ready (_opening)."""
         ring: _ring.Ring | None = None
-        read = write = -1
+        read = write = hurry_r = hurry_w = -1
         try:
             ring = _ring.Ring.create(RING_BYTES)
-            read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # its pokes, to this process's thread
+            hurry_r, hurry_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # flush() and close(), to it
             # The process imports mlop's modules from where this one did (a source tree works too).
             package = os.path.dirname(os.path.abspath(_ring.__file__))
-            args = [str(ring.fd), str(ring.size), str(write), str(os.getpid()), str(self.interval)]
+            args = [
+                str(ring.fd),
+                str(ring.size),
+                str(write),
+                str(hurry_r),
+                str(os.getpid()),
+                str(self.interval),
+            ]
             self._child = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _CHILD_MAIN, package, *args, str(self.store.path)],
-                pass_fds=(ring.fd, write),
+                pass_fds=(ring.fd, write, hurry_r),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 env={k: v for k, v in os.environ.items() if not k.startswith("MLOP_")},  # no key
@@ -785,16 +815,17 @@ class Writer:
             self._thread_writes()
             if ring is not None:
                 ring.close()
-            for fd in (read, write):
+            for fd in (read, write, hurry_r, hurry_w):
                 if fd >= 0:
                     os.close(fd)
             return
+        os.close(hurry_r)
         self._child_started = time.monotonic()
         try:
             self._pidfd = os.pidfd_open(self._child.pid)  # readable once the process has ended
         except (AttributeError, OSError):  # Linux before 5.3: the thread looks every few seconds
             self._pidfd = None
-        self._ring, self._poke_r, self._poke_w = ring, read, write
+        self._ring, self._poke_r, self._poke_w, self._hurry = ring, read, write, hurry_w
 
     def _try_open(self) -> None:
         """Hand the writes to the writer process once it is ready; give up on one that does not start."""
@@ -893,6 +924,7 @@ class Writer:
         if ring is None:
             return
         target = ring.head
+        self._hurry_child()
         refused_at: float | None = None
         while ring.tail < target and time.monotonic() < deadline:
             if not self._ring_alive():
@@ -910,9 +942,11 @@ class Writer:
     def _lose_child(self) -> None:
         """The writer process ended while it had the writes: take what its ring holds back, write here."""
         ring, child = self._ring, self._child
-        if ring is None or not self._ring_open:
+        if ring is None:
             return
         with self._lock:
+            if not self._ring_open:  # never opened, or another thread took it back first
+                return
             self._ring_open = False
             rows: list[_Row] = []
             meta: dict[str, str] = {}
@@ -957,6 +991,7 @@ class Writer:
             if self._ring_open and child.poll() is None:
                 # It stores what the ring holds, says DONE and ends at once.
                 ring.close_asked()
+                self._hurry_child()
                 deadline = time.monotonic() + 10.0
                 last = ring.tail
                 while ring.state != _ring.DONE and child.poll() is None and time.monotonic() < deadline:
@@ -979,11 +1014,11 @@ class Writer:
         with self._lock:
             self._ring_open = False
             self._ring = self._child = None
-        for fd in (self._poke_r, self._poke_w, self._pidfd):
+        for fd in (self._poke_r, self._poke_w, self._pidfd, self._hurry):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._poke_r = self._poke_w = self._pidfd = None
+        self._poke_r = self._poke_w = self._pidfd = self._hurry = None
         ring.close()
         return held
 
