@@ -54,6 +54,9 @@ def _tail(samples: list[int]) -> dict[str, float]:
         "p99_9_us": ordered[min(n - 1, int(n * 0.999))] / 1000,
         "p99_99_us": ordered[min(n - 1, int(n * 0.9999))] / 1000,
         "max_us": ordered[-1] / 1000,
+        # Which call was slowest (0: the first, which checks every key once), and the slowest of the rest.
+        "max_at_call": samples.index(ordered[-1]),
+        "max_after_first_us": max(samples[1:], default=0) / 1000,
     }
 
 

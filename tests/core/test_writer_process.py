@@ -79,6 +79,31 @@ def test_a_tight_loop_is_stored_by_the_writer_process_and_it_ends_with_the_run(t
     reader.close()
 
 
+def test_a_loop_that_logs_is_never_made_to_hand_over_the_interpreter_lock(tmp_path: Path) -> None:
+    # What the writer process is for (issue 20): no thread of the training process needs the lock while
+    # the loop logs, so the loop's thread never sleeps waiting for it. Counted as the thread's voluntary
+    # context switches (it sleeps for nothing else here): with the writer thread writing instead, this
+    # loop's thread slept 25-37 times in its half second. A few are allowed for a machine that pauses the
+    # loop past the ring's quiet time (25 ms), after which the process pokes the writer's thread.
+    import resource
+
+    def sleeps() -> int:
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+    run = _init(tmp_path)
+    _open_ring(run)
+    keys = [f"k{j}" for j in range(100)]
+    before = sleeps()
+    for step in range(30_000):
+        run.log({key: step + 0.25 for key in keys})
+    slept = sleeps() - before
+    run.finish()
+    assert slept <= 6, f"the loop's thread slept {slept} times"
+    reader = mlop.open_run(run.dir)
+    assert len(list(reader.metrics("k99"))) == 30_000
+    reader.close()
+
+
 def test_values_logged_before_the_loop_goes_quiet_are_stored_without_a_flush(tmp_path: Path) -> None:
     # The packing turns leave what was logged within PACK_EVERY of the last one; the writer process pokes
     # the run's writer thread once the ring is quiet, and the thread packs it.
