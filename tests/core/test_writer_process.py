@@ -84,7 +84,8 @@ def test_a_loop_that_logs_is_never_made_to_hand_over_the_interpreter_lock(tmp_pa
     # the loop logs, so the loop's thread never sleeps waiting for it. Counted as the thread's voluntary
     # context switches (it sleeps for nothing else here): with the writer thread writing instead, this
     # loop's thread slept 25-37 times in its half second. A few are allowed for a machine that pauses the
-    # loop past the ring's quiet time (25 ms), after which the process pokes the writer's thread.
+    # loop past the ring's quiet time (25 ms), after which the process pokes the writer's thread (0-5
+    # sleeps with three CPU hogs on the two cores here).
     import resource
 
     def sleeps() -> int:
@@ -98,7 +99,7 @@ def test_a_loop_that_logs_is_never_made_to_hand_over_the_interpreter_lock(tmp_pa
         run.log(dict.fromkeys(keys, step + 0.25))
     slept = sleeps() - before
     run.finish()
-    assert slept <= 6, f"the loop's thread slept {slept} times"
+    assert slept <= 10, f"the loop's thread slept {slept} times"
     reader = mlop.open_run(run.dir)
     assert len(list(reader.metrics("k99"))) == 30_000
     reader.close()
