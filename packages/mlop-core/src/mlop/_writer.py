@@ -740,16 +740,23 @@ class Writer:
         """Wait, at most ``timeout`` seconds, until the writer process is ready and its ring open."""
         ring = self._ring
         deadline = time.monotonic() + timeout
-        while ring is not None and not self._ring_open and time.monotonic() < deadline:
+        while ring is not None and not self._open_if_ready() and time.monotonic() < deadline:
             if self._child is None or self._child.poll() is not None:
                 return  # the writer's thread gives up on it and writes
-            if self._faulted and ring.state == _ring.READY:
-                with self._lock:
-                    if self._ring is ring and not self._ring_open:
-                        self._ring_open = True
-                        ring.opened()
-                return
             time.sleep(0.001)
+
+    def _open_if_ready(self) -> bool:
+        """Open the ring once the writer process is ready and the ring's pages are in; whether it is open.
+
+        What waits here then goes first, moved in by the packing turns and the writer's thread.
+        """
+        ring = self._ring
+        if ring is not None and self._faulted and ring.state == _ring.READY:
+            with self._lock:
+                if self._ring is ring and not self._ring_open:
+                    self._ring_open = True
+                    ring.opened()
+        return self._ring_open
 
     def _starting(self) -> bool:
         """Whether the writer process is starting, and the rows wait in memory for it (START_HOLD)."""
@@ -765,14 +772,7 @@ class Writer:
         Opened here, the writer's thread need not wake for it; when the process is slow to start, the
         thread is woken to write the rows itself meanwhile.
         """
-        ring = self._ring
-        if ring is None or not self._faulted:
-            return
-        if ring.state == _ring.READY:
-            with self._lock:
-                self._ring_open = True
-                ring.opened()
-        elif not self._late and not self._starting():
+        if not self._open_if_ready() and self._faulted and not self._late and not self._starting():
             self._late = True
             self._signal()
 
@@ -838,13 +838,7 @@ class Writer:
             self._end_child()
             self._thread_writes()
             return
-        if ring.state != _ring.READY:
-            return
-        if not self._faulted:
-            return
-        with self._lock:
-            self._ring_open = True  # what waits here goes first, moved in by the turns and this thread
-            ring.opened()
+        self._open_if_ready()
 
     def _move(self, limit: int | None = None) -> None:
         """Move waiting rows, then meta values, into the ring, as far as it has room.
