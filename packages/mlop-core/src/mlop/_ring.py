@@ -22,7 +22,6 @@ again; the header says since when, and why, so the parent can say it and hold wh
 from __future__ import annotations
 
 import json
-import logging
 import mmap
 import os
 import select
@@ -32,13 +31,11 @@ import sys
 import time
 from typing import Any, Final
 
+from mlop._store import KINDS
+
 __all__ = ["CODES", "KINDS", "META", "Drainer", "Ring", "available", "main"]
 
-logger = logging.getLogger(__name__)
-
-#: The row kinds a frame may carry, by code; META carries JSON-encoded meta values, not a row.
-KINDS: Final = ("metrics", "system", "data", "files", "logs", "config", "tags", "status", "graph", "alert",
-                "lognames")  # fmt: skip
+#: A frame's kind is its index in KINDS (the store's kinds); META carries JSON-encoded meta values.
 META: Final = 255
 CODES: Final = {kind: code for code, kind in enumerate(KINDS)}
 

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from mlop._exceptions import StoreError
 
-__all__ = ["STORE_FILE", "Record", "Store", "decode_record", "pack", "unpack"]
+__all__ = ["KINDS", "STORE_FILE", "Record", "Store", "decode_record", "pack", "unpack"]
 
 STORE_FILE: Final = "run.db"
 _SCHEMA_VERSION: Final = 1
@@ -132,6 +132,8 @@ _FIELDS: Final = {
     "metrics": 3, "system": 3, "data": 5, "files": 4, "logs": 4, "config": 2, "tags": 2, "status": 3,
     "graph": 2, "alert": 2, "lognames": 3,
 }  # fmt: skip
+#: Every kind of record, in a fixed order (the writer process's ring names them by their index here).
+KINDS: Final = tuple(_FIELDS)
 _reported: set[tuple[str, int]] = set()
 
 
